@@ -1,0 +1,219 @@
+"""The CReST generation loop: train -> pseudo-label -> rebalance -> export -> retrain.
+
+Each generation trains a fresh model (new weights, optimizer, EMA and alignment state)
+on the original labeled set plus the previous generation's picks, pseudo-labels the
+unlabeled pool with the EMA model, keeps per predicted class the floor(n_c * mu_c) most
+confident, and exports original + picks as WORKDIR/gen_XX/labeled.tfrecord.
+
+A generation is finished when its metrics.json exists; a re-run skips it. An unfinished
+generation resumes from its latest checkpoint.
+
+Run layout:
+  WORKDIR/args.json             all settings
+  WORKDIR/data/                 the fold (labeled/unlabeled/test .tfrecord, counts.json)
+  WORKDIR/gen_XX/ckpt/, tb/     checkpoints and TensorBoard logs of generation XX
+  WORKDIR/gen_XX/evals.json     every evaluation of the EMA model on the test set
+  WORKDIR/gen_XX/labeled.tfrecord  original labeled set + this generation's picks
+  WORKDIR/gen_XX/picks.json     per-class counts, precision and recall of the picks
+  WORKDIR/gen_XX/metrics.json   the generation's numbers (written last)
+  WORKDIR/results.json          every generation's numbers
+"""
+
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from crest import config as config_lib
+from crest import rebalance
+from libml import data, datasets, metrics, models, train
+from libml.algorithms import ALGORITHMS
+
+
+def _check_args(cfg: config_lib.Config) -> None:
+    """Writes args.json, or checks a re-run uses the same settings as the saved ones."""
+    path = os.path.join(cfg.workdir, 'args.json')
+    if tf.io.gfile.exists(path):
+        changed = config_lib.changed_settings(data.read_json(path), cfg)
+        if changed:
+            raise ValueError(
+                f'{path}: this run directory was made with other values of '
+                f'{", ".join("--" + c for c in changed)}; use another --workdir'
+            )
+    data.write_json(path, dataclasses.asdict(cfg))
+
+
+def _class_prior(cfg, labeled_counts) -> np.ndarray:
+    if cfg.class_prior == 'analytic':
+        return rebalance.analytic_prior(len(labeled_counts), cfg.imbalance)
+    counts = np.asarray(labeled_counts, np.float64)
+    return counts / counts.sum()
+
+
+def pick_summary(records: data.Records, picks: np.ndarray, predicted, rates) -> dict:
+    """Per-class counts of the picks, with their precision and recall (labels known)."""
+    num_classes = len(rates)
+    true, pred = records.labels[picks], predicted[picks]
+    picked = np.bincount(pred, minlength=num_classes)
+    correct = np.bincount(pred[true == pred], minlength=num_classes)
+    pool = np.bincount(records.labels, minlength=num_classes)
+    return {
+        'rate': np.round(rates, 6).tolist(),
+        'predicted': np.bincount(predicted, minlength=num_classes).tolist(),
+        'picked': picked.tolist(),
+        'correct': correct.tolist(),
+        'precision': np.round(np.divide(correct, picked, out=np.zeros(num_classes),
+                                        where=picked > 0), 6).tolist(),  # fmt: skip
+        'recall': np.round(np.divide(correct, pool, out=np.zeros(num_classes),
+                                     where=pool > 0), 6).tolist(),  # fmt: skip
+        'total_picked': int(picked.sum()),
+        'total_precision': float(correct.sum() / max(picked.sum(), 1)),
+    }
+
+
+def run_generation(cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy,
+                   log) -> dict:  # fmt: skip
+    """Trains generation g, then pseudo-labels, picks and exports; returns its metrics."""
+    gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
+    tf.io.gfile.makedirs(gen_dir)
+    info = datasets.get_dataset(cfg.dataset)
+    t = rebalance.temperature(g, cfg.generations, cfg.t_min)
+    if cfg.dist_align == 'none':
+        p_target = None
+    else:
+        t = t if cfg.dist_align == 'progressive' else cfg.t_min
+        p_target = rebalance.alignment_target(prior, t)
+    if cfg.seed:
+        keras.utils.set_random_seed(cfg.seed * 1000 + g)
+    with strategy.scope():
+        model = ALGORITHMS[cfg.algorithm](
+            lambda: models.build_model(cfg.arch, info.num_classes, info.image_shape),
+            info.num_classes,
+            threshold=cfg.threshold,
+            wu=cfg.wu,
+            wd=cfg.wd,
+            ema_decay=cfg.ema_decay,
+            ema_warmup=cfg.ema_warmup,
+            p_target=p_target,
+        )
+        model.compile(
+            optimizer=train.make_optimizer(cfg.lr, cfg.steps_per_generation, cfg.lr_decay_level)
+        )
+    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    stream = data.train_dataset(
+        labeled, stream_images, global_batch, cfg.uratio, seed=cfg.seed or None
+    )
+
+    def evaluate():
+        report = metrics.classification_report(test.labels, train.predict(model.ema_net, test.images))
+        return {
+            'acc/balanced': report['balanced_accuracy'],
+            'recall': report['recall'],
+            'precision': report['precision'],
+        }
+
+    prefix = f'[gen {g}/{cfg.generations - 1}] '
+    log(
+        f'{prefix}labeled {len(labeled)} ({int(labeled.pseudo.sum())} pseudo-labeled), '
+        f'DA {"off" if p_target is None else f"t={t:.2f}"}'
+    )
+    start = time.time()
+    evals = train.train(model, stream, cfg.steps_per_generation, cfg.eval_every, gen_dir,
+                        evaluate, strategy=strategy, log=log, prefix=prefix)  # fmt: skip
+
+    # Pseudo-label the unlabeled pool: EMA model, no augmentation, raw softmax.
+    probs_u = train.predict(model.ema_net, unlabeled.images)
+    picks = rebalance.select_pseudo_labels(probs_u, rates)
+    predicted = probs_u.argmax(axis=1)
+    picked = unlabeled.take(picks)
+    picked.labels = predicted[picks]
+    picked.pseudo = np.ones(len(picks), np.int64)
+    picked.confidence = probs_u.max(axis=1)[picks].astype(np.float32)
+    original = labeled.take(labeled.pseudo == 0)
+    data.write_records(os.path.join(gen_dir, 'labeled.tfrecord'),
+                       data.Records.concat([original, picked]))  # fmt: skip
+    picks_info = pick_summary(unlabeled, picks, predicted, rates)
+    data.write_json(os.path.join(gen_dir, 'picks.json'), picks_info)
+
+    test_report = metrics.classification_report(test.labels, train.predict(model.ema_net, test.images))
+    result = {
+        'generation': g,
+        'temperature': None if p_target is None else t,
+        'labeled_size': len(labeled),
+        'balanced_accuracy': metrics.mean_of_last([e['acc/balanced'] for e in evals]),
+        'evals': [{'step': e['step'], 'balanced_accuracy': e['acc/balanced']} for e in evals],
+        'test': test_report,
+        'unlabeled': metrics.classification_report(unlabeled.labels, probs_u),
+        'picks': picks_info,
+        'seconds': round(time.time() - start, 1),
+    }
+    data.write_json(os.path.join(gen_dir, 'metrics.json'), result)
+    return result
+
+
+def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
+    """Runs (or resumes) all generations; returns and writes WORKDIR/results.json."""
+    config_lib.validate(cfg)
+    strategy = strategy or tf.distribute.get_strategy()
+    tf.io.gfile.makedirs(cfg.workdir)
+    _check_args(cfg)
+    fold_dir = os.path.join(cfg.workdir, 'data')
+    fold = data.ensure_fold(cfg.dataset, cfg.imbalance, cfg.label_fraction, cfg.fold,
+                            fold_dir, cfg.data_dir, log)  # fmt: skip
+    labeled0 = data.read_records(os.path.join(fold_dir, 'labeled.tfrecord'))
+    unlabeled = data.read_records(os.path.join(fold_dir, 'unlabeled.tfrecord'))
+    test = data.read_records(os.path.join(fold_dir, 'test.tfrecord'))
+    names = fold['class_names']
+    counts = np.bincount(labeled0.labels, minlength=len(names))
+    if np.any(counts == 0):
+        empty = ', '.join(names[c] for c in np.flatnonzero(counts == 0))
+        raise ValueError(f'no labeled example of class(es) {empty}: raise --label_fraction')
+    prior = _class_prior(cfg, counts)
+    rates = rebalance.sampling_rates(prior, cfg.alpha)
+    # The unlabeled stream is the whole long-tailed train set, labels unused.
+    stream_images = np.concatenate([labeled0.images, unlabeled.images])
+    log(
+        f'{cfg.dataset} fold {cfg.fold}: {len(labeled0)} labeled, {len(unlabeled)} unlabeled, '
+        f'{len(test)} test; labeled per class {counts.tolist()}'
+    )
+    log(f'sampling rates mu: {np.round(rates, 3).tolist()}')
+
+    generations = []
+    for g in range(cfg.generations):
+        gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
+        done = os.path.join(gen_dir, 'metrics.json')
+        if tf.io.gfile.exists(done):
+            result = data.read_json(done)
+            log(f'[gen {g}/{cfg.generations - 1}] finished earlier, skipped: '
+                f'balanced acc {result["balanced_accuracy"]:.4f}')  # fmt: skip
+        else:
+            if g == 0:
+                labeled = labeled0
+            else:
+                prev = os.path.join(cfg.workdir, f'gen_{g - 1:02d}', 'labeled.tfrecord')
+                labeled = data.read_records(prev)
+            result = run_generation(cfg, g, labeled, unlabeled, test, stream_images, rates,
+                                    prior, strategy, log)  # fmt: skip
+        recall = result['test']['recall']
+        log(
+            f'[gen {g}/{cfg.generations - 1}] balanced acc {result["balanced_accuracy"]:.4f} '
+            f'(mean of last 5 evals)  minority-class recall '
+            f'{", ".join(f"{names[c]} {recall[c]:.3f}" for c in np.argsort(counts)[:3])}  '
+            f'picks {result["picks"]["total_picked"]} '
+            f'({result["picks"]["total_precision"]:.1%} correct)'
+        )
+        generations.append(result)
+
+    results = {
+        'args': dataclasses.asdict(cfg),
+        'class_names': names,
+        'labeled_counts': counts.tolist(),
+        'sampling_rates': np.round(rates, 6).tolist(),
+        'balanced_accuracy': generations[-1]['balanced_accuracy'],
+        'generations': generations,
+    }
+    data.write_json(os.path.join(cfg.workdir, 'results.json'), results)
+    return results

@@ -1,0 +1,85 @@
+"""The class-rebalancing math of CReST / CReST+ (Wei et al., CVPR 2021), as pure functions.
+
+Classes are ranked by frequency, never assumed sorted by index: rank 1 is the most
+frequent class. Ties keep index order.
+"""
+
+import numpy as np
+
+
+def frequency_ranks(class_counts) -> np.ndarray:
+    """ranks[c] = 0-based rank of class c by descending count (0 = most frequent)."""
+    order = np.argsort(-np.asarray(class_counts, np.float64), kind='stable')
+    ranks = np.empty(len(order), np.int64)
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
+def sampling_rates(class_counts, alpha: float) -> np.ndarray:
+    """Paper eq. 1: mu_l = (N_{L+1-l} / N_1)^alpha for the class of frequency rank l.
+
+    The most frequent class gets the rate of the rarest, (N_L / N_1)^alpha, and the
+    rarest gets 1: minority-class pseudo-labels are kept far more often. alpha = 0
+    keeps every pseudo-label (plain self-training).
+
+    Args:
+      class_counts: per-class sizes (or any distribution proportional to them).
+      alpha: the paper's alpha >= 0 (1/3 for FixMatch, 1/2 for MixMatch).
+    Returns:
+      mu[c] for each class index c.
+    """
+    if alpha < 0:
+        raise ValueError(f'alpha must be >= 0, got {alpha}')
+    counts = np.asarray(class_counts, np.float64)
+    if np.any(counts <= 0):
+        raise ValueError(f'every class needs a positive count, got {counts.tolist()}')
+    descending = np.sort(counts)[::-1]
+    return (descending[::-1][frequency_ranks(counts)] / descending[0]) ** alpha
+
+
+def analytic_prior(num_classes: int, imbalance: float) -> np.ndarray:
+    """The reference code's class prior p_c proportional to gamma^(-c/(L-1)), class 0 head."""
+    exponent = -np.arange(num_classes) / max(num_classes - 1, 1)
+    p = float(imbalance) ** exponent
+    return p / p.sum()
+
+
+def alignment_target(prior, temperature: float) -> np.ndarray:
+    """CReST+ distribution-alignment target Normalize(p(y)^t); t=0 is uniform."""
+    p = np.asarray(prior, np.float64) ** temperature
+    return p / p.sum()
+
+
+def temperature(generation: int, generations: int, t_min: float) -> float:
+    """Paper eq. 2: t falls linearly from 1 at generation 0 to t_min at the last one.
+
+    t_g = (1 - g/(G-1)) * 1 + g/(G-1) * t_min for g = 0..G-1; with G = 1, t = t_min.
+    """
+    if generations == 1:
+        return float(t_min)
+    frac = generation / (generations - 1)
+    return float((1 - frac) * 1.0 + frac * t_min)
+
+
+def select_pseudo_labels(probs: np.ndarray, rates) -> np.ndarray:
+    """Indices of the pseudo-labels CReST keeps, most confident first within a class.
+
+    For each predicted class c, of the n_c examples predicted as c keep the
+    floor(n_c * mu_c) with the highest confidence (the softmax maximum).
+
+    Args:
+      probs: [N, L] predicted class probabilities of the unlabeled pool.
+      rates: [L] per-class sampling rates mu.
+    Returns:
+      Indices into probs, grouped by predicted class in class order.
+    """
+    predicted = probs.argmax(axis=1)
+    confidence = probs.max(axis=1)
+    picks = []
+    for c, mu in enumerate(rates):
+        members = np.flatnonzero(predicted == c)
+        # 1e-9: mu = 1 must keep all, not floor(n * 0.9999999) = n - 1.
+        keep = int(np.floor(len(members) * mu + 1e-9))
+        most_confident = members[np.argsort(-confidence[members], kind='stable')]
+        picks.append(most_confident[:keep])
+    return np.concatenate(picks).astype(np.int64)

@@ -1,0 +1,1 @@
+"""Library code shared by the algorithms: data, augmentation, models, training loop."""

@@ -1,0 +1,5 @@
+"""Semi-supervised algorithms, each one keras.Model subclass with its own train_step."""
+
+from libml.algorithms.fixmatch import FixMatch
+
+ALGORITHMS = {'fixmatch': FixMatch}

@@ -1,0 +1,171 @@
+"""What every semi-supervised algorithm shares: the backbone and its EMA copy, coupled
+L2 weight decay, distribution-alignment state and the loss trackers.
+
+Subclasses override `train_step` and little else. State is updated through
+`assign_all`, which also works inside `strategy.run` with several replicas.
+"""
+
+import keras
+import tensorflow as tf
+
+from libml import models
+
+
+def assign_all(pairs) -> None:
+    """Assigns [(variable, value)] from a train step, on one device or many.
+
+    Under a multi-replica strategy a variable cannot be assigned from replica context;
+    the assignment moves to cross-replica context, each replica keeping its own value.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        for var, value in pairs:
+            var.assign(value)
+        return
+    tf_vars = [getattr(var, 'value', var) for var, _ in pairs]
+    values = [value for _, value in pairs]
+
+    def update(strategy, tf_vars, values):
+        for var, value in zip(tf_vars, values):
+            strategy.extended.update(var, lambda v, x: v.assign(x), args=(value,))
+
+    ctx.merge_call(update, args=(tf_vars, values))
+
+
+class SemiSupervised(keras.Model):
+    """Base class. `make_net()` builds a fresh backbone mapping images to logits."""
+
+    # Logged names of the scalars a train step reports, in logging order.
+    TRACKED = ('loss/total', 'loss/xe', 'loss/xeu', 'loss/wd')
+
+    def __init__(
+        self,
+        make_net,
+        num_classes: int,
+        wd: float = 5e-4,
+        ema_decay: float = 0.999,
+        ema_warmup: bool = False,
+        p_target=None,
+        da_history: int = 128,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.wd = wd
+        self.ema_decay = ema_decay
+        self.ema_warmup = ema_warmup
+        self.net = make_net()
+        self.ema_net = make_net()
+        self.ema_net.set_weights(self.net.get_weights())
+        self._l2_vars = models.l2_variables(self.net)
+
+        # Distribution alignment: p_target is Normalize(p(y)^t) or None (no alignment);
+        # p_model is the mean of a FIFO of the last `da_history` batch means of the raw
+        # weak-view softmax, starting uniform.
+        self.use_da = p_target is not None
+        uniform = 1.0 / num_classes
+        self.p_target = self.add_weight(
+            shape=(num_classes,),
+            initializer=keras.initializers.Constant(p_target if self.use_da else uniform),
+            trainable=False,
+            name='p_target',
+        )
+        self.p_model_history = self.add_weight(
+            shape=(da_history, num_classes),
+            initializer=keras.initializers.Constant(uniform),
+            trainable=False,
+            name='p_model_history',
+        )
+        self.p_model_index = self.add_weight(
+            shape=(), initializer='zeros', dtype='int64', trainable=False, name='p_model_index'
+        )
+        self.ema_updates = self.add_weight(
+            shape=(), initializer='zeros', dtype='int64', trainable=False, name='ema_updates'
+        )
+        self.trackers = {
+            name: keras.metrics.Mean(name=name.replace('/', '_')) for name in self.TRACKED
+        }
+        self.test_accuracy = keras.metrics.Mean(name='acc_ema')
+
+    def call(self, x, training=False):
+        return self.net(x, training=training)
+
+    @property
+    def metrics(self):
+        return [*self.trackers.values(), self.test_accuracy]
+
+    # ------------------------------------------------------------------------------
+    # Pieces a train step is built from.
+
+    def weight_decay_loss(self):
+        """sum(0.5 * ||w||^2) over conv/dense kernels and dense biases (coupled L2)."""
+        return tf.add_n([tf.reduce_sum(tf.square(v)) for v in self._l2_vars]) * 0.5
+
+    def p_model(self):
+        p = tf.reduce_mean(self.p_model_history, axis=0)
+        return p / tf.reduce_sum(p)
+
+    def align(self, probs):
+        """q~ = Normalize(q * p_target / p_model); identity without alignment."""
+        if not self.use_da:
+            return probs
+        q = probs * (1e-6 + self.p_target) / (1e-6 + self.p_model())
+        return q / tf.reduce_sum(q, axis=-1, keepdims=True)
+
+    def p_model_update(self, probs):
+        """(variable, value) pairs pushing this batch's mean prediction into the FIFO."""
+        batch_mean = tf.reduce_mean(probs, axis=0)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            batch_mean = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, batch_mean)
+        slot = tf.math.floormod(self.p_model_index, self.p_model_history.shape[0])
+        history = tf.tensor_scatter_nd_update(
+            self.p_model_history, [[slot]], batch_mean[None]
+        )
+        return [(self.p_model_history, history), (self.p_model_index, self.p_model_index + 1)]
+
+    def ema_update(self):
+        """(variable, value) pairs for ema <- ema - (1 - decay) * (ema - w).
+
+        Non-trainable variables (BN moving statistics) are copied, not averaged. With
+        `ema_warmup` the decay is min(decay, (1 + k) / (10 + k)) at update k, so that
+        short runs do not evaluate a model that is mostly its random initialisation.
+        """
+        decay = tf.constant(self.ema_decay, tf.float32)
+        if self.ema_warmup:
+            k = tf.cast(self.ema_updates, tf.float32)
+            decay = tf.minimum(decay, (1.0 + k) / (10.0 + k))
+        pairs = [
+            (e, e - (1.0 - decay) * (e - w))
+            for e, w in zip(self.ema_net.trainable_variables, self.net.trainable_variables)
+        ]
+        pairs += [
+            (e, w)
+            for e, w in zip(self.ema_net.non_trainable_variables, self.net.non_trainable_variables)
+        ]
+        return pairs + [(self.ema_updates, self.ema_updates + 1)]
+
+    def apply_gradients(self, tape, loss):
+        """Differentiates the replica's share of `loss` w.r.t. the raw net and steps."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tape:  # Record the division too; gradients are summed over replicas.
+            loss = loss / replicas
+        variables = self.net.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply(grads, variables)
+
+    def track(self, **values):
+        """Updates trackers from keyword names ('loss_xe' -> 'loss/xe'); returns results."""
+        for key, value in values.items():
+            self.trackers[key.replace('_', '/', 1)].update_state(value)
+        return {name: t.result() for name, t in self.trackers.items()}
+
+    # ------------------------------------------------------------------------------
+
+    def test_step(self, data):
+        """Accuracy of the EMA model, for `evaluate()`; the driver computes more."""
+        x, y = data
+        logits = self.ema_net(x, training=False)
+        correct = tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64))
+        self.test_accuracy.update_state(tf.cast(correct, tf.float32))
+        return {'acc/ema': self.test_accuracy.result()}

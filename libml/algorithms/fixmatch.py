@@ -1,0 +1,62 @@
+"""FixMatch (Sohn et al., 2020) with optional distribution alignment, as used by CReST+.
+
+One training-mode forward pass over [x_l; x_w; x_s], so batch-norm statistics cover the
+whole concatenation. Hard pseudo-labels come from the weak view's softmax, aligned to
+the target distribution when alignment is on, and count only where the aligned
+confidence reaches the threshold. The unlabeled loss is averaged over all unlabeled
+images, masked or not.
+"""
+
+import tensorflow as tf
+
+from libml.algorithms.base import SemiSupervised, assign_all
+
+
+class FixMatch(SemiSupervised):
+    TRACKED = (*SemiSupervised.TRACKED, 'monitor/mask')
+
+    def __init__(self, make_net, num_classes, threshold=0.95, wu=1.0, **kwargs):
+        super().__init__(make_net, num_classes, **kwargs)
+        self.threshold = threshold
+        self.wu = wu
+
+    def train_step(self, data):
+        x_l, y_l, x_w, x_s = data['x_l'], data['y_l'], data['x_w'], data['x_s']
+        n_l = tf.shape(x_l)[0]
+        with tf.GradientTape() as tape:
+            logits = self.net(tf.concat([x_l, x_w, x_s], 0), training=True)
+            logits_l = logits[:n_l]
+            logits_w, logits_s = tf.split(logits[n_l:], 2)
+
+            # Supervised loss
+            loss_xe = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y_l, logits=logits_l)
+            )
+
+            # Pseudo-labels: hard, from the (aligned) weak-view prediction
+            probs_w = tf.stop_gradient(tf.nn.softmax(logits_w))
+            probs_aligned = self.align(probs_w)
+            pseudo_labels = tf.argmax(probs_aligned, axis=-1)
+            mask = tf.cast(tf.reduce_max(probs_aligned, axis=-1) >= self.threshold, tf.float32)
+
+            # Unsupervised loss, divided by all unlabeled images
+            loss_xeu = tf.reduce_mean(
+                mask
+                * tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=pseudo_labels, logits=logits_s
+                )
+            )
+
+            # Coupled L2 weight decay
+            loss_wd = self.weight_decay_loss()
+            loss = loss_xe + self.wu * loss_xeu + self.wd * loss_wd
+
+        self.apply_gradients(tape, loss)
+        assign_all(self.p_model_update(probs_w) + self.ema_update())
+        return self.track(
+            loss_total=loss,
+            loss_xe=loss_xe,
+            loss_xeu=loss_xeu,
+            loss_wd=loss_wd,
+            monitor_mask=tf.reduce_mean(mask),
+        )

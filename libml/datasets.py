@@ -1,0 +1,230 @@
+"""Image classification sources: the raw, balanced train and test splits.
+
+A source is loaded into memory as uint8 NHWC arrays. Three ways in, tried in order:
+  1. `data_dir`, a local folder with the official files (CIFAR binary archives or their
+     extracted .bin files; Fashion-MNIST IDX files, gzipped or not);
+  2. for Fashion-MNIST, the Debian package `dataset-fashion-mnist`
+     (/usr/share/datasets/fashion-mnist);
+  3. tensorflow-datasets, which needs the network the first time.
+The CIFAR *python* archives are never read: unpickling runs arbitrary code.
+
+Long-tailed subsets and labeled/unlabeled folds are built on top of this in `lt.py`.
+"""
+
+import dataclasses
+import gzip
+import os
+import socket
+import struct
+import tarfile
+from collections.abc import Callable
+
+import numpy as np
+
+DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
+
+
+class DataError(Exception):
+    """Raised for missing, unreadable or malformed data, always naming the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A balanced data set in memory: uint8 images [N, H, W, C], int64 labels [N]."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """A registered long-tailed data set: its source and the size of its head class."""
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    head_count: int  # N_1, images kept in the largest class.
+    load: Callable[[str | None], Source]
+
+
+# --------------------------------------------------------------------------------------
+# CIFAR, binary version: each record is label byte(s) then 3072 bytes, channel-major.
+
+
+def _cifar_parse(data: bytes, label_bytes: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    record = label_bytes + 3072
+    if not data or len(data) % record:
+        raise DataError(f'{name}: {len(data)} bytes is not a whole number of {record}-byte records')
+    rows = np.frombuffer(data, np.uint8).reshape(-1, record)
+    labels = rows[:, label_bytes - 1].astype(np.int64)  # CIFAR-100: coarse, then fine label.
+    images = rows[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def _cifar_files(data_dir: str, archive: str, members: dict[str, list[str]]) -> dict[str, bytes]:
+    """Reads CIFAR .bin files from `data_dir`/`archive` or from extracted files.
+
+    `members` maps a key to its base file names ('data_batch_1.bin', ...). Extracted files
+    may sit directly in data_dir or in the archive's top folder inside it.
+    """
+    wanted = {base for names in members.values() for base in names}
+    found: dict[str, bytes] = {}
+    path = os.path.join(data_dir, archive)
+    if os.path.exists(path):
+        try:
+            with tarfile.open(path, 'r:gz') as tar:
+                for member in tar.getmembers():
+                    base = os.path.basename(member.name)
+                    if member.isfile() and base in wanted:
+                        found[base] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f'{path}: not a readable .tar.gz archive ({e})') from e
+    else:
+        for root, _, files in os.walk(data_dir):
+            for base in wanted & set(files):
+                with open(os.path.join(root, base), 'rb') as f:
+                    found.setdefault(base, f.read())
+    missing = sorted(wanted - set(found))
+    if missing:
+        where = path if os.path.exists(path) else data_dir
+        raise DataError(f'{where}: missing CIFAR binary file(s) {", ".join(missing)}')
+    return {key: b''.join(found[b] for b in names) for key, names in members.items()}
+
+
+def _cifar_from_dir(data_dir: str, num_classes: int) -> Source:
+    if num_classes == 10:
+        archive, label_bytes, meta = 'cifar-10-binary.tar.gz', 1, 'batches.meta.txt'
+        train = [f'data_batch_{i}.bin' for i in range(1, 6)]
+        test = ['test_batch.bin']
+    else:
+        archive, label_bytes, meta = 'cifar-100-binary.tar.gz', 2, 'fine_label_names.txt'
+        train, test = ['train.bin'], ['test.bin']
+    files = _cifar_files(data_dir, archive, {'train': train, 'test': test, 'meta': [meta]})
+    x_train, y_train = _cifar_parse(files['train'], label_bytes, f'{data_dir}: {train[0]}')
+    x_test, y_test = _cifar_parse(files['test'], label_bytes, f'{data_dir}: {test[0]}')
+    names = tuple(n.strip() for n in files['meta'].decode().splitlines() if n.strip())
+    for split, labels in (('train', y_train), ('test', y_test)):
+        if labels.max() >= num_classes:
+            raise DataError(f'{data_dir}: {split} label {labels.max()} >= {num_classes} classes')
+    if len(names) != num_classes:
+        names = tuple(f'class_{i}' for i in range(num_classes))
+    return Source(x_train, y_train, x_test, y_test, names)
+
+
+# --------------------------------------------------------------------------------------
+# Fashion-MNIST, IDX format: big-endian magic (0x0801 labels, 0x0803 images), dims, bytes.
+
+FASHION_MNIST_CLASSES = (
+    'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
+    'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot',
+)  # fmt: skip
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Reads an IDX file of unsigned bytes (optionally gzipped) into an array."""
+    try:
+        opener = gzip.open if path.endswith('.gz') else open
+        with opener(path, 'rb') as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f'{path}: cannot read ({e})') from e
+    if len(data) < 4 or data[:2] != b'\0\0' or data[2] != 0x08:
+        raise DataError(f'{path}: not an IDX file of unsigned bytes')
+    ndim = data[3]
+    shape = struct.unpack(f'>{ndim}I', data[4 : 4 + 4 * ndim])
+    body = data[4 + 4 * ndim :]
+    if len(body) != int(np.prod(shape)):
+        raise DataError(f'{path}: header says {shape} = {np.prod(shape)} bytes, found {len(body)}')
+    return np.frombuffer(body, np.uint8).reshape(shape)
+
+
+def _idx_path(folder: str, stem: str) -> str | None:
+    for name in (stem, stem + '.gz'):
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
+def _fashion_mnist_from_dir(folder: str) -> Source:
+    arrays = {}
+    for key, stem in (
+        ('x_train', 'train-images-idx3-ubyte'),
+        ('y_train', 'train-labels-idx1-ubyte'),
+        ('x_test', 't10k-images-idx3-ubyte'),
+        ('y_test', 't10k-labels-idx1-ubyte'),
+    ):
+        path = _idx_path(folder, stem)
+        if path is None:
+            raise DataError(f'{os.path.join(folder, stem)}[.gz]: not found')
+        arrays[key] = read_idx(path)
+    for split in ('train', 'test'):
+        x, y = arrays[f'x_{split}'], arrays[f'y_{split}']
+        if x.ndim != 3 or len(x) != len(y) or y.max() >= 10:
+            raise DataError(f'{folder}: {split} images {x.shape} do not match labels {y.shape}')
+    return Source(
+        arrays['x_train'][..., None],
+        arrays['y_train'].astype(np.int64),
+        arrays['x_test'][..., None],
+        arrays['y_test'].astype(np.int64),
+        FASHION_MNIST_CLASSES,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# tensorflow-datasets fallback.
+
+
+def _from_tfds(name: str, host: str) -> Source:
+    import tensorflow_datasets as tfds  # Slow import; only needed on this path.
+
+    builder = tfds.builder(name)
+    if not os.path.isdir(builder.data_dir) or not builder.info.splits:
+        # Offline, tfds hangs for minutes before failing: check the download host first.
+        try:
+            socket.create_connection((host, 443), timeout=5).close()
+        except OSError as e:
+            raise DataError(
+                f'{name}: not in {builder.data_dir} and {host} is unreachable ({e}); '
+                'pass --data_dir with the official files'
+            ) from e
+        builder.download_and_prepare()
+    splits = tfds.as_numpy(builder.as_dataset(batch_size=-1, as_supervised=True))
+    names = tuple(builder.info.features['label'].names)
+    (x_train, y_train), (x_test, y_test) = splits['train'], splits['test']
+    return Source(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), names)
+
+
+def load_cifar10(data_dir: str | None) -> Source:
+    if data_dir:
+        return _cifar_from_dir(data_dir, 10)
+    return _from_tfds('cifar10', 'www.cs.toronto.edu')
+
+
+def load_cifar100(data_dir: str | None) -> Source:
+    if data_dir:
+        return _cifar_from_dir(data_dir, 100)
+    return _from_tfds('cifar100', 'www.cs.toronto.edu')
+
+
+def load_fashion_mnist(data_dir: str | None) -> Source:
+    if data_dir:
+        return _fashion_mnist_from_dir(data_dir)
+    if os.path.isdir(DEBIAN_FASHION_MNIST):
+        return _fashion_mnist_from_dir(DEBIAN_FASHION_MNIST)
+    return _from_tfds('fashion_mnist', 'storage.googleapis.com')
+
+
+DATASETS = {
+    'cifar10lt': DatasetInfo('cifar10lt', 10, (32, 32, 3), 5000, load_cifar10),
+    'cifar100lt': DatasetInfo('cifar100lt', 100, (32, 32, 3), 500, load_cifar100),
+    'fashion_mnist_lt': DatasetInfo('fashion_mnist_lt', 10, (28, 28, 1), 5000, load_fashion_mnist),
+}
+
+
+def get_dataset(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f'unknown dataset {name!r}; choose one of {", ".join(DATASETS)}')
+    return DATASETS[name]

@@ -1,0 +1,71 @@
+"""Long-tailed subsets and labeled/unlabeled folds, as pure NumPy index arithmetic.
+
+Follows the CIFAR-LT protocol of the paper (SPEC B section 1.1): class l (0-indexed, the
+source's label order) keeps N_l = floor(N_1 * gamma^(-l/(L-1))) images; a fold splits
+each class into ceil(beta * N_l) labeled images and the rest unlabeled.
+
+Both random choices use NumPy's legacy `RandomState`, whose streams NumPy keeps frozen
+across versions and platforms: the same flags select the same images everywhere.
+"""
+
+import math
+
+import numpy as np
+
+# Which images each class keeps does not depend on the fold: one fixed seed.
+LONGTAIL_SEED = 0
+
+
+def longtail_counts(head_count: int, num_classes: int, imbalance: float) -> list[int]:
+    """N_l = floor(N_1 * gamma^(-l / (L - 1))) for l = 0 .. L-1 (class 0 is the head).
+
+    The 1e-9 keeps exact integers (e.g. 5000 / 100 = 50) from flooring to one less
+    when the power is computed a hair low.
+    """
+    if imbalance < 1:
+        raise ValueError(f'imbalance must be >= 1, got {imbalance}')
+    if num_classes == 1:
+        return [head_count]
+    return [
+        math.floor(head_count * imbalance ** (-l / (num_classes - 1)) + 1e-9)
+        for l in range(num_classes)
+    ]
+
+
+def labeled_counts(counts: list[int], label_fraction: float) -> list[int]:
+    """ceil(beta * N_l) per class; rounding to 9 decimals avoids ceil(30.000000000000004)."""
+    if not 0 < label_fraction <= 1:
+        raise ValueError(f'label_fraction must be in (0, 1], got {label_fraction}')
+    return [math.ceil(round(label_fraction * n, 9)) for n in counts]
+
+
+def longtail_subset(labels: np.ndarray, counts: list[int], seed: int = LONGTAIL_SEED):
+    """Indices (ascending) of a seeded random subset keeping counts[c] images of class c."""
+    rng = np.random.RandomState(seed)
+    keep = []
+    for c, n in enumerate(counts):
+        members = np.flatnonzero(labels == c)
+        if len(members) < n:
+            raise ValueError(f'class {c} has {len(members)} images, the long tail needs {n}')
+        keep.append(rng.permutation(members)[:n])
+    return np.sort(np.concatenate(keep))
+
+
+def split_fold(labels: np.ndarray, label_fraction: float, fold: int):
+    """Splits positions 0..len(labels)-1 into (labeled, unlabeled) index arrays.
+
+    As the reference: seed the RNG with the fold once, then for each class in ascending
+    order shuffle its positions (in record order) and label the first ceil(beta * N_c).
+    """
+    if fold < 1:
+        raise ValueError(f'fold must be >= 1, got {fold}')
+    rng = np.random.RandomState(fold)
+    num_classes = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=num_classes).tolist()
+    labeled, unlabeled = [], []
+    for c, n_labeled in enumerate(labeled_counts(counts, label_fraction)):
+        members = np.flatnonzero(labels == c)
+        rng.shuffle(members)
+        labeled.append(members[:n_labeled])
+        unlabeled.append(members[n_labeled:])
+    return np.sort(np.concatenate(labeled)), np.sort(np.concatenate(unlabeled))

@@ -1,0 +1,122 @@
+"""The training loop: N steps of `model.train_step` under a tf.distribute strategy,
+with periodic evaluation, TensorBoard summaries, checkpoints and exact resume.
+
+Keras `fit()` is not used: it fails under MultiWorkerMirroredStrategy, and resuming
+exactly needs the data iterator, optimizer, EMA and alignment state in one checkpoint.
+"""
+
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from libml import data
+
+
+class HalfCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """lr_k = lr * cos(pi * level * k / (16 K)); level 1 (reference) barely decays,
+    level 7 is FixMatch's schedule (ends at 0.2 lr)."""
+
+    def __init__(self, lr: float, total_steps: int, level: float = 1.0):
+        self.lr, self.total_steps, self.level = lr, total_steps, level
+
+    def __call__(self, step):
+        progress = tf.cast(step, tf.float32) / float(self.total_steps)
+        return self.lr * tf.cos(math.pi * self.level * progress / 16.0)
+
+    def get_config(self):
+        return dict(lr=self.lr, total_steps=self.total_steps, level=self.level)
+
+
+def make_optimizer(lr: float, total_steps: int, decay_level: float = 1.0, momentum=0.9):
+    """SGD with Nesterov momentum and the half-cosine schedule; no decoupled decay."""
+    return keras.optimizers.SGD(
+        HalfCosine(lr, total_steps, decay_level), momentum=momentum, nesterov=True
+    )
+
+
+def predict(net, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Softmax of `net` in inference mode over uint8 `images`, without augmentation."""
+    forward = tf.function(lambda x: tf.nn.softmax(net(x, training=False)))
+    ds = data.eval_dataset(images, np.zeros(len(images), np.int64), batch_size)
+    return np.concatenate([forward(x).numpy() for x, _ in ds])
+
+
+def _format_duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f'{m // 60}h{m % 60:02d}m' if m >= 60 else f'{m}m{s:02d}s'
+
+
+def train(
+    model,
+    dataset: tf.data.Dataset,
+    steps: int,
+    eval_every: int,
+    workdir: str,
+    evaluate,
+    strategy: tf.distribute.Strategy | None = None,
+    log=print,
+    prefix: str = '',
+) -> list[dict]:
+    """Trains `model` (compiled with its optimizer) for `steps` steps; resumable.
+
+    Every `eval_every` steps and at the end it calls `evaluate()` -> dict of scalars
+    (and lists, which become one scalar per class in TensorBoard), writes summaries
+    to workdir/tb, saves a checkpoint to workdir/ckpt and appends to
+    workdir/evals.json. A re-run restores the latest checkpoint and continues.
+
+    Returns the list of evaluations, one dict per evaluation with its 'step'.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model.optimizer.build(model.net.trainable_variables)
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, iterator=iterator)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, 'ckpt'), 2)
+    evals_path = os.path.join(workdir, 'evals.json')
+    evals = []
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        step = int(model.optimizer.iterations.numpy())
+        evals = [e for e in data.read_json(evals_path) if e['step'] <= step]
+        log(f'{prefix}resumed from {manager.latest_checkpoint} at step {step}')
+    step = int(model.optimizer.iterations.numpy())
+
+    @tf.function
+    def run_steps(n):
+        for _ in tf.range(n):
+            strategy.run(model.train_step, (next(iterator),))
+
+    writer = tf.summary.create_file_writer(os.path.join(workdir, 'tb'))
+    start_time, start_step = time.time(), step
+    while step < steps:
+        n = min(eval_every - step % eval_every, steps - step)
+        run_steps(tf.constant(n))
+        step += n
+        train_scalars = {name: float(t.result()) for name, t in model.trackers.items()}
+        for t in model.trackers.values():
+            t.reset_state()
+        train_scalars['monitor/lr'] = float(model.optimizer.learning_rate)
+        result = {'step': step, **evaluate()}
+        evals.append(result)
+        with writer.as_default(step=step):
+            for name, value in {**train_scalars, **result}.items():
+                if isinstance(value, list):
+                    for c, v in enumerate(value):
+                        tf.summary.scalar(f'{name}/class_{c:02d}', v)
+                elif name != 'step':
+                    tf.summary.scalar(name, value)
+        writer.flush()
+        manager.save(checkpoint_number=step)
+        data.write_json(evals_path, evals)
+        rate = (step - start_step) / (time.time() - start_time)
+        eta = _format_duration((steps - step) / rate)
+        log(
+            f'{prefix}step {step}/{steps}  loss {train_scalars["loss/total"]:.3f}  '
+            f'mask {train_scalars.get("monitor/mask", float("nan")):.2f}  '
+            f'balanced acc {result["acc/balanced"]:.4f}  {rate:.1f} steps/s  eta {eta}'
+        )
+    return evals

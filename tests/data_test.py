@@ -1,0 +1,178 @@
+"""Source loaders on files in the official formats, fold creation, TFRecords, pipelines."""
+
+import os
+import tarfile
+
+import numpy as np
+import pytest
+
+from libml import data, datasets, lt
+from tests import fakes
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    rng = np.random.RandomState(0)
+    batches = [rng.randint(0, 10, 6).tolist() for _ in range(5)]
+    fakes.write_cifar10_archive(str(tmp_path), batches, [3, 1, 4, 1])
+    return str(tmp_path), np.concatenate(batches)
+
+
+def test_cifar10_binary_archive_layout(cifar_dir):
+    folder, labels = cifar_dir
+    source = datasets.load_cifar10(folder)
+    assert source.train_images.shape == (30, 32, 32, 3)
+    assert source.train_images.dtype == np.uint8
+    np.testing.assert_array_equal(source.train_labels, labels)
+    np.testing.assert_array_equal(source.test_labels, [3, 1, 4, 1])
+    # HWC pixel (row, col, channel) of image i must be the CHW byte (channel, row, col).
+    for i, r, c, ch in [(0, 0, 0, 0), (7, 5, 31, 2), (29, 31, 4, 1)]:
+        assert source.train_images[i, r, c, ch] == fakes.cifar_pixel(i, ch, r, c)
+    assert source.test_images[2, 3, 9, 1] == fakes.cifar_pixel(10_002, 1, 3, 9)
+    assert source.class_names[3] == 'name3'
+
+
+def test_cifar10_extracted_files(cifar_dir, tmp_path):
+    folder, labels = cifar_dir
+    extracted = tmp_path / 'extracted'
+    with tarfile.open(os.path.join(folder, 'cifar-10-binary.tar.gz')) as tar:
+        tar.extractall(extracted, filter='data')
+    source = datasets.load_cifar10(str(extracted))
+    np.testing.assert_array_equal(source.train_labels, labels)
+
+
+def test_cifar100_uses_fine_label(tmp_path):
+    labels = [17, 99, 0]
+    (tmp_path / 'train.bin').write_bytes(fakes.cifar_records(labels, label_bytes=2))
+    (tmp_path / 'test.bin').write_bytes(fakes.cifar_records([5], label_bytes=2))
+    (tmp_path / 'fine_label_names.txt').write_text('\n'.join(f'c{i}' for i in range(100)))
+    source = datasets.load_cifar100(str(tmp_path))
+    np.testing.assert_array_equal(source.train_labels, labels)
+    assert source.train_images[1, 2, 3, 0] == fakes.cifar_pixel(1, 0, 2, 3)
+
+
+def test_cifar_errors_name_the_file(tmp_path):
+    bad = tmp_path / 'cifar-10-binary.tar.gz'
+    bad.write_bytes(b'not a tar file')
+    with pytest.raises(datasets.DataError, match='cifar-10-binary.tar.gz'):
+        datasets.load_cifar10(str(tmp_path))
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'data_batch_1.bin').write_bytes(b'x' * 100)
+    with pytest.raises(datasets.DataError, match='data_batch_2.bin'):
+        datasets.load_cifar10(str(other))
+
+
+def test_fashion_mnist_idx_and_errors(tmp_path):
+    (x_train, y_train), (x_test, _) = fakes.write_fashion_mnist(str(tmp_path), 3, 2)
+    source = datasets.load_fashion_mnist(str(tmp_path))
+    assert source.train_images.shape == (30, 28, 28, 1)
+    np.testing.assert_array_equal(source.train_images[..., 0], x_train)
+    np.testing.assert_array_equal(source.train_labels, y_train)
+    np.testing.assert_array_equal(source.test_images[..., 0], x_test)
+    assert source.class_names[9] == 'Ankle boot'
+
+    (tmp_path / 't10k-labels-idx1-ubyte').write_bytes(b'\0\0\x08\x01\0\0\0\x09abc')
+    with pytest.raises(datasets.DataError, match='t10k-labels-idx1-ubyte: header'):
+        datasets.load_fashion_mnist(str(tmp_path))
+    os.remove(tmp_path / 'train-images-idx3-ubyte.gz')
+    with pytest.raises(datasets.DataError, match='train-images-idx3-ubyte'):
+        datasets.load_fashion_mnist(str(tmp_path))
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match='cifar10lt'):
+        datasets.get_dataset('mnist')
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A registered 10-class data set with N_1 = 20, read by the Fashion-MNIST loader."""
+    src = tmp_path / 'src'
+    fakes.write_fashion_mnist(str(src), 25, 4)
+    info = datasets.DatasetInfo('tiny', 10, (28, 28, 1), 20, datasets.load_fashion_mnist)
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', info)
+    return str(src)
+
+
+def test_create_fold_files_and_ids(tiny, tmp_path):
+    out = str(tmp_path / 'fold')
+    summary = data.create_fold('tiny', 10, 0.5, 1, out, tiny, log=lambda _: None)
+    counts = lt.longtail_counts(20, 10, 10)
+    assert summary['longtail'] == counts
+    assert summary['labeled'] == lt.labeled_counts(counts, 0.5)
+    assert sorted(os.listdir(out)) == sorted(
+        ['counts.json', 'labeled.tfrecord', 'unlabeled.tfrecord', 'test.tfrecord']
+    )
+    source = datasets.load_fashion_mnist(tiny)
+    for split in ('labeled', 'unlabeled'):
+        records = data.read_records(os.path.join(out, f'{split}.tfrecord'))
+        assert np.bincount(records.labels, minlength=10).tolist() == summary[split]
+        # Ids index the source train split: image and label must match it.
+        np.testing.assert_array_equal(records.images, source.train_images[records.ids])
+        np.testing.assert_array_equal(records.labels, source.train_labels[records.ids])
+    test = data.read_records(os.path.join(out, 'test.tfrecord'))
+    np.testing.assert_array_equal(test.ids, np.arange(40))
+    np.testing.assert_array_equal(test.images, source.test_images)
+
+
+def test_fold_determinism_through_files(tiny, tmp_path):
+    def ids(fold, name):
+        out = str(tmp_path / name)
+        data.create_fold('tiny', 10, 0.3, fold, out, tiny, log=lambda _: None)
+        return data.read_records(os.path.join(out, 'labeled.tfrecord')).ids
+
+    a, b, c = ids(1, 'a'), ids(1, 'b'), ids(2, 'c')
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_ensure_fold_reuses_and_checks(tiny, tmp_path):
+    out = str(tmp_path / 'fold')
+    first = data.ensure_fold('tiny', 10, 0.5, 1, out, tiny, log=lambda _: None)
+    mtime = os.path.getmtime(os.path.join(out, 'labeled.tfrecord'))
+    assert data.ensure_fold('tiny', 10, 0.5, 1, out, tiny) == first
+    assert os.path.getmtime(os.path.join(out, 'labeled.tfrecord')) == mtime
+    with pytest.raises(datasets.DataError, match='another fold'):
+        data.ensure_fold('tiny', 10, 0.5, 2, out, tiny)
+
+
+def test_records_roundtrip_and_corruption(tmp_path):
+    rng = np.random.RandomState(0)
+    records = data.Records(
+        rng.randint(0, 256, (5, 8, 8, 3)).astype(np.uint8),
+        np.array([0, 1, 2, 1, 0]),
+        np.array([10, 11, 12, 13, 14]),
+        np.array([0, 0, 1, 1, 0]),
+        np.array([1, 1, 0.7, 0.9, 1], np.float32),
+    )
+    path = str(tmp_path / 'x.tfrecord')
+    data.write_records(path, records)
+    assert os.listdir(tmp_path) == ['x.tfrecord']  # No temporary file left behind.
+    back = data.read_records(path)
+    for field in ('images', 'labels', 'ids', 'pseudo', 'confidence'):
+        np.testing.assert_allclose(getattr(back, field), getattr(records, field))
+
+    with open(path, 'rb') as f:
+        payload = f.read()
+    with open(path, 'wb') as f:
+        f.write(payload[: len(payload) - 30])
+    with pytest.raises(datasets.DataError, match='x.tfrecord: corrupt'):
+        data.read_records(path)
+    with pytest.raises(datasets.DataError, match='missing.tfrecord: not found'):
+        data.read_records(str(tmp_path / 'missing.tfrecord'))
+
+
+def test_train_dataset_shapes_and_ranges():
+    rng = np.random.RandomState(0)
+    labeled = data.Records(
+        rng.randint(0, 256, (5, 28, 28, 1)).astype(np.uint8), np.arange(5), np.arange(5)
+    )
+    unlabeled = rng.randint(0, 256, (20, 28, 28, 1)).astype(np.uint8)
+    batch = next(iter(data.train_dataset(labeled, unlabeled, batch_size=8, uratio=2)))
+    assert batch['x_l'].shape == (8, 28, 28, 1)  # Fewer labeled images than a batch.
+    assert batch['y_l'].shape == (8,)
+    assert batch['x_w'].shape == batch['x_s'].shape == (16, 28, 28, 1)
+    for key in ('x_l', 'x_w', 'x_s'):
+        assert -1.0 <= float(np.min(batch[key])) and float(np.max(batch[key])) <= 1.0
+    assert not np.allclose(batch['x_w'], batch['x_s'])

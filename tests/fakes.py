@@ -1,0 +1,84 @@
+"""Small data sets in the official file formats, so tests exercise the real loaders."""
+
+import gzip
+import io
+import os
+import struct
+import tarfile
+
+import numpy as np
+
+
+def cifar_pixel(index, channel, row, col):
+    """A pixel value that encodes its own position, to check the CHW -> HWC layout."""
+    return (index * 7 + channel * 50 + row * 3 + col) % 256
+
+
+def cifar_images(n, offset=0):
+    idx = np.arange(offset, offset + n)[:, None, None, None]
+    ch = np.arange(3)[None, :, None, None]
+    row = np.arange(32)[None, None, :, None]
+    col = np.arange(32)[None, None, None, :]
+    return cifar_pixel(idx, ch, row, col).astype(np.uint8)  # [N, 3, 32, 32], channel-major
+
+
+def cifar_records(labels, offset=0, label_bytes=1):
+    chw = cifar_images(len(labels), offset)
+    rows = []
+    for i, label in enumerate(labels):
+        head = bytes([label // 5 % 20, label]) if label_bytes == 2 else bytes([label])
+        rows.append(head + chw[i].tobytes())
+    return b''.join(rows)
+
+
+def write_cifar10_archive(folder, labels_per_batch, test_labels):
+    """cifar-10-binary.tar.gz with five train batches, a test batch and class names."""
+    files = {}
+    offset = 0
+    for b, labels in enumerate(labels_per_batch, start=1):
+        files[f'data_batch_{b}.bin'] = cifar_records(labels, offset)
+        offset += len(labels)
+    files['test_batch.bin'] = cifar_records(test_labels, 10_000)
+    files['batches.meta.txt'] = ''.join(f'name{i}\n' for i in range(10)).encode()
+    path = os.path.join(folder, 'cifar-10-binary.tar.gz')
+    with tarfile.open(path, 'w:gz') as tar:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(f'cifar-10-batches-bin/{name}')
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def write_idx(path, array):
+    """Writes a uint8 array in IDX format, gzipped when the path ends in .gz."""
+    array = np.asarray(array, np.uint8)
+    header = b'\0\0\x08' + bytes([array.ndim]) + struct.pack(f'>{array.ndim}I', *array.shape)
+    opener = gzip.open if path.endswith('.gz') else open
+    with opener(path, 'wb') as f:
+        f.write(header + array.tobytes())
+
+
+def write_fashion_mnist(folder, per_class_train, per_class_test, seed=0):
+    """Fashion-MNIST-like IDX files: class c images are noisy blobs at a class position.
+
+    The classes are easy to tell apart, so a small model learns them in a few steps.
+    """
+    rng = np.random.RandomState(seed)
+    os.makedirs(folder, exist_ok=True)
+
+    def make(per_class):
+        labels = np.repeat(np.arange(10), per_class)
+        rng.shuffle(labels)
+        images = rng.randint(0, 60, size=(len(labels), 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            r, col = 2 + (c // 5) * 13, 2 + (c % 5) * 5
+            images[i, r : r + 11, col : col + 5] = 230
+        return images, labels
+
+    x_train, y_train = make(per_class_train)
+    x_test, y_test = make(per_class_test)
+    write_idx(os.path.join(folder, 'train-images-idx3-ubyte.gz'), x_train)
+    write_idx(os.path.join(folder, 'train-labels-idx1-ubyte.gz'), y_train)
+    write_idx(os.path.join(folder, 't10k-images-idx3-ubyte'), x_test)
+    write_idx(os.path.join(folder, 't10k-labels-idx1-ubyte'), y_test)
+    return (x_train, y_train), (x_test, y_test)

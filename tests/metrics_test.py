@@ -1,0 +1,25 @@
+"""Per-class metrics on a hand example."""
+
+import numpy as np
+import pytest
+
+from libml import metrics
+
+
+def test_classification_report_by_hand():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 0, 1, 1, 0, 0])
+    probs = np.eye(3)[predicted]
+    report = metrics.classification_report(labels, probs)
+    # Recall: 3/4, 1/2, 0/1. Precision: 3/5, 1/2, class 2 never predicted -> 0.
+    np.testing.assert_allclose(report['recall'], [0.75, 0.5, 0.0])
+    np.testing.assert_allclose(report['precision'], [0.6, 0.5, 0.0])
+    assert report['balanced_accuracy'] == pytest.approx((0.75 + 0.5 + 0) / 3)
+    assert report['accuracy'] == pytest.approx(4 / 7)
+
+
+def test_mean_of_last_five():
+    assert metrics.mean_of_last([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) == pytest.approx(0.5)
+    assert metrics.mean_of_last([0.4]) == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        metrics.mean_of_last([])
