@@ -138,14 +138,18 @@ def run_generation(cfg, g, labeled, unlabeled, test, stream_images, rates, prior
     picks_info = pick_summary(unlabeled, picks, predicted, rates)
     data.write_json(os.path.join(gen_dir, 'picks.json'), picks_info)
 
-    test_report = metrics.classification_report(test.labels, train.predict(model.ema_net, test.images))
+    last = evals[-1]  # The final EMA model on the test set.
     result = {
         'generation': g,
         'temperature': None if p_target is None else t,
         'labeled_size': len(labeled),
         'balanced_accuracy': metrics.mean_of_last([e['acc/balanced'] for e in evals]),
         'evals': [{'step': e['step'], 'balanced_accuracy': e['acc/balanced']} for e in evals],
-        'test': test_report,
+        'test': {
+            'balanced_accuracy': last['acc/balanced'],
+            'recall': last['recall'],
+            'precision': last['precision'],
+        },
         'unlabeled': metrics.classification_report(unlabeled.labels, probs_u),
         'picks': picks_info,
         'seconds': round(time.time() - start, 1),

@@ -40,9 +40,9 @@ def make_optimizer(lr: float, total_steps: int, decay_level: float = 1.0, moment
 
 def predict(net, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Softmax of `net` in inference mode over uint8 `images`, without augmentation."""
-    forward = tf.function(lambda x: tf.nn.softmax(net(x, training=False)))
     ds = data.eval_dataset(images, np.zeros(len(images), np.int64), batch_size)
-    return np.concatenate([forward(x).numpy() for x, _ in ds])
+    logits = net.predict(ds.map(lambda x, _: x), verbose=0)
+    return tf.nn.softmax(logits).numpy()
 
 
 def _format_duration(seconds: float) -> str:

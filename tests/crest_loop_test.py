@@ -1,0 +1,96 @@
+"""End to end: two CReST+ generations on tiny data in the official IDX format."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from crest import config as config_lib
+from crest import loop, rebalance
+from libml import data, datasets
+from tests import fakes
+
+
+@pytest.fixture
+def tiny_config(tmp_path, monkeypatch):
+    src = tmp_path / 'src'
+    fakes.write_fashion_mnist(str(src), 30, 3)
+    info = datasets.DatasetInfo('tiny', 10, (28, 28, 1), 24, datasets.load_fashion_mnist)
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', info)
+    return config_lib.Config(
+        workdir=str(tmp_path / 'run'),
+        dataset='tiny',
+        data_dir=str(src),
+        imbalance=8,
+        label_fraction=0.3,
+        arch='cnn_small',
+        generations=2,
+        steps_per_generation=4,
+        eval_every=2,
+        batch_size=8,
+        uratio=2,
+        ema_warmup=True,
+        seed=1,
+    )
+
+
+def test_two_generations_export_original_plus_picks(tiny_config, monkeypatch):
+    cfg = tiny_config
+    selections = []  # (probs, picks) of each generation, spied on.
+    select = rebalance.select_pseudo_labels
+
+    def spy(probs, rates):
+        picks = select(probs, rates)
+        selections.append((probs, picks))
+        return picks
+
+    monkeypatch.setattr(loop.rebalance, 'select_pseudo_labels', spy)
+    logs = []
+    results = loop.run(cfg, log=logs.append)
+
+    fold = os.path.join(cfg.workdir, 'data')
+    original = data.read_records(os.path.join(fold, 'labeled.tfrecord'))
+    unlabeled = data.read_records(os.path.join(fold, 'unlabeled.tfrecord'))
+    assert len(selections) == 2
+    for g, (probs, picks) in enumerate(selections):
+        exported = data.read_records(os.path.join(cfg.workdir, f'gen_{g:02d}', 'labeled.tfrecord'))
+        pseudo = exported.pseudo == 1
+        # Exactly the original labeled ids, with their true labels, plus the picked ids.
+        np.testing.assert_array_equal(exported.ids[~pseudo], original.ids)
+        np.testing.assert_array_equal(exported.labels[~pseudo], original.labels)
+        np.testing.assert_array_equal(exported.ids[pseudo], unlabeled.ids[picks])
+        # Picks carry the predicted class and its confidence.
+        np.testing.assert_array_equal(exported.labels[pseudo], probs[picks].argmax(1))
+        np.testing.assert_allclose(exported.confidence[pseudo], probs[picks].max(1), rtol=1e-6)
+        assert results['generations'][g]['picks']['total_picked'] == len(picks)
+
+    # Generation 1 trained on generation 0's export; temperatures follow eq. 2 (G=2).
+    gen0, gen1 = results['generations']
+    assert gen1['labeled_size'] == len(original) + len(selections[0][1])
+    assert (gen0['temperature'], gen1['temperature']) == (1.0, 0.5)
+    assert [e['step'] for e in gen1['evals']] == [2, 4]
+    assert 0 <= results['balanced_accuracy'] <= 1
+    assert len(gen1['unlabeled']['recall']) == 10
+    saved = data.read_json(os.path.join(cfg.workdir, 'results.json'))
+    assert saved['balanced_accuracy'] == results['balanced_accuracy']
+
+    # A re-run skips finished generations and returns the same numbers.
+    logs.clear()
+    again = loop.run(cfg, log=logs.append)
+    assert sum('finished earlier, skipped' in line for line in logs) == 2
+    assert again['generations'] == results['generations']
+
+
+def test_rerun_with_other_settings_is_refused(tiny_config):
+    cfg = dataclasses.replace(tiny_config, generations=1)
+    loop.run(cfg, log=lambda _: None)
+    with pytest.raises(ValueError, match='--alpha'):
+        loop.run(dataclasses.replace(cfg, alpha=0.5), log=lambda _: None)
+
+
+def test_class_without_labeled_example_is_an_error(tiny_config):
+    # N_10 = floor(24 / 30) = 0: the tail class has no image at all.
+    cfg = dataclasses.replace(tiny_config, imbalance=30)
+    with pytest.raises(ValueError, match='no labeled example of class.*Ankle boot'):
+        loop.run(cfg, log=lambda _: None)
