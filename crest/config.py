@@ -50,22 +50,28 @@ def _check(ok: bool, flag: str, allowed: str, value) -> None:
 
 def validate(cfg: Config) -> None:
     """Raises ValueError with a one-line message naming the first bad setting."""
-    _check(cfg.dataset in datasets.DATASETS, 'dataset', f'one of {list(datasets.DATASETS)}',
-           cfg.dataset)  # fmt: skip
+    _check(
+        cfg.dataset in datasets.DATASETS,
+        'dataset',
+        f'one of {list(datasets.DATASETS)}',
+        cfg.dataset,
+    )
     _check(cfg.arch in models.ARCHS, 'arch', f'one of {list(models.ARCHS)}', cfg.arch)
     _check(cfg.algorithm in ALGORITHMS, 'algorithm', f'one of {list(ALGORITHMS)}', cfg.algorithm)
-    _check(cfg.dist_align in DIST_ALIGN, 'dist_align', f'one of {list(DIST_ALIGN)}',
-           cfg.dist_align)  # fmt: skip
-    _check(cfg.class_prior in CLASS_PRIORS, 'class_prior', f'one of {list(CLASS_PRIORS)}',
-           cfg.class_prior)  # fmt: skip
+    _check(cfg.dist_align in DIST_ALIGN, 'dist_align', f'one of {list(DIST_ALIGN)}', cfg.dist_align)
+    _check(
+        cfg.class_prior in CLASS_PRIORS,
+        'class_prior',
+        f'one of {list(CLASS_PRIORS)}',
+        cfg.class_prior,
+    )
     _check(cfg.imbalance >= 1, 'imbalance', '>= 1', cfg.imbalance)
     _check(0 < cfg.label_fraction <= 1, 'label_fraction', 'in (0, 1]', cfg.label_fraction)
     _check(cfg.fold >= 1, 'fold', '>= 1', cfg.fold)
     _check(cfg.alpha >= 0, 'alpha', '>= 0', cfg.alpha)
     _check(0 <= cfg.t_min <= 1, 't_min', 'in [0, 1]', cfg.t_min)
     _check(cfg.generations >= 1, 'generations', '>= 1', cfg.generations)
-    _check(cfg.steps_per_generation >= 1, 'steps_per_generation', '>= 1',
-           cfg.steps_per_generation)  # fmt: skip
+    _check(cfg.steps_per_generation >= 1, 'steps_per_generation', '>= 1', cfg.steps_per_generation)
     _check(cfg.eval_every >= 1, 'eval_every', '>= 1', cfg.eval_every)
     _check(cfg.batch_size >= 1, 'batch_size', '>= 1', cfg.batch_size)
     _check(cfg.uratio >= 1, 'uratio', '>= 1', cfg.uratio)

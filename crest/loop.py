@@ -65,17 +65,20 @@ def pick_summary(records: data.Records, picks: np.ndarray, predicted, rates) -> 
         'predicted': np.bincount(predicted, minlength=num_classes).tolist(),
         'picked': picked.tolist(),
         'correct': correct.tolist(),
-        'precision': np.round(np.divide(correct, picked, out=np.zeros(num_classes),
-                                        where=picked > 0), 6).tolist(),  # fmt: skip
-        'recall': np.round(np.divide(correct, pool, out=np.zeros(num_classes),
-                                     where=pool > 0), 6).tolist(),  # fmt: skip
+        'precision': np.round(
+            np.divide(correct, picked, out=np.zeros(num_classes), where=picked > 0), 6
+        ).tolist(),
+        'recall': np.round(
+            np.divide(correct, pool, out=np.zeros(num_classes), where=pool > 0), 6
+        ).tolist(),
         'total_picked': int(picked.sum()),
         'total_precision': float(correct.sum() / max(picked.sum(), 1)),
     }
 
 
-def run_generation(cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy,
-                   log) -> dict:  # fmt: skip
+def run_generation(
+    cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log
+) -> dict:
     """Trains generation g, then pseudo-labels, picks and exports; returns its metrics."""
     gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
     tf.io.gfile.makedirs(gen_dir)
@@ -108,7 +111,9 @@ def run_generation(cfg, g, labeled, unlabeled, test, stream_images, rates, prior
     )
 
     def evaluate():
-        report = metrics.classification_report(test.labels, train.predict(model.ema_net, test.images))
+        report = metrics.classification_report(
+            test.labels, train.predict(model.ema_net, test.images)
+        )
         return {
             'acc/balanced': report['balanced_accuracy'],
             'recall': report['recall'],
@@ -121,8 +126,17 @@ def run_generation(cfg, g, labeled, unlabeled, test, stream_images, rates, prior
         f'DA {"off" if p_target is None else f"t={t:.2f}"}'
     )
     start = time.time()
-    evals = train.train(model, stream, cfg.steps_per_generation, cfg.eval_every, gen_dir,
-                        evaluate, strategy=strategy, log=log, prefix=prefix)  # fmt: skip
+    evals = train.train(
+        model,
+        stream,
+        cfg.steps_per_generation,
+        cfg.eval_every,
+        gen_dir,
+        evaluate,
+        strategy=strategy,
+        log=log,
+        prefix=prefix,
+    )
 
     # Pseudo-label the unlabeled pool: EMA model, no augmentation, raw softmax.
     probs_u = train.predict(model.ema_net, unlabeled.images)
@@ -133,8 +147,9 @@ def run_generation(cfg, g, labeled, unlabeled, test, stream_images, rates, prior
     picked.pseudo = np.ones(len(picks), np.int64)
     picked.confidence = probs_u.max(axis=1)[picks].astype(np.float32)
     original = labeled.take(labeled.pseudo == 0)
-    data.write_records(os.path.join(gen_dir, 'labeled.tfrecord'),
-                       data.Records.concat([original, picked]))  # fmt: skip
+    data.write_records(
+        os.path.join(gen_dir, 'labeled.tfrecord'), data.Records.concat([original, picked])
+    )
     picks_info = pick_summary(unlabeled, picks, predicted, rates)
     data.write_json(os.path.join(gen_dir, 'picks.json'), picks_info)
 
@@ -165,8 +180,9 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
     tf.io.gfile.makedirs(cfg.workdir)
     _check_args(cfg)
     fold_dir = os.path.join(cfg.workdir, 'data')
-    fold = data.ensure_fold(cfg.dataset, cfg.imbalance, cfg.label_fraction, cfg.fold,
-                            fold_dir, cfg.data_dir, log)  # fmt: skip
+    fold = data.ensure_fold(
+        cfg.dataset, cfg.imbalance, cfg.label_fraction, cfg.fold, fold_dir, cfg.data_dir, log
+    )
     labeled0 = data.read_records(os.path.join(fold_dir, 'labeled.tfrecord'))
     unlabeled = data.read_records(os.path.join(fold_dir, 'unlabeled.tfrecord'))
     test = data.read_records(os.path.join(fold_dir, 'test.tfrecord'))
@@ -191,16 +207,19 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         done = os.path.join(gen_dir, 'metrics.json')
         if tf.io.gfile.exists(done):
             result = data.read_json(done)
-            log(f'[gen {g}/{cfg.generations - 1}] finished earlier, skipped: '
-                f'balanced acc {result["balanced_accuracy"]:.4f}')  # fmt: skip
+            log(
+                f'[gen {g}/{cfg.generations - 1}] finished earlier, skipped: '
+                f'balanced acc {result["balanced_accuracy"]:.4f}'
+            )
         else:
             if g == 0:
                 labeled = labeled0
             else:
                 prev = os.path.join(cfg.workdir, f'gen_{g - 1:02d}', 'labeled.tfrecord')
                 labeled = data.read_records(prev)
-            result = run_generation(cfg, g, labeled, unlabeled, test, stream_images, rates,
-                                    prior, strategy, log)  # fmt: skip
+            result = run_generation(
+                cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log
+            )
         recall = result['test']['recall']
         log(
             f'[gen {g}/{cfg.generations - 1}] balanced acc {result["balanced_accuracy"]:.4f} '

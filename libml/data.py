@@ -76,6 +76,7 @@ def write_records(path: str, records: Records) -> None:
             records.ids,
             records.pseudo,
             records.confidence,
+            strict=True,
         ):
             feature = {
                 'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),

@@ -118,9 +118,17 @@ def _cifar_from_dir(data_dir: str, num_classes: int) -> Source:
 # Fashion-MNIST, IDX format: big-endian magic (0x0801 labels, 0x0803 images), dims, bytes.
 
 FASHION_MNIST_CLASSES = (
-    'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
-    'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot',
-)  # fmt: skip
+    'T-shirt/top',
+    'Trouser',
+    'Pullover',
+    'Dress',
+    'Coat',
+    'Sandal',
+    'Shirt',
+    'Sneaker',
+    'Bag',
+    'Ankle boot',
+)
 
 
 def read_idx(path: str) -> np.ndarray:

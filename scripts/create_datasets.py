@@ -35,16 +35,24 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     checks = [
         (FLAGS.imbalance >= 1, f'--imbalance must be >= 1, got {FLAGS.imbalance}'),
-        (0 < FLAGS.label_fraction <= 1,
-         f'--label_fraction must be in (0, 1], got {FLAGS.label_fraction}'),  # fmt: skip
+        (
+            0 < FLAGS.label_fraction <= 1,
+            f'--label_fraction must be in (0, 1], got {FLAGS.label_fraction}',
+        ),
         (FLAGS.fold >= 1, f'--fold must be >= 1, got {FLAGS.fold}'),
     ]
     for ok, message in checks:
         if not ok:
             sys.exit(f'error: {message}')
     try:
-        summary = data.create_fold(FLAGS.dataset, FLAGS.imbalance, FLAGS.label_fraction,
-                                   FLAGS.fold, FLAGS.output_dir, FLAGS.data_dir)  # fmt: skip
+        summary = data.create_fold(
+            FLAGS.dataset,
+            FLAGS.imbalance,
+            FLAGS.label_fraction,
+            FLAGS.fold,
+            FLAGS.output_dir,
+            FLAGS.data_dir,
+        )
     except (ValueError, datasets.DataError) as e:
         sys.exit(f'error: {e}')
     for split in data.SPLITS:

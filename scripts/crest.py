@@ -23,9 +23,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TF's C++ start-up chatter out.
 
-from absl import app, flags, logging  # noqa: E402
-
 import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
 from crest import loop  # noqa: E402
@@ -36,35 +35,54 @@ _DEFAULT = config_lib.Config()
 flags.DEFINE_string('workdir', _DEFAULT.workdir, 'Run folder (local or any tf.io.gfile path).')
 flags.DEFINE_string('dataset', _DEFAULT.dataset, 'cifar10lt, cifar100lt or fashion_mnist_lt.')
 flags.DEFINE_string(
-    'data_dir', None, 'Folder with the official files (CIFAR binary archives, Fashion-MNIST '
-    'IDX). Default: Debian files for Fashion-MNIST, else tensorflow-datasets.'
-)  # fmt: skip
+    'data_dir',
+    None,
+    'Folder with the official files (CIFAR binary archives, Fashion-MNIST '
+    'IDX). Default: Debian files for Fashion-MNIST, else tensorflow-datasets.',
+)
 flags.DEFINE_float('imbalance', _DEFAULT.imbalance, 'gamma = N_1 / N_L, >= 1.')
 flags.DEFINE_float('label_fraction', _DEFAULT.label_fraction, 'beta, labeled share per class.')
 flags.DEFINE_integer('fold', _DEFAULT.fold, 'Labeled/unlabeled split, 1..5 in the paper.')
 flags.DEFINE_string('algorithm', _DEFAULT.algorithm, 'Semi-supervised learner: fixmatch.')
 flags.DEFINE_string('arch', _DEFAULT.arch, 'wrn28_2 (paper) or cnn_small (CPU).')
 flags.DEFINE_integer('generations', _DEFAULT.generations, 'Self-training generations G.')
-flags.DEFINE_float('alpha', _DEFAULT.alpha, 'Paper alpha: mu_l = (N_{L+1-l}/N_1)^alpha; 0 '
-                   'keeps every pseudo-label.')  # fmt: skip
-flags.DEFINE_enum('dist_align', _DEFAULT.dist_align, list(config_lib.DIST_ALIGN),
-                  'Distribution alignment: none (CReST), constant t=t_min, or progressive '
-                  '(CReST+: t from 1 to t_min over the generations).')  # fmt: skip
+flags.DEFINE_float(
+    'alpha',
+    _DEFAULT.alpha,
+    'Paper alpha: mu_l = (N_{L+1-l}/N_1)^alpha; 0 keeps every pseudo-label.',
+)
+flags.DEFINE_enum(
+    'dist_align',
+    _DEFAULT.dist_align,
+    list(config_lib.DIST_ALIGN),
+    'Distribution alignment: none (CReST), constant t=t_min, or progressive '
+    '(CReST+: t from 1 to t_min over the generations).',
+)
 flags.DEFINE_float('t_min', _DEFAULT.t_min, 'Final alignment temperature, in [0, 1].')
-flags.DEFINE_enum('class_prior', _DEFAULT.class_prior, list(config_lib.CLASS_PRIORS),
-                  'p(y) for rates and alignment: labeled-set counts (paper) or the analytic '
-                  'gamma law (reference code).')  # fmt: skip
+flags.DEFINE_enum(
+    'class_prior',
+    _DEFAULT.class_prior,
+    list(config_lib.CLASS_PRIORS),
+    'p(y) for rates and alignment: labeled-set counts (paper) or the analytic '
+    'gamma law (reference code).',
+)
 flags.DEFINE_integer('steps_per_generation', _DEFAULT.steps_per_generation, 'Train steps.')
 flags.DEFINE_integer('eval_every', _DEFAULT.eval_every, 'Steps between evaluations.')
 flags.DEFINE_integer('batch_size', _DEFAULT.batch_size, 'Labeled images per step and replica.')
 flags.DEFINE_integer('uratio', _DEFAULT.uratio, 'Unlabeled images per labeled image.')
 flags.DEFINE_float('lr', _DEFAULT.lr, 'SGD Nesterov learning rate.')
-flags.DEFINE_float('lr_decay_level', _DEFAULT.lr_decay_level,
-                   'lr * cos(pi * level * k / (16 K)): 1 (reference), 7 (FixMatch).')  # fmt: skip
+flags.DEFINE_float(
+    'lr_decay_level',
+    _DEFAULT.lr_decay_level,
+    'lr * cos(pi * level * k / (16 K)): 1 (reference), 7 (FixMatch).',
+)
 flags.DEFINE_float('wd', _DEFAULT.wd, 'Coupled L2 weight decay.')
 flags.DEFINE_float('ema_decay', _DEFAULT.ema_decay, 'Decay of the evaluated EMA model.')
-flags.DEFINE_bool('ema_warmup', _DEFAULT.ema_warmup,
-                  'EMA decay min(decay, (1+k)/(10+k)): for runs of a few hundred steps.')  # fmt: skip
+flags.DEFINE_bool(
+    'ema_warmup',
+    _DEFAULT.ema_warmup,
+    'EMA decay min(decay, (1+k)/(10+k)): for runs of a few hundred steps.',
+)
 flags.DEFINE_float('threshold', _DEFAULT.threshold, 'Pseudo-label confidence threshold.')
 flags.DEFINE_float('wu', _DEFAULT.wu, 'Weight of the unlabeled loss.')
 flags.DEFINE_integer('seed', _DEFAULT.seed, 'Seed of model init and augmentation; 0: unseeded.')

@@ -62,9 +62,11 @@ def test_smoke_fit_loss_decreases_and_ema_differs(tmp_path):
     assert int(model.ema_updates.numpy()) == 60
     assert int(model.p_model_index.numpy()) == 60
     raw, ema = model.net.trainable_variables, model.ema_net.trainable_variables
-    assert any(not np.allclose(r.numpy(), e.numpy()) for r, e in zip(raw, ema))
+    assert any(not np.allclose(r.numpy(), e.numpy()) for r, e in zip(raw, ema, strict=True))
     # Moving statistics are copied to the EMA model, not averaged.
-    for r, e in zip(model.net.non_trainable_variables, model.ema_net.non_trainable_variables):
+    for r, e in zip(
+        model.net.non_trainable_variables, model.ema_net.non_trainable_variables, strict=True
+    ):
         np.testing.assert_array_equal(r.numpy(), e.numpy())
 
 
@@ -88,8 +90,9 @@ def test_train_loop_resumes_from_checkpoint(tmp_path):
         def evaluate():
             return {'acc/balanced': float(train.predict(model.ema_net, test_images)[0, 0])}
 
-        evals = train.train(model, stream, steps, 2, str(tmp_path / 'run'), evaluate,
-                            log=logs.append)  # fmt: skip
+        evals = train.train(
+            model, stream, steps, 2, str(tmp_path / 'run'), evaluate, log=logs.append
+        )
         return model, evals
 
     first, evals = run(4)

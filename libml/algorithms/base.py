@@ -26,7 +26,7 @@ def assign_all(pairs) -> None:
     values = [value for _, value in pairs]
 
     def update(strategy, tf_vars, values):
-        for var, value in zip(tf_vars, values):
+        for var, value in zip(tf_vars, values, strict=True):
             strategy.extended.update(var, lambda v, x: v.assign(x), args=(value,))
 
     ctx.merge_call(update, args=(tf_vars, values))
@@ -119,9 +119,7 @@ class SemiSupervised(keras.Model):
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             batch_mean = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, batch_mean)
         slot = tf.math.floormod(self.p_model_index, self.p_model_history.shape[0])
-        history = tf.tensor_scatter_nd_update(
-            self.p_model_history, [[slot]], batch_mean[None]
-        )
+        history = tf.tensor_scatter_nd_update(self.p_model_history, [[slot]], batch_mean[None])
         return [(self.p_model_history, history), (self.p_model_index, self.p_model_index + 1)]
 
     def ema_update(self):
@@ -137,11 +135,15 @@ class SemiSupervised(keras.Model):
             decay = tf.minimum(decay, (1.0 + k) / (10.0 + k))
         pairs = [
             (e, e - (1.0 - decay) * (e - w))
-            for e, w in zip(self.ema_net.trainable_variables, self.net.trainable_variables)
+            for e, w in zip(
+                self.ema_net.trainable_variables, self.net.trainable_variables, strict=True
+            )
         ]
         pairs += [
             (e, w)
-            for e, w in zip(self.ema_net.non_trainable_variables, self.net.non_trainable_variables)
+            for e, w in zip(
+                self.ema_net.non_trainable_variables, self.net.non_trainable_variables, strict=True
+            )
         ]
         return pairs + [(self.ema_updates, self.ema_updates + 1)]
 

@@ -1,0 +1,321 @@
+"""Tests for libml/models.py: fused BatchNorm vs Keras BN, backbone shapes and counts."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from libml import models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pair(momentum, shape):
+    """Our BatchNorm and Keras' with the same random gamma / beta, both built."""
+    ours = models.BatchNorm(momentum=momentum, epsilon=1e-3)
+    ref = keras.layers.BatchNormalization(momentum=momentum, epsilon=1e-3)
+    ours.build(shape)
+    ref.build(shape)
+    rng = np.random.RandomState(1)
+    channels = shape[-1]
+    for layer in (ours, ref):
+        layer.gamma.assign(rng.uniform(0.5, 2.0, channels).astype('float32'))
+        layer.beta.assign(rng.uniform(-1.0, 1.0, channels).astype('float32'))
+        rng = np.random.RandomState(1)  # same values for both layers
+    return ours, ref
+
+
+def _batches(shape, count=3):
+    """Random batches whose channels have distinct means and scales, as after a conv."""
+    rng = np.random.RandomState(0)
+    channels = shape[-1]
+    scale = np.linspace(0.5, 3.0, channels).astype('float32')
+    offset = np.linspace(-2.0, 2.0, channels).astype('float32')
+    return [tf.constant(rng.randn(*shape).astype('float32') * scale + offset) for _ in range(count)]
+
+
+# A small batch makes the fused kernel's n / (n - 1) variance correction large (8 / 7 for
+# [2, 2, 2, C]); momentum 0.5 makes any error in the moving statistics large too.
+@pytest.mark.parametrize('momentum', [0.999, 0.5])
+@pytest.mark.parametrize('shape', [(2, 2, 2, 6), (16, 5, 5, 6), (32, 6)])
+@pytest.mark.parametrize('compiled', [False, True])
+def test_batchnorm_matches_keras_in_training(momentum, shape, compiled):
+    ours, ref = _pair(momentum, shape)
+
+    def step(x):
+        return ours(x, training=True), ref(x, training=True)
+
+    if compiled:
+        step = tf.function(step)
+    for x in _batches(shape):
+        y_ours, y_ref = step(x)
+        np.testing.assert_allclose(y_ours, y_ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ours.moving_mean, ref.moving_mean, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(ours.moving_variance, ref.moving_variance, rtol=1e-6, atol=1e-7)
+    # The moving statistics did move: the comparison above is not between two initial values.
+    assert np.abs(ours.moving_variance.numpy() - 1.0).max() > 1e-4
+    assert np.abs(ours.moving_mean.numpy()).max() > 1e-4
+
+
+@pytest.mark.parametrize('shape', [(8, 4, 4, 6), (32, 6)])
+def test_batchnorm_matches_keras_in_inference(shape):
+    ours, ref = _pair(0.5, shape)
+    for x in _batches(shape):
+        ours(x, training=True)
+        ref(x, training=True)
+    x = _batches(shape, count=4)[-1]
+    mean, variance = ours.moving_mean.numpy(), ours.moving_variance.numpy()
+    for training in (False, None):  # None is inference, as for Keras layers
+        y = ours(x, training=training)
+        np.testing.assert_allclose(y, ref(x, training=False), rtol=1e-5, atol=1e-5)
+        expected = ours.gamma.numpy() * (x.numpy() - mean) / np.sqrt(variance + 1e-3)
+        np.testing.assert_allclose(y, expected + ours.beta.numpy(), rtol=1e-4, atol=1e-4)
+    # Inference leaves the moving statistics alone and differs from batch statistics.
+    np.testing.assert_array_equal(ours.moving_mean.numpy(), mean)
+    np.testing.assert_array_equal(ours.moving_variance.numpy(), variance)
+    assert np.abs(ours(x, training=False) - ours(x, training=True)).max() > 1e-2
+
+
+def test_batchnorm_gradients_match_keras():
+    shape = (8, 4, 4, 6)
+    ours, ref = _pair(0.999, shape)
+    x = _batches(shape, count=1)[0]
+    upstream = tf.constant(np.random.RandomState(2).randn(*shape).astype('float32'))
+    grads = []
+    for layer in (ours, ref):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * upstream)
+        grads.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
+    for g_ours, g_ref in zip(*grads, strict=True):
+        np.testing.assert_allclose(g_ours, g_ref, rtol=1e-4, atol=1e-4)
+
+
+_MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from libml.models import BatchNorm
+
+    strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+    with strategy.scope():
+        layers = {'ours': BatchNorm(), 'keras': keras.layers.BatchNormalization(
+            momentum=0.999, epsilon=1e-3)}
+        for layer in layers.values():
+            layer.build((None, 4, 4, 3))
+    rng = np.random.RandomState(0)
+    # The two replicas see shards with different statistics.
+    x = np.concatenate([rng.randn(4, 4, 4, 3), 3 * rng.randn(4, 4, 4, 3) + 2]).astype('float32')
+    dist = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(x).repeat(2))
+
+    @tf.function
+    def step(batch):
+        return strategy.run(lambda b: [l(b, training=True) for l in layers.values()], (batch,))
+
+    outputs = [step(batch) for batch in dist][-1]
+    result = {'outputs_equal': bool(all(np.allclose(a, b, atol=1e-5) for a, b in zip(
+        strategy.experimental_local_results(outputs[0]),
+        strategy.experimental_local_results(outputs[1]))))}
+    for name, layer in layers.items():
+        for var in ('moving_mean', 'moving_variance'):
+            replicas = strategy.experimental_local_results(getattr(layer, var).value)
+            result[f'{name}/{var}'] = [np.asarray(r).tolist() for r in replicas]
+    print('RESULT ' + json.dumps(result))
+    """
+)
+
+
+def test_batchnorm_under_mirrored_strategy_behaves_like_keras():
+    """Two logical CPUs need a fresh process: devices are fixed once TF has started."""
+    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+    proc = subprocess.run(
+        [sys.executable, '-c', _MIRRORED_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[0][len('RESULT ') :])
+    assert result['outputs_equal']
+    for var in ('moving_mean', 'moving_variance'):
+        ours, ref = np.array(result[f'ours/{var}']), np.array(result[f'keras/{var}'])
+        assert ours.shape == (2, 3)  # one copy per replica
+        np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
+        # Like Keras BN, each replica tracks the statistics of its own shard.
+        assert np.abs(ours[0] - ours[1]).max() > 1e-4
+
+
+@pytest.fixture(scope='module')
+def wrn():
+    keras.utils.set_random_seed(0)
+    return models.wrn28(10, (32, 32, 3))
+
+
+def _count(variables):
+    return sum(int(np.prod(v.shape)) for v in variables)
+
+
+def test_wrn28_size_and_output(wrn):
+    # SPEC B section 3's 1.468M counts trainable variables (FixMatch's WRN-28-2 has the
+    # same 1,467,610); the BN moving statistics add 2 per BN channel.
+    assert _count(wrn.trainable_variables) == 1_467_610
+    bn_channels = sum(
+        layer.gamma.shape[0] for layer in wrn.layers if isinstance(layer, models.BatchNorm)
+    )
+    assert bn_channels == 1_808
+    assert wrn.count_params() == 1_467_610 + 2 * bn_channels == 1_471_226
+    x = tf.random.stateless_uniform((3, 32, 32, 3), seed=(0, 1), minval=-1.0, maxval=1.0)
+    logits = wrn(x, training=False)
+    assert logits.shape == (3, 10) and logits.dtype == tf.float32
+    assert np.all(np.isfinite(logits))
+    assert 213e6 < models.macs_per_image(wrn) < 216e6  # SPEC: about 214M MACs
+    assert models.flops_per_image(wrn) == 2 * models.macs_per_image(wrn)
+
+
+def test_wrn28_layer_conventions(wrn):
+    layers = wrn.layers
+    convs = [layer for layer in layers if isinstance(layer, keras.layers.Conv2D)]
+    lrelus = [layer for layer in layers if isinstance(layer, keras.layers.LeakyReLU)]
+    bns = [layer for layer in layers if isinstance(layer, models.BatchNorm)]
+    # Stem + 2 per block x 12 blocks, + a 1x1 projection shortcut in each stage.
+    assert len(convs) == 1 + 24 + 3
+    assert sum(conv.kernel_size == (1, 1) for conv in convs) == 3
+    assert len(bns) == len(lrelus) == 2 * 12 + 1
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
+    for conv in convs:
+        assert not conv.use_bias and conv.bias is None
+        assert conv.padding == 'valid'
+        init = conv.kernel_initializer.get_config()
+        assert (init['scale'], init['mode'], init['distribution']) == (
+            2.0,
+            'fan_out',
+            'truncated_normal',
+        )
+    for lrelu in lrelus:
+        assert lrelu.negative_slope == pytest.approx(0.1)
+    for bn in bns:
+        assert (bn.momentum, bn.epsilon) == (0.999, 1e-3)
+    dense = wrn.get_layer('logits')
+    assert dense.use_bias and dense.units == 10
+    # Stage widths 32 / 64 / 128 at 32 / 16 / 8 pixels.
+    for stage, (width, size) in enumerate([(32, 32), (64, 16), (128, 8)], start=1):
+        assert wrn.get_layer(f'stage{stage}_block4_add').output.shape == (None, size, size, width)
+
+
+def test_wrn28_shortcuts(wrn):
+    """First block of a stage: 1x1 conv on the pre-activation; later blocks: identity on x."""
+    for stage in (1, 2, 3):
+        shortcut = wrn.get_layer(f'stage{stage}_block1_shortcut')
+        assert shortcut.strides == ((1, 1) if stage == 1 else (2, 2))
+        assert shortcut.input is wrn.get_layer(f'stage{stage}_block1_preact_lrelu').output
+        for block in (2, 3, 4):
+            add = wrn.get_layer(f'stage{stage}_block{block}_add')
+            previous = wrn.get_layer(f'stage{stage}_block{block - 1}_add').output
+            assert add.input[0] is previous
+
+
+def test_model_training_flag_reaches_batchnorm():
+    keras.utils.set_random_seed(0)
+    model = models.cnn_small(10, (28, 28, 1))
+    bn = model.get_layer('conv1_bn')
+    x = tf.random.stateless_normal((4, 28, 28, 1), seed=(0, 2))
+    model(x, training=False)
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), np.ones(32))
+    model(x, training=True)
+    assert np.abs(bn.moving_variance.numpy() - 1.0).max() > 1e-5
+    # The CPU model's faster-moving statistics (see its docstring); WRN keeps 0.999.
+    momenta = {layer.momentum for layer in model.layers if isinstance(layer, models.BatchNorm)}
+    assert momenta == {0.99}
+
+
+def _hand_cnn_small_macs(height, channels):
+    """conv3x3 widths 32,32,64,64,128,128, strides 1,1,2,1,2,1, then Dense 128 -> 10."""
+    macs, size, c_in = 0, height, channels
+    for c_out, stride in [(32, 1), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1)]:
+        size = (size + 2 - 3) // stride + 1
+        macs += size * size * 9 * c_in * c_out
+        c_in = c_out
+    return macs + 128 * 10
+
+
+@pytest.mark.parametrize(
+    'shape, macs, trainable',
+    [((28, 28, 1), 29_128_448, 288_170), ((32, 32, 3), 38_634_752, 288_746)],
+)
+def test_cnn_small_counts(shape, macs, trainable):
+    model = models.cnn_small(10, shape)
+    assert model.output.shape == (None, 10)
+    assert _hand_cnn_small_macs(shape[0], shape[2]) == macs == models.macs_per_image(model)
+    assert _count(model.trainable_variables) == trainable
+    assert model.count_params() <= 300_000
+    if shape[0] == 28:
+        assert 10e6 <= macs <= 30e6
+    # BN: gamma, beta trainable; moving mean, variance not; 448 channels in all.
+    assert model.count_params() == trainable + 2 * 448
+
+
+def test_macs_of_a_single_conv_and_dense():
+    inputs = keras.Input((28, 28, 3))
+    x = keras.layers.ZeroPadding2D(1)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(x)  # -> 14x14x8
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5)(x))
+    conv = 14 * 14 * 8 * (3 * 3 * 3)
+    assert models.macs_per_image(model) == conv + 8 * 5 == 42_376
+    assert models.flops_per_image(model) == 2 * 42_376
+
+
+def test_l2_variables_of_cnn_small_by_hand():
+    model = models.cnn_small(10, (28, 28, 1))
+    dense = model.get_layer('logits')
+    expected = [model.get_layer(f'conv{i}').kernel for i in range(1, 7)]
+    expected += [dense.kernel, dense.bias]
+    chosen = models.l2_variables(model)
+    assert len(chosen) == 8
+    assert {id(v) for v in chosen} == {id(v) for v in expected}
+    bn_vars = [
+        v for layer in model.layers if isinstance(layer, models.BatchNorm) for v in layer.weights
+    ]
+    assert len(bn_vars) == 6 * 4
+    assert not {id(v) for v in bn_vars} & {id(v) for v in chosen}
+    # Everything trainable is either decayed or a BN gamma / beta.
+    assert len(model.trainable_variables) == 8 + 6 * 2
+
+
+def test_l2_variables_of_wrn_exclude_batchnorm(wrn):
+    chosen = models.l2_variables(wrn)
+    assert len(chosen) == 28 + 2  # conv kernels + Dense kernel and bias
+    bn_ids = {
+        id(v) for layer in wrn.layers if isinstance(layer, models.BatchNorm) for v in layer.weights
+    }
+    assert not bn_ids & {id(v) for v in chosen}
+    assert any(v is wrn.get_layer('logits').bias for v in chosen)
+
+
+def test_l2_variables_and_macs_recurse_into_nested_models():
+    inner = models.cnn_small(10, (28, 28, 1))
+    inputs = keras.Input((28, 28, 1))
+    outer = keras.Model(inputs, keras.layers.Dense(3, name='extra')(inner(inputs)))
+    assert len(models.l2_variables(outer)) == 8 + 2
+    assert models.macs_per_image(outer) == 29_128_448 + 10 * 3
+
+
+def test_build_model():
+    model = models.build_model('cnn_small', 7, (32, 32, 3))
+    assert model.output.shape == (None, 7)
+    assert set(models.ARCHS) == {'wrn28_2', 'cnn_small'}
+    with pytest.raises(ValueError, match='wrn28_2') as error:
+        models.build_model('resnet50', 10, (32, 32, 3))
+    assert 'cnn_small' in str(error.value) and 'resnet50' in str(error.value)
