@@ -2,6 +2,7 @@
 FixMatch CReST+ setting (gamma=100, beta=10%, 6 generations of 2^16 steps)."""
 
 import dataclasses
+import os
 
 from libml import datasets, models
 from libml.algorithms import ALGORITHMS
@@ -12,7 +13,7 @@ CLASS_PRIORS = ('labeled', 'analytic')
 
 @dataclasses.dataclass
 class Config:
-    workdir: str = 'runs/crest'
+    workdir: str = ''  # '': runs/<settings that differ from the defaults>
     dataset: str = 'cifar10lt'
     data_dir: str | None = None
     imbalance: float = 100.0
@@ -80,6 +81,21 @@ def validate(cfg: Config) -> None:
     _check(0 <= cfg.ema_decay < 1, 'ema_decay', 'in [0, 1)', cfg.ema_decay)
     _check(0 <= cfg.threshold <= 1, 'threshold', 'in [0, 1]', cfg.threshold)
     _check(cfg.seed >= 0, 'seed', '>= 0', cfg.seed)
+
+
+def default_workdir(cfg: Config, root: str = 'runs') -> str:
+    """root/<name=value,...> of the settings that differ from their defaults.
+
+    E.g. `runs/dataset=fashion_mnist_lt,arch=cnn_small,fold=2`; `runs/paper` for the
+    defaults. Runtime-only settings are left out.
+    """
+    default = dataclasses.asdict(Config())
+    parts = [
+        f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}'
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in RUNTIME_ONLY and v != default[k]
+    ]
+    return os.path.join(root, ','.join(parts) or 'paper')
 
 
 def changed_settings(saved: dict, cfg: Config) -> list[str]:

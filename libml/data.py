@@ -251,9 +251,3 @@ def train_dataset(
         lambda lab, unl: dict(x_l=lab[0], y_l=lab[1], x_w=unl[0], x_s=unl[1])
     )
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
-
-
-def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> tf.data.Dataset:
-    """Un-augmented (x, y) batches in order."""
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    return ds.batch(batch_size).map(lambda x, y: (to_float(x), y)).prefetch(tf.data.AUTOTUNE)

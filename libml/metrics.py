@@ -24,7 +24,8 @@ def per_class_precision(cm: np.ndarray) -> np.ndarray:
 
 
 def classification_report(labels, probs) -> dict:
-    """Balanced accuracy, accuracy, per-class recall and precision of argmax(probs)."""
+    """Balanced accuracy, accuracy, per-class recall, precision and prediction counts of
+    argmax(probs)."""
     num_classes = probs.shape[1]
     cm = confusion_matrix(labels, probs.argmax(axis=1), num_classes)
     recall = per_class_recall(cm)
@@ -34,11 +35,19 @@ def classification_report(labels, probs) -> dict:
         'accuracy': float(np.trace(cm) / cm.sum()),
         'recall': recall.round(6).tolist(),
         'precision': per_class_precision(cm).round(6).tolist(),
+        # Tells a never-predicted class (precision undefined, reported 0) from one whose
+        # predictions are all wrong.
+        'predicted': cm.sum(axis=0).tolist(),
     }
 
 
 def mean_of_last(values, n: int = 5) -> float:
-    """The paper's reported number: the mean of the last n evaluations."""
-    if not values:
+    """The paper's reported number: the mean of the last n evaluations.
+
+    `values` holds one scalar per evaluation (-> float) or one per-class list per
+    evaluation (-> list, averaged class by class).
+    """
+    if not len(values):
         raise ValueError('no evaluations to average')
-    return float(np.mean(values[-n:]))
+    mean = np.mean(np.asarray(values[-n:], np.float64), axis=0)
+    return float(mean) if mean.ndim == 0 else mean.tolist()

@@ -32,7 +32,12 @@ from libml import datasets  # noqa: E402
 
 _DEFAULT = config_lib.Config()
 
-flags.DEFINE_string('workdir', _DEFAULT.workdir, 'Run folder (local or any tf.io.gfile path).')
+flags.DEFINE_string(
+    'workdir',
+    _DEFAULT.workdir,
+    'Run folder (local or any tf.io.gfile path). Default: runs/<flags that differ '
+    'from their defaults>, e.g. runs/fold=2,imbalance=50.',
+)
 flags.DEFINE_string('dataset', _DEFAULT.dataset, 'cifar10lt, cifar100lt or fashion_mnist_lt.')
 flags.DEFINE_string(
     'data_dir',
@@ -104,8 +109,11 @@ def main(argv):
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.cpu_threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.cpu_threads)
     logging.set_verbosity(logging.WARNING)
+    # One replica per GPU; --batch_size is per replica.
+    gpus = tf.config.list_physical_devices('GPU')
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
     try:
-        loop.run(cfg, log=lambda msg: print(msg, flush=True))
+        loop.run(cfg, strategy=strategy, log=lambda msg: print(msg, flush=True))
     except (ValueError, datasets.DataError) as e:
         sys.exit(f'error: {e}')
 

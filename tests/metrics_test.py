@@ -16,6 +16,7 @@ def test_classification_report_by_hand():
     np.testing.assert_allclose(report['precision'], [0.6, 0.5, 0.0])
     assert report['balanced_accuracy'] == pytest.approx((0.75 + 0.5 + 0) / 3)
     assert report['accuracy'] == pytest.approx(4 / 7)
+    assert report['predicted'] == [5, 2, 0]
 
 
 def test_mean_of_last_five():
@@ -23,3 +24,9 @@ def test_mean_of_last_five():
     assert metrics.mean_of_last([0.4]) == pytest.approx(0.4)
     with pytest.raises(ValueError):
         metrics.mean_of_last([])
+
+
+def test_mean_of_last_five_per_class():
+    recalls = [[0.0, 1.0], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5]]
+    # Drops the first evaluation: (0.1 + ... + 0.5) / 5 = 0.3, (0.9 + ... + 0.5) / 5 = 0.7.
+    assert metrics.mean_of_last(recalls) == pytest.approx([0.3, 0.7])

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Runs a list of methods over folds into one results tree, then summarizes it:
+#
+#   bash scripts/run_folds.sh [ROOT]            # ROOT defaults to runs/bench
+#
+# ROOT/<method>/fold_<f>/ is one scripts/crest.py run (its log: ROOT/<method>/fold_<f>.log).
+# Resumable: a run with a results.json is skipped, an unfinished one resumes from its
+# last checkpoint, so the benchmark may be stopped and restarted at will. Then
+# scripts/summarize.py writes ROOT/summary/summary.md and its plots.
+#
+# Methods, all at the same total training budget (paper Table 2 rule):
+#   fixmatch     FixMatch, 1 generation of GENERATIONS x STEPS steps, no alignment
+#   fixmatch_da  FixMatch + distribution alignment t=0.5, 1 generation of GENERATIONS x STEPS
+#   crest        CReST: alpha=1/3, no alignment, GENERATIONS generations of STEPS
+#   crest_plus   CReST+: alpha=1/3, progressive alignment 1 -> 0.5, GENERATIONS x STEPS
+#   alpha0       self-training that keeps every pseudo-label (alpha=0), as crest
+#
+# Settings (environment variables, defaults = the Fashion-MNIST-LT CPU benchmark of
+# docs/RESULTS.md): METHODS, FOLDS (for every method but alpha0), ALPHA0_FOLDS,
+# GENERATIONS, STEPS (per generation), EVAL_EVERY, JOBS (runs in parallel, each with
+# cores / JOBS threads), and EXTRA (more scripts/crest.py flags for every run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=${1:-runs/bench}
+methods=${METHODS:-fixmatch fixmatch_da crest crest_plus alpha0}
+folds=${FOLDS:-1 2 3}
+alpha0_folds=${ALPHA0_FOLDS:-1}
+generations=${GENERATIONS:-3}
+steps=${STEPS:-600}
+eval_every=${EVAL_EVERY:-60}
+jobs=${JOBS:-2}
+threads=$(( $(nproc) / jobs ))
+(( threads >= 1 )) || threads=1
+
+bash scripts/setup.sh
+
+common=(--dataset=fashion_mnist_lt --imbalance=100 --label_fraction=0.1 --arch=cnn_small
+        --batch_size=64 --uratio=1 --lr_decay_level=7 --ema_warmup --seed=1
+        --eval_every="$eval_every" --cpu_threads="$threads")
+total=$(( generations * steps ))
+
+method_flags() {
+  case "$1" in
+    fixmatch) echo "--generations=1 --steps_per_generation=$total --dist_align=none" ;;
+    fixmatch_da) echo "--generations=1 --steps_per_generation=$total --dist_align=constant --t_min=0.5" ;;
+    crest) echo "--generations=$generations --steps_per_generation=$steps --dist_align=none --alpha=0.333" ;;
+    crest_plus) echo "--generations=$generations --steps_per_generation=$steps --dist_align=progressive --t_min=0.5 --alpha=0.333" ;;
+    alpha0) echo "--generations=$generations --steps_per_generation=$steps --dist_align=none --alpha=0" ;;
+    *) echo "run_folds: unknown method '$1' (fixmatch fixmatch_da crest crest_plus alpha0)" >&2; return 1 ;;
+  esac
+}
+
+# One line per run still to do: "<workdir> <flags...>".
+todo=()
+for method in $methods; do
+  flags=$(method_flags "$method")
+  method_folds=$folds
+  [ "$method" = alpha0 ] && method_folds=$alpha0_folds
+  for fold in $method_folds; do
+    dir="$root/$method/fold_$fold"
+    if [ -f "$dir/results.json" ]; then
+      echo "run_folds: $dir finished earlier, skipped"
+      continue
+    fi
+    todo+=("$dir ${common[*]} $flags --fold=$fold ${EXTRA:-}")
+  done
+done
+echo "run_folds: ${#todo[@]} run(s) to do, $jobs at a time, logs in $root/<method>/fold_<f>.log"
+
+run_one() {
+  local dir=$1; shift
+  mkdir -p "$(dirname "$dir")"
+  local start=$SECONDS
+  if .venv/bin/python scripts/crest.py "$@" --workdir="$dir" > "$dir.log" 2>&1; then
+    echo "run_folds: $dir done in $(( (SECONDS - start) / 60 )) min: $(grep 'mean of last' "$dir.log" | tail -1)"
+  else
+    echo "run_folds: $dir FAILED, see $dir.log" >&2
+    return 1
+  fi
+}
+export -f run_one
+
+status=0
+if [ ${#todo[@]} -gt 0 ]; then
+  printf '%s\n' "${todo[@]}" | xargs -P "$jobs" -L 1 bash -c 'run_one "$@"' _ || status=$?
+fi
+.venv/bin/python scripts/summarize.py --runs="$root" --output="$root/summary" > /dev/null
+echo "run_folds: summary in $root/summary/summary.md"
+exit $status

@@ -1,0 +1,64 @@
+"""Keeps BUILD accurate and the dependency direction scripts -> crest -> libml."""
+
+import ast
+import glob
+import os
+import re
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _read_build():
+    with open(os.path.join(REPO, 'BUILD')) as f:
+        return f.read()
+
+
+def _sources(pattern):
+    return sorted(
+        os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, pattern), recursive=True)
+    )
+
+
+def _imported_packages(path):
+    """Top-level names of the modules `path` imports."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split('.')[0])
+    return names
+
+
+def test_every_source_file_is_in_build():
+    listed = set(re.findall(r'"([\w/]+\.py)"', _read_build()))
+    sources = [
+        *_sources('crest/**/*.py'),
+        *_sources('libml/**/*.py'),
+        *_sources('scripts/*.py'),
+        *_sources('tests/*.py'),
+    ]
+    assert sources, 'no sources found: wrong repository root?'
+    missing = [s for s in sources if s not in listed]
+    assert not missing, f'not in BUILD: {missing}'
+    stale = [p for p in listed if not os.path.exists(os.path.join(REPO, p))]
+    assert not stale, f'in BUILD but missing: {stale}'
+
+
+def test_every_test_file_and_script_has_its_target():
+    build = _read_build()
+    for path in _sources('tests/*_test.py'):
+        name = os.path.basename(path)[: -len('.py')]
+        assert f'name = "{name}"' in build, f'no py_test for {path}'
+    for path in _sources('scripts/*.py'):
+        assert f'main = "{path}"' in build, f'no py_binary for {path}'
+
+
+def test_dependencies_run_from_scripts_to_crest_to_libml():
+    for path in _sources('libml/**/*.py'):
+        assert not _imported_packages(os.path.join(REPO, path)) & {'crest', 'scripts', 'absl'}, path
+    for path in _sources('crest/**/*.py'):
+        imported = _imported_packages(os.path.join(REPO, path))
+        assert 'scripts' not in imported and 'absl' not in imported, path

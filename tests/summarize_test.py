@@ -1,0 +1,134 @@
+"""scripts/summarize.py on a hand-made results tree: numbers, claims and plots."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = ['big', 'mid', 'small', 'tiny']
+COUNTS = [40, 20, 10, 5]
+
+
+def _generation(g, balanced, recall, precision, predicted):
+    picked, correct = [4, 3, 2, 1], [4, 3, 1, 1]
+    return {
+        'generation': g,
+        'balanced_accuracy': balanced,
+        'test': {'recall': recall, 'precision': precision, 'predicted': predicted},
+        'unlabeled': {'recall': recall},
+        'picks': {'picked': picked, 'correct': correct, 'total_picked': 10},
+        'seconds': 60.0,
+    }
+
+
+def _write(root, method, fold, balanced_by_gen, recall, precision, predicted):
+    folder = os.path.join(root, method, f'fold_{fold}')
+    os.makedirs(folder)
+    gens = [_generation(g, b, recall, precision, predicted) for g, b in enumerate(balanced_by_gen)]
+    results = {
+        'args': {
+            'dataset': 'fashion_mnist_lt',
+            'imbalance': 100.0,
+            'label_fraction': 0.1,
+            'generations': len(gens),
+            'steps_per_generation': 300 // len(gens),
+        },
+        'class_names': NAMES,
+        'labeled_counts': COUNTS,
+        'balanced_accuracy': balanced_by_gen[-1],
+        'generations': gens,
+    }
+    with open(os.path.join(folder, 'results.json'), 'w') as f:
+        json.dump(results, f)
+
+
+def test_summary_tables_claims_and_plots(tmp_path):
+    runs = str(tmp_path / 'runs')
+    # FixMatch: the tiny class is never predicted, the small one precise but rarely found.
+    fm_recall, fm_precision = [0.9, 0.8, 0.2, 0.0], [0.7, 0.8, 0.9, 0.0]
+    _write(runs, 'fixmatch', 1, [0.50], fm_recall, fm_precision, [1300, 1000, 220, 0])
+    _write(runs, 'fixmatch', 2, [0.54], fm_recall, fm_precision, [1300, 1000, 220, 0])
+    crest_recall = [0.85, 0.8, 0.5, 0.3]
+    for fold, accs in [(1, [0.50, 0.60, 0.62]), (2, [0.54, 0.62, 0.64])]:
+        _write(runs, 'crest', fold, accs, crest_recall, [0.8] * 4, [1000] * 4)
+        _write(
+            runs, 'crest_plus', fold, [a + 0.01 for a in accs], crest_recall, [0.8] * 4, [1000] * 4
+        )
+    _write(runs, 'alpha0', 1, [0.50, 0.50, 0.49], fm_recall, fm_precision, [1300, 1000, 220, 0])
+    os.makedirs(os.path.join(runs, 'crest', 'fold_3'))  # unfinished: no results.json
+
+    out = str(tmp_path / 'out')
+    notes = tmp_path / 'notes.md'
+    notes.write_text('# Reading\n\nHand-written part.\n')
+    document = str(tmp_path / 'RESULTS.md')
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, 'scripts', 'summarize.py'),
+            f'--runs={runs}',
+            f'--output={out}',
+            f'--notes={notes}',
+            f'--document={document}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = open(os.path.join(out, 'summary.md')).read()
+    lines = summary.splitlines()
+
+    def row(prefix):
+        return next(line for line in lines if line.startswith(prefix))
+
+    # Mean +- sample std over folds: (0.62 + 0.64) / 2 = 63.0, std 0.0141 -> 1.4.
+    assert row('| CReST |').startswith(
+        '| CReST | 63.0 ± 1.4 | 62.0, 64.0 | 1, 2 | 3 x 100 = 300 | 6 |'
+    )
+    assert row('| CReST+ |').startswith('| CReST+ | 64.0 ± 1.4 |')
+    assert row('| FixMatch |').startswith('| FixMatch | 52.0 ± 2.8 |')
+    # Pick precision per class: correct / picked summed over folds, -> 100, 100, 50, 100.
+    assert '| CReST | 0 | 10 | 90.0 | 100.0 | 100.0 | 50.0 | 100.0 |' in summary
+    assert '| CReST | 2 |' not in summary  # the last generation's picks train nothing
+    # Generation table: CReST gen 1 = (0.60 + 0.62) / 2.
+    assert row('| CReST | 52.0 ± 2.8 |').startswith(
+        '| CReST | 52.0 ± 2.8 | 61.0 ± 1.4 | 63.0 ± 1.4 |'
+    )
+
+    claims = {
+        line.split(' | ')[0][2:]: line
+        for line in lines
+        if line.startswith('| ') and '. ' in line[:6]
+    }
+    claim1 = claims['1. FixMatch: minority precision high, recall low']
+    # Minority half = small, tiny; tiny never predicted -> precision of small only: 90.
+    assert 'precision 90.0, recall 10.0 (majority half recall 85.0)' in claim1
+    assert 'never predicted: tiny' in claim1 and claim1.endswith('| held |')
+    # CReST - FixMatch: 12 and 10 points -> 11.0 +- 1.4; recall gain minority 30, majority -2.5.
+    claim2 = claims['2. CReST beats FixMatch, gain on minority classes']
+    assert '11.0 ± 1.4 points' in claim2 and 'minority half 30.0, majority half -2.5' in claim2
+    assert claim2.endswith('| held |')
+    assert claims['3. CReST+ beats CReST'].endswith('| 1.0 ± 0.0 points | held |')
+    claim4 = claims['4. alpha=0 gives no gain over generations']
+    assert 'last - first generation -1.0 points over 1 fold(s)' in claim4
+    assert claim4.endswith('| held |')
+    assert 'fold_3' in summary  # the unfinished run is named
+
+    for png in ('per_class_recall.png', 'fixmatch_precision_recall.png', 'generations.png'):
+        with open(os.path.join(out, png), 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    document_text = open(document).read()
+    assert document_text.startswith('# Reading\n\nHand-written part.')
+    assert '![generations.png](out/generations.png)' in document_text
+
+
+def test_no_finished_run_is_an_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'scripts', 'summarize.py'), f'--runs={tmp_path}'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert 'no finished run' in proc.stderr
