@@ -96,7 +96,25 @@ def train(
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model.optimizer.build(model.net.trainable_variables)
-        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    # A plain iterator over global batches, split across replicas inside the step: unlike
+    # a distributed iterator it can be checkpointed, so a resumed run continues the
+    # exact data stream under any strategy.
+    iterator = iter(dataset)
+    replicas = strategy.num_replicas_in_sync
+
+    def split(batch):
+        if replicas == 1:
+            return batch
+
+        def shard(ctx):
+            def take(v):
+                n = (v.shape[0] or tf.shape(v)[0]) // replicas  # static when known
+                return v[ctx.replica_id_in_sync_group * n : (ctx.replica_id_in_sync_group + 1) * n]
+
+            return tf.nest.map_structure(take, batch)
+
+        return strategy.experimental_distribute_values_from_function(shard)
+
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, iterator=iterator)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, 'ckpt'), 2)
     evals_path = os.path.join(workdir, 'evals.json')
@@ -111,7 +129,7 @@ def train(
     @tf.function
     def run_steps(n):
         for _ in tf.range(n):
-            strategy.run(model.train_step, (next(iterator),))
+            strategy.run(model.train_step, (split(next(iterator)),))
 
     writer = tf.summary.create_file_writer(os.path.join(workdir, 'tb'))
     start_time, start_step = time.time(), step

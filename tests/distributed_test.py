@@ -1,6 +1,6 @@
 """CReST under MirroredStrategy with two replicas (two logical CPUs), as on a multi-GPU
-machine: the run finishes with picks in every generation and the replicas' weights stay
-identical."""
+machine: each replica gets --batch_size labeled images, the run finishes with picks in
+every generation and the replicas' weights stay identical."""
 
 import json
 import os
@@ -31,6 +31,13 @@ _SCRIPT = textwrap.dedent(
         eval_every=2, batch_size=4, uratio=2, ema_warmup=True, seed=1)
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
 
+    shapes = set()  # per-replica batch sizes seen while tracing the train step
+    train_step = loop.ALGORITHMS['fixmatch'].train_step
+    def spy_step(self, data):
+        shapes.add(tuple(data[k].shape[0] for k in ('x_l', 'y_l', 'x_w', 'x_s')))
+        return train_step(self, data)
+    loop.ALGORITHMS['fixmatch'].train_step = spy_step
+
     models = []
     build = loop.models.build_model
     def spy(*args):
@@ -49,6 +56,7 @@ _SCRIPT = textwrap.dedent(
         'balanced': [g['balanced_accuracy'] for g in results['generations']],
         'picked': [g['picks']['total_picked'] for g in results['generations']],
         'replica_spread': spread,
+        'shapes': sorted(shapes),
     }))
     """
 )
@@ -72,3 +80,5 @@ def test_two_replica_run_keeps_replicas_in_sync(tmp_path):
     assert all(p > 0 for p in result['picked'])
     # Mirrored training applies the same all-reduced update on both replicas.
     assert result['replica_spread'] < 1e-5
+    # --batch_size is per replica: 4 labeled and 2 * 4 unlabeled images on each.
+    assert result['shapes'] == [[4, 4, 8, 8]]
