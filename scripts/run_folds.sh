@@ -26,8 +26,8 @@ methods=${METHODS:-fixmatch fixmatch_da crest crest_plus alpha0}
 folds=${FOLDS:-1 2 3}
 alpha0_folds=${ALPHA0_FOLDS:-1}
 generations=${GENERATIONS:-3}
-steps=${STEPS:-600}
-eval_every=${EVAL_EVERY:-60}
+steps=${STEPS:-800}
+eval_every=${EVAL_EVERY:-80}
 jobs=${JOBS:-2}
 threads=$(( $(nproc) / jobs ))
 (( threads >= 1 )) || threads=1
@@ -35,7 +35,7 @@ threads=$(( $(nproc) / jobs ))
 bash scripts/setup.sh
 
 common=(--dataset=fashion_mnist_lt --imbalance=100 --label_fraction=0.1 --arch=cnn_small
-        --batch_size=64 --uratio=1 --lr_decay_level=7 --ema_warmup --seed=1
+        --batch_size=32 --uratio=1 --lr_decay_level=7 --ema_warmup --seed=1
         --eval_every="$eval_every" --cpu_threads="$threads")
 total=$(( generations * steps ))
 
