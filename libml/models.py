@@ -4,7 +4,7 @@ Both map float32 NHWC images in [-1, 1] to logits [N, num_classes] and share the
 conventions of SPEC B section 3: batch norm momentum 0.999 / epsilon 1e-3 through
 `BatchNorm` (the fused kernel, ~25% faster per WRN step on CPU than
 `keras.layers.BatchNormalization`, TF-NOTES), LeakyReLU slope 0.1, bias-free convs with
-VarianceScaling(2, fan_out) kernels, explicit symmetric zero padding then a VALID conv.
+VarianceScaling(2, fan_out) kernels, symmetric zero padding (explicit at stride 2).
 
 Also here: `l2_variables`, the variables the coupled L2 weight decay applies to (SPEC B
 section 4), and `macs_per_image` / `flops_per_image`, the forward cost a step benchmark
@@ -101,19 +101,22 @@ class BatchNorm(keras.layers.Layer):
 
 
 def _conv(x, filters, kernel_size, strides=1, name=None):
-    """Zero-pad k // 2 on every side, then a VALID bias-free conv.
+    """A bias-free conv zero-padded by k // 2 on every side.
 
-    Unlike 'SAME', this pads symmetrically at stride 2 too (SPEC B section 3), as the
-    reference does.
+    At stride 1 that is 'SAME' padding. At stride 2 'SAME' would pad only after the
+    image, so there the padding is explicit, then a VALID conv (SPEC B section 3, as the
+    reference). Explicit padding everywhere would be the same function, but copying
+    every activation tensor made the CPU WRN step slower.
     """
     pad = kernel_size // 2
-    if pad:
+    padding = 'same' if pad and strides == 1 else 'valid'
+    if pad and strides != 1:
         x = keras.layers.ZeroPadding2D(pad, name=f'{name}_pad' if name else None)(x)
     return keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
-        padding='valid',
+        padding=padding,
         use_bias=False,
         # A fresh initializer per layer: an unseeded instance shared between layers may
         # hand every layer the same values.

@@ -50,19 +50,22 @@ method_flags() {
   esac
 }
 
-# One line per run still to do: "<workdir> <flags...>".
+# One line per run still to do: "<workdir> <flags...>", fold by fold, so that a partial
+# benchmark already compares every method on the first folds.
 todo=()
-for method in $methods; do
-  flags=$(method_flags "$method")
-  method_folds=$folds
-  [ "$method" = alpha0 ] && method_folds=$alpha0_folds
-  for fold in $method_folds; do
+for fold in $(printf '%s\n' $folds $alpha0_folds | sort -nu); do
+  for method in $methods; do
+    method_folds=$folds
+    [ "$method" = alpha0 ] && method_folds=$alpha0_folds
+    case " $method_folds " in *" $fold "*) ;; *) continue ;; esac
+    flags=$(method_flags "$method")
     dir="$root/$method/fold_$fold"
     if [ -f "$dir/results.json" ]; then
       echo "run_folds: $dir finished earlier, skipped"
       continue
     fi
-    todo+=("$dir ${common[*]} $flags --fold=$fold ${EXTRA:-}")
+    # No trailing blank: xargs -L would join the next line to this one.
+    todo+=("$dir ${common[*]} $flags --fold=$fold${EXTRA:+ $EXTRA}")
   done
 done
 echo "run_folds: ${#todo[@]} run(s) to do, $jobs at a time, logs in $root/<method>/fold_<f>.log"

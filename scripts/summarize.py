@@ -66,6 +66,13 @@ def mean_std(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
+def nanmean(values) -> float:
+    """Mean of the defined values; NaN when there is none."""
+    values = np.asarray(values, np.float64)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float('nan')
+
+
 def pct(mean: float, std: float | None = None) -> str:
     return f'{100 * mean:.1f}' if std is None else f'{100 * mean:.1f} ± {100 * std:.1f}'
 
@@ -130,13 +137,13 @@ def claims(runs: dict, first: dict) -> tuple[str, list[str]]:
         # Precision of a class the model never predicts is undefined, not 0.
         predicted = per_class(fm, lambda r: r['generations'][-1]['test']['predicted'])
         precision[predicted == 0] = np.nan
-        minority_precision = float(np.nanmean(precision[:, minority]))
+        minority_precision = nanmean(precision[:, minority])
         minority_recall = float(recall[:, minority].mean())
         majority_recall = float(recall[:, majority].mean())
         never = [names[c] for c in minority if np.all(predicted[:, c] == 0)]
         held = minority_precision > minority_recall and minority_recall < majority_recall
         detail = ', '.join(
-            f'{names[c]} {pct(np.nanmean(precision[:, c]))} / {pct(recall[:, c].mean())}'
+            f'{names[c]} {pct(nanmean(precision[:, c]))} / {pct(recall[:, c].mean())}'
             if not np.all(np.isnan(precision[:, c]))
             else f'{names[c]} never predicted'
             for c in order[::-1][:3]

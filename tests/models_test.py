@@ -196,7 +196,12 @@ def test_wrn28_layer_conventions(wrn):
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
     for conv in convs:
         assert not conv.use_bias and conv.bias is None
-        assert conv.padding == 'valid'
+        # Symmetric padding: 'same' for 3x3 at stride 1, explicit then 'valid' at stride 2.
+        stride1_3x3 = conv.strides == (1, 1) and conv.kernel_size == (3, 3)
+        assert conv.padding == ('same' if stride1_3x3 else 'valid')
+        if conv.strides == (2, 2) and conv.kernel_size == (3, 3):
+            pad = wrn.get_layer(f'{conv.name}_pad')
+            assert pad.padding == ((1, 1), (1, 1)) and conv.input is pad.output
         init = conv.kernel_initializer.get_config()
         assert (init['scale'], init['mode'], init['distribution']) == (
             2.0,
