@@ -2,13 +2,9 @@
 machine: each replica gets --batch_size labeled images, the run finishes with picks in
 every generation and the replicas' weights stay identical."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import fakes
 
 _SCRIPT = textwrap.dedent(
     """
@@ -63,17 +59,7 @@ _SCRIPT = textwrap.dedent(
 
 
 def test_two_replica_run_keeps_replicas_in_sync(tmp_path):
-    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
-    proc = subprocess.run(
-        [sys.executable, '-c', _SCRIPT, str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[0][len('RESULT ') :])
+    result = fakes.run_python(_SCRIPT, str(tmp_path))
     assert result['replicas'] == 2
     assert len(result['balanced']) == 2
     assert all(0.0 <= b <= 1.0 for b in result['balanced'])

@@ -1,9 +1,13 @@
-"""Small data sets in the official file formats, so tests exercise the real loaders."""
+"""Small data sets in the official file formats, so tests exercise the real loaders;
+and a runner for tests that need a fresh TensorFlow process."""
 
 import gzip
 import io
+import json
 import os
 import struct
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -82,3 +86,26 @@ def write_fashion_mnist(folder, per_class_train, per_class_test, seed=0):
     write_idx(os.path.join(folder, 't10k-images-idx3-ubyte'), x_test)
     write_idx(os.path.join(folder, 't10k-labels-idx1-ubyte'), y_test)
     return (x_train, y_train), (x_test, y_test)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(source: str, *args: str, timeout: int = 600) -> dict:
+    """Runs `source` in a fresh Python process with the repository importable and returns
+    the JSON it printed on a line starting 'RESULT '.
+
+    For what must happen before TensorFlow starts, e.g. splitting the CPU into logical
+    devices.
+    """
+    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+    proc = subprocess.run(
+        [sys.executable, '-c', source, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[0][len('RESULT ') :])

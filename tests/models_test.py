@@ -1,9 +1,5 @@
 """Tests for libml/models.py: fused BatchNorm vs Keras BN, backbone shapes and counts."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -12,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from libml import models
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import fakes
 
 
 def _pair(momentum, shape):
@@ -137,17 +132,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
 
 def test_batchnorm_under_mirrored_strategy_behaves_like_keras():
     """Two logical CPUs need a fresh process: devices are fixed once TF has started."""
-    env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
-    proc = subprocess.run(
-        [sys.executable, '-c', _MIRRORED_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[0][len('RESULT ') :])
+    result = fakes.run_python(_MIRRORED_SCRIPT, timeout=120)
     assert result['outputs_equal']
     for var in ('moving_mean', 'moving_variance'):
         ours, ref = np.array(result[f'ours/{var}']), np.array(result[f'keras/{var}'])
