@@ -66,6 +66,11 @@ def mean_std(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
+def fold_std(values: np.ndarray) -> np.ndarray:
+    """Sample standard deviation over folds (axis 0), as in the tables."""
+    return values.std(axis=0, ddof=1)
+
+
 def nanmean(values) -> float:
     """Mean of the defined values; NaN when there is none."""
     values = np.asarray(values, np.float64)
@@ -294,6 +299,10 @@ def markdown(runs: dict, unfinished: list[str]) -> str:
         out.append(table(['method', 'gen', 'picks/fold', 'all', *header], rows))
 
     out.append('\n### Balanced accuracy by generation (paper Figs. 4 / 5)\n')
+    out.append(
+        'Generation g of a run ends after (g + 1) x its steps per generation; the '
+        'one-generation baselines train the whole budget in generation 0.\n'
+    )
     gens = max(len(r['generations']) for f in runs.values() for r in f.values())
     rows = []
     for method, folds in runs.items():
@@ -339,7 +348,7 @@ def plots(runs: dict, output: str) -> list[str]:
             x + (i - (len(runs) - 1) / 2) * width,
             100 * recall.mean(axis=0),
             width,
-            yerr=100 * recall.std(axis=0) if len(folds) > 1 else None,
+            yerr=100 * fold_std(recall) if len(folds) > 1 else None,
             label=name(method),
             capsize=2,
         )
@@ -367,7 +376,7 @@ def plots(runs: dict, output: str) -> list[str]:
                 x + offset,
                 100 * values.mean(axis=0),
                 0.4,
-                yerr=100 * values.std(axis=0) if len(fm) > 1 else None,
+                yerr=100 * fold_std(values) if len(fm) > 1 else None,
                 label=label,
                 capsize=2,
             )
@@ -385,16 +394,21 @@ def plots(runs: dict, output: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, folds in runs.items():
         by_gen = per_class(folds, _by_generation)
-        gens = np.arange(by_gen.shape[1])
-        std = by_gen.std(axis=0) if len(folds) > 1 else None
+        # Against cumulative steps: a one-generation baseline with the whole budget ends
+        # where the last generation of a CReST run ends, not at generation 0.
+        steps = next(iter(folds.values()))['args']['steps_per_generation']
+        ends = steps * np.arange(1, by_gen.shape[1] + 1)
         ax.errorbar(
-            gens, 100 * by_gen.mean(axis=0), yerr=None if std is None else 100 * std,
-            marker='o', capsize=3, label=f'{name(method)} ({len(folds)} fold(s))',
-        )  # fmt: skip
-    ax.set_xlabel('generation')
+            ends,
+            100 * by_gen.mean(axis=0),
+            yerr=100 * fold_std(by_gen) if len(folds) > 1 else None,
+            marker='o',
+            capsize=3,
+            label=f'{name(method)} ({len(folds)} fold(s))',
+        )
+    ax.set_xlabel('training steps at the end of each generation (cumulative)')
     ax.set_ylabel('balanced test accuracy (%)')
     ax.set_title('Balanced accuracy by generation (mean over folds, bars: std)')
-    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8)
     fig.tight_layout()
     files.append('generations.png')
