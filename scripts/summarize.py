@@ -340,56 +340,51 @@ def plots(runs: dict, output: str) -> list[str]:
     x = np.arange(len(header))
     files = []
 
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    width = 0.8 / len(runs)
-    for i, (method, folds) in enumerate(runs.items()):
-        recall = per_class(folds, _test_recall)
-        ax.bar(
-            x + (i - (len(runs) - 1) / 2) * width,
-            100 * recall.mean(axis=0),
-            width,
-            yerr=100 * fold_std(recall) if len(folds) > 1 else None,
-            label=name(method),
-            capsize=2,
-        )
-    ax.set_xticks(x, header, rotation=30, ha='right')
-    ax.set_ylabel('test recall (%)')
-    ax.set_xlabel('class (labeled images), most frequent first')
-    ax.set_ylim(0, 100)
-    ax.set_title('Per-class test recall by method (mean over folds, bars: std)')
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append('per_class_recall.png')
-    fig.savefig(os.path.join(output, files[-1]), dpi=110)
-    plt.close(fig)
-
-    if 'fixmatch' in runs:
-        fm = runs['fixmatch']
-        fig, ax = plt.subplots(figsize=(10, 4.5))
-        for offset, (label, key) in zip(
-            (-0.2, 0.2),
-            [('precision', _test_precision), ('recall', _test_recall)],
-            strict=True,
-        ):
-            values = per_class(fm, key)
+    def class_bars(series, title, filename, ylabel, ylim, figsize):
+        """Grouped per-class bars, one group per class, one bar per (label, [folds, classes])."""
+        fig, ax = plt.subplots(figsize=figsize)
+        width = 0.8 / len(series)
+        for i, (label, values) in enumerate(series):
             ax.bar(
-                x + offset,
+                x + (i - (len(series) - 1) / 2) * width,
                 100 * values.mean(axis=0),
-                0.4,
-                yerr=100 * fold_std(values) if len(fm) > 1 else None,
+                width,
+                yerr=100 * fold_std(values) if len(values) > 1 else None,
                 label=label,
                 capsize=2,
             )
         ax.set_xticks(x, header, rotation=30, ha='right')
-        ax.set_ylabel('%')
+        ax.set_ylabel(ylabel)
         ax.set_xlabel('class (labeled images), most frequent first')
-        ax.set_ylim(0, 105)
-        ax.set_title('FixMatch: per-class test precision and recall (mean over folds)')
-        ax.legend()
+        ax.set_ylim(0, ylim)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
         fig.tight_layout()
-        files.append('fixmatch_precision_recall.png')
-        fig.savefig(os.path.join(output, files[-1]), dpi=110)
+        files.append(filename)
+        fig.savefig(os.path.join(output, filename), dpi=110)
         plt.close(fig)
+
+    class_bars(
+        [(name(m), per_class(f, _test_recall)) for m, f in runs.items()],
+        'Per-class test recall by method (mean over folds, bars: std)',
+        'per_class_recall.png',
+        'test recall (%)',
+        100,
+        (12, 4.5),
+    )
+    if 'fixmatch' in runs:
+        fm = runs['fixmatch']
+        class_bars(
+            [
+                ('precision', per_class(fm, _test_precision)),
+                ('recall', per_class(fm, _test_recall)),
+            ],
+            'FixMatch: per-class test precision and recall (mean over folds, bars: std)',
+            'fixmatch_precision_recall.png',
+            '%',
+            105,
+            (10, 4.5),
+        )
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, folds in runs.items():
