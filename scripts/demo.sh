@@ -5,7 +5,7 @@
 # labeled set, FixMatch with alignment to a flatter target (t=0.5). Sets up the machine
 # first (scripts/setup.sh). On 2 CPU cores after setup: 5.5 minutes, balanced test
 # accuracy 64.4 -> 67.0 and Ankle boot (5 labeled images) recall 5.2% -> 11.5% from
-# generation 0 to 1; other machines give somewhat other numbers (thread timing).
+# generation 0 to 1 (numbers vary a little between runs and machines).
 #
 # Prints a progress line every 90 steps and, per generation, the balanced test accuracy
 # (mean of the last 5 evaluations), the recall of the three smallest classes and the
