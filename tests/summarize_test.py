@@ -109,6 +109,8 @@ def test_summary_tables_claims_and_plots(tmp_path):
     claim2 = claims['2. CReST beats FixMatch, gain on minority classes']
     assert '11.0 ± 1.4 points' in claim2 and 'minority half 30.0, majority half -2.5' in claim2
     assert claim2.endswith('| held |')
+    # CReST's own last - first generation: (12 + 10) / 2.
+    assert '(same steps per model): 11.0 points' in claim2
     assert claims['3. CReST+ beats CReST'].endswith('| 1.0 ± 0.0 points | held |')
     claim4 = claims['4. alpha=0 gives no gain over generations']
     assert 'last - first generation -1.0 points over 1 fold(s)' in claim4
