@@ -53,7 +53,7 @@ def test_summary_tables_claims_and_plots(tmp_path):
     for fold, accs in [(1, [0.50, 0.60, 0.62]), (2, [0.54, 0.62, 0.64])]:
         _write(runs, 'crest', fold, accs, crest_recall, [0.8] * 4, [1000] * 4)
         _write(
-            runs, 'crest_plus', fold, [a + 0.01 for a in accs], crest_recall, [0.8] * 4, [1000] * 4
+            runs, 'crest_plus', fold, [a + 0.02 for a in accs], crest_recall, [0.8] * 4, [1000] * 4
         )
     _write(runs, 'alpha0', 1, [0.50, 0.50, 0.49], fm_recall, fm_precision, [1300, 1000, 220, 0])
     os.makedirs(os.path.join(runs, 'crest', 'fold_3'))  # unfinished: no results.json
@@ -86,7 +86,7 @@ def test_summary_tables_claims_and_plots(tmp_path):
     assert row('| CReST |').startswith(
         '| CReST | 63.0 ± 1.4 | 62.0, 64.0 | 1, 2 | 3 x 100 = 300 | 6 |'
     )
-    assert row('| CReST+ |').startswith('| CReST+ | 64.0 ± 1.4 |')
+    assert row('| CReST+ |').startswith('| CReST+ | 65.0 ± 1.4 |')
     assert row('| FixMatch |').startswith('| FixMatch | 52.0 ± 2.8 |')
     # Pick precision per class: correct / picked summed over folds, -> 100, 100, 50, 100.
     assert '| CReST | 0 | 10 | 90.0 | 100.0 | 100.0 | 50.0 | 100.0 |' in summary
@@ -111,7 +111,7 @@ def test_summary_tables_claims_and_plots(tmp_path):
     assert claim2.endswith('| held |')
     # CReST's own last - first generation: (12 + 10) / 2.
     assert '(same steps per model): 11.0 points' in claim2
-    assert claims['3. CReST+ beats CReST'].endswith('| 1.0 ± 0.0 points | held |')
+    assert claims['3. CReST+ beats CReST'].endswith('| 2.0 ± 0.0 points | held |')
     claim4 = claims['4. alpha=0 gives no gain over generations']
     assert 'last - first generation -1.0 points over 1 fold(s)' in claim4
     assert claim4.endswith('| held |')
