@@ -15,9 +15,7 @@ from tests import fakes
 @pytest.fixture
 def tiny_config(tmp_path, monkeypatch):
     src = tmp_path / 'src'
-    fakes.write_fashion_mnist(str(src), 30, 3)
-    info = datasets.DatasetInfo('tiny', 10, (28, 28, 1), 24, datasets.load_fashion_mnist)
-    monkeypatch.setitem(datasets.DATASETS, 'tiny', info)
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny_fashion_mnist(src, 30, 3, 24))
     return config_lib.Config(
         workdir=str(tmp_path / 'run'),
         dataset='tiny',

@@ -89,9 +89,7 @@ def test_unknown_dataset():
 def tiny(tmp_path, monkeypatch):
     """A registered 10-class data set with N_1 = 20, read by the Fashion-MNIST loader."""
     src = tmp_path / 'src'
-    fakes.write_fashion_mnist(str(src), 25, 4)
-    info = datasets.DatasetInfo('tiny', 10, (28, 28, 1), 20, datasets.load_fashion_mnist)
-    monkeypatch.setitem(datasets.DATASETS, 'tiny', info)
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny_fashion_mnist(src, 25, 4, 20))
     return str(src)
 
 

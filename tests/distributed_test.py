@@ -18,9 +18,7 @@ _SCRIPT = textwrap.dedent(
     from tests import fakes
 
     tmp = sys.argv[1]
-    fakes.write_fashion_mnist(tmp + '/src', 30, 3)
-    datasets.DATASETS['tiny'] = datasets.DatasetInfo(
-        'tiny', 10, (28, 28, 1), 24, datasets.load_fashion_mnist)
+    datasets.DATASETS['tiny'] = fakes.tiny_fashion_mnist(tmp + '/src', 30, 3, 24)
     cfg = config_lib.Config(
         workdir=tmp + '/run', dataset='tiny', data_dir=tmp + '/src', imbalance=8,
         label_fraction=0.3, arch='cnn_small', generations=2, steps_per_generation=4,

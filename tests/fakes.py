@@ -109,3 +109,13 @@ def run_python(source: str, *args: str, timeout: int = 600) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     return json.loads(lines[0][len('RESULT ') :])
+
+
+def tiny_fashion_mnist(folder, per_class_train, per_class_test, head_count):
+    """Writes Fashion-MNIST IDX files to `folder` and returns a 10-class `DatasetInfo`
+    with N_1 = `head_count` read by the real Fashion-MNIST loader; register it in
+    `datasets.DATASETS` (e.g. with monkeypatch.setitem) to use it by name."""
+    from libml import datasets
+
+    write_fashion_mnist(str(folder), per_class_train, per_class_test)
+    return datasets.DatasetInfo('tiny', 10, (28, 28, 1), head_count, datasets.load_fashion_mnist)
