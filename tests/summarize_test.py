@@ -22,7 +22,7 @@ def _generation(g, balanced, recall, precision, predicted):
     }
 
 
-def _write(root, method, fold, balanced_by_gen, recall, precision, predicted):
+def _write(root, method, fold, balanced_by_gen, recall, precision, predicted, **args):
     folder = os.path.join(root, method, f'fold_{fold}')
     os.makedirs(folder)
     gens = [_generation(g, b, recall, precision, predicted) for g, b in enumerate(balanced_by_gen)]
@@ -33,6 +33,8 @@ def _write(root, method, fold, balanced_by_gen, recall, precision, predicted):
             'label_fraction': 0.1,
             'generations': len(gens),
             'steps_per_generation': 300 // len(gens),
+            'workdir': folder,
+            **args,
         },
         'class_names': NAMES,
         'labeled_counts': COUNTS,
@@ -41,6 +43,15 @@ def _write(root, method, fold, balanced_by_gen, recall, precision, predicted):
     }
     with open(os.path.join(folder, 'results.json'), 'w') as f:
         json.dump(results, f)
+
+
+def _summarize(*flags):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'scripts', 'summarize.py'), *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_summary_tables_claims_and_plots(tmp_path):
@@ -62,18 +73,8 @@ def test_summary_tables_claims_and_plots(tmp_path):
     notes = tmp_path / 'notes.md'
     notes.write_text('# Reading\n\nHand-written part.\n')
     document = str(tmp_path / 'RESULTS.md')
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, 'scripts', 'summarize.py'),
-            f'--runs={runs}',
-            f'--output={out}',
-            f'--notes={notes}',
-            f'--document={document}',
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = _summarize(
+        f'--runs={runs}', f'--output={out}', f'--notes={notes}', f'--document={document}'
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = open(os.path.join(out, 'summary.md')).read()
@@ -125,12 +126,32 @@ def test_summary_tables_claims_and_plots(tmp_path):
     assert '![generations.png](out/generations.png)' in document_text
 
 
-def test_no_finished_run_is_an_error(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'scripts', 'summarize.py'), f'--runs={tmp_path}'],
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_rerun_cells_are_compared_with_the_fold_spread(tmp_path):
+    runs, again, out = (str(tmp_path / d) for d in ('runs', 'again', 'out'))
+    recall, precision, predicted = [0.5] * 4, [0.5] * 4, [100] * 4
+    for fold, acc in [(1, 0.60), (2, 0.64), (3, 0.62)]:  # fold std 2.0 points
+        _write(runs, 'crest', fold, [0.5, acc], recall, precision, predicted)
+    _write(runs, 'fixmatch', 1, [0.55], recall, precision, predicted)
+    _write(again, 'crest', 1, [0.5, 0.615], recall, precision, predicted)  # +1.5: within
+    _write(again, 'crest', 2, [0.5, 0.61], recall, precision, predicted)  # -3.0: outside
+    _write(again, 'crest', 3, [0.5, 0.62], recall, precision, predicted, imbalance=50.0)
+    _write(again, 'fixmatch', 1, [0.55], recall, precision, predicted)  # one fold only
+    _write(again, 'crest', 4, [0.5, 0.62], recall, precision, predicted)  # not in the table
+    proc = _summarize(f'--runs={runs}', f'--output={out}', f'--rerun={again}')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = open(os.path.join(out, 'summary.md')).read()
+    section = summary.split('### Re-running cells')[1]
+    assert '| CReST | 1 | 60.0 | 61.5 | +1.5 | 2.0 | yes |' in section
+    assert '| CReST | 2 | 64.0 | 61.0 | -3.0 | 2.0 | no |' in section
+    assert (
+        '| CReST | 3 | 62.0 | 62.0 | +0.0 | 2.0 | not comparable: settings differ (imbalance) |'
+        in section
     )
+    assert '| FixMatch | 1 | 55.0 | 55.0 | +0.0 | 0.0 | no fold spread to compare with |' in section
+    assert '| CReST | 4 |' not in section
+
+
+def test_no_finished_run_is_an_error(tmp_path):
+    proc = _summarize(f'--runs={tmp_path}')
     assert proc.returncode != 0
     assert 'no finished run' in proc.stderr
