@@ -323,6 +323,11 @@ def markdown(runs: dict, unfinished: list[str]) -> str:
             rows,
         )
     )
+    total = sum(g['seconds'] for f in runs.values() for r in f.values() for g in r['generations'])
+    out.append(
+        f'\nMinutes are wall time per generation summed over runs, {total / 60:.0f} in all '
+        '(runs side by side share the machine; a resumed generation counts from its resume).'
+    )
 
     for title, key in [
         ('Per-class test recall (paper Table 5 / Fig. 1d)', _test_recall),

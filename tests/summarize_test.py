@@ -88,6 +88,8 @@ def test_summary_tables_claims_and_plots(tmp_path):
         '| CReST | 63.0 ± 1.4 | 62.0, 64.0 | 1, 2 | 3 x 100 = 300 | 6 |'
     )
     assert row('| CReST+ |').startswith('| CReST+ | 65.0 ± 1.4 |')
+    # 17 generations of 60 s: FixMatch 2 x 1, CReST and CReST+ 2 x 3 each, alpha=0 3.
+    assert 'summed over runs, 17 in all' in summary
     assert row('| FixMatch |').startswith('| FixMatch | 52.0 ± 2.8 |')
     # Pick precision per class: correct / picked summed over folds, -> 100, 100, 50, 100.
     assert '| CReST | 0 | 10 | 90.0 | 100.0 | 100.0 | 50.0 | 100.0 |' in summary
