@@ -263,7 +263,7 @@ def reruns(runs: dict, again: dict, again_root: str) -> str:
                     str(fold),
                     pct(original['balanced_accuracy']),
                     pct(repeat['balanced_accuracy']),
-                    f'{100 * diff:+.1f}',
+                    f'{round(100 * diff, 1) + 0.0:+.1f}',  # + 0.0: no "-0.0"
                     pct(spread),
                     verdict,
                 ]
@@ -381,6 +381,24 @@ def markdown(runs: dict, unfinished: list[str]) -> str:
             cells.append(pct(*mean_std(values)) if values else '')
         rows.append([name(method), *cells])
     out.append(table(['method', *[f'gen {g}' for g in range(gens)]], rows))
+
+    out.append('\n### Per-class test recall, last generation minus first\n')
+    out.append(
+        'Mean over folds, in points, for the methods with more than one generation: '
+        'where the rebalanced pseudo-labels help and where they cost.\n'
+    )
+    rows = []
+    for method, folds in runs.items():
+        if min(len(r['generations']) for r in folds.values()) < 2:
+            continue
+        change = per_class(
+            folds,
+            lambda r: np.subtract(
+                r['generations'][-1]['test']['recall'], r['generations'][0]['test']['recall']
+            ),
+        )
+        rows.append([name(method), *(f'{100 * v:+.1f}' for v in change.mean(axis=0))])
+    out.append(table(['method', *header], rows) if rows else 'No multi-generation run.')
 
     out.append("\n### The paper's claims on these runs\n")
     claim_table, missing = claims(runs, first)

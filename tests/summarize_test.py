@@ -22,10 +22,15 @@ def _generation(g, balanced, recall, precision, predicted):
     }
 
 
-def _write(root, method, fold, balanced_by_gen, recall, precision, predicted, **args):
+def _write(
+    root, method, fold, balanced_by_gen, recall, precision, predicted, first_recall=None, **args
+):
+    """One results.json; first_recall, if given, is generation 0's test recall."""
     folder = os.path.join(root, method, f'fold_{fold}')
     os.makedirs(folder)
     gens = [_generation(g, b, recall, precision, predicted) for g, b in enumerate(balanced_by_gen)]
+    if first_recall is not None:
+        gens[0]['test']['recall'] = first_recall
     results = {
         'args': {
             'dataset': 'fashion_mnist_lt',
@@ -62,7 +67,7 @@ def test_summary_tables_claims_and_plots(tmp_path):
     _write(runs, 'fixmatch', 2, [0.54], fm_recall, fm_precision, [1300, 1000, 220, 0])
     crest_recall = [0.85, 0.8, 0.5, 0.3]
     for fold, accs in [(1, [0.50, 0.60, 0.62]), (2, [0.54, 0.62, 0.64])]:
-        _write(runs, 'crest', fold, accs, crest_recall, [0.8] * 4, [1000] * 4)
+        _write(runs, 'crest', fold, accs, crest_recall, [0.8] * 4, [1000] * 4, [0.9, 0.8, 0.3, 0.1])
         _write(
             runs, 'crest_plus', fold, [a + 0.02 for a in accs], crest_recall, [0.8] * 4, [1000] * 4
         )
@@ -98,6 +103,11 @@ def test_summary_tables_claims_and_plots(tmp_path):
     assert row('| CReST | 52.0 ± 2.8 |').startswith(
         '| CReST | 52.0 ± 2.8 | 61.0 ± 1.4 | 63.0 ± 1.4 |'
     )
+
+    # Recall change of CReST from generation 0 to 2, alpha=0's is none; FixMatch has 1 gen.
+    assert '| CReST | -5.0 | +0.0 | +20.0 | +20.0 |' in summary
+    assert '| Self-training (alpha=0) | +0.0 | +0.0 | +0.0 | +0.0 |' in summary
+    assert '| FixMatch | -' not in summary and '| FixMatch | +' not in summary
 
     claims = {
         line.split(' | ')[0][2:]: line
