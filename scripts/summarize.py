@@ -90,6 +90,11 @@ def pct(mean: float, std: float | None = None) -> str:
     return f'{100 * mean:.1f}' if std is None else f'{100 * mean:.1f} ± {100 * std:.1f}'
 
 
+def signed(fraction: float) -> str:
+    """A difference in points with its sign; never "-0.0"."""
+    return f'{round(100 * fraction, 1) + 0.0:+.1f}'
+
+
 def per_class(runs: dict, key) -> np.ndarray:
     """[folds, classes] array of key(results) over the folds of one method."""
     return np.array([key(r) for r in runs.values()], np.float64)
@@ -263,7 +268,7 @@ def reruns(runs: dict, again: dict, again_root: str) -> str:
                     str(fold),
                     pct(original['balanced_accuracy']),
                     pct(repeat['balanced_accuracy']),
-                    f'{round(100 * diff, 1) + 0.0:+.1f}',  # + 0.0: no "-0.0"
+                    signed(diff),
                     pct(spread),
                     verdict,
                 ]
@@ -397,7 +402,7 @@ def markdown(runs: dict, unfinished: list[str]) -> str:
                 r['generations'][-1]['test']['recall'], r['generations'][0]['test']['recall']
             ),
         )
-        rows.append([name(method), *(f'{100 * v:+.1f}' for v in change.mean(axis=0))])
+        rows.append([name(method), *(signed(v) for v in change.mean(axis=0))])
     out.append(table(['method', *header], rows) if rows else 'No multi-generation run.')
 
     out.append("\n### The paper's claims on these runs\n")
