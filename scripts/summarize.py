@@ -398,9 +398,7 @@ def markdown(runs: dict, unfinished: list[str]) -> str:
             continue
         change = per_class(
             folds,
-            lambda r: np.subtract(
-                r['generations'][-1]['test']['recall'], r['generations'][0]['test']['recall']
-            ),
+            lambda r: np.subtract(_test_recall(r), r['generations'][0]['test']['recall']),
         )
         rows.append([name(method), *(signed(v) for v in change.mean(axis=0))])
     out.append(table(['method', *header], rows) if rows else 'No multi-generation run.')
