@@ -108,12 +108,13 @@ def invert(image, m):
 
 
 def posterize(image, m):
-    """Keeps the int(4m) high bits of each pixel; 0 bits gives a black image."""
-    bits = tf.cast(4.0 * m, tf.int32)
-    # Shifting a uint8 by 8 is implementation-defined in TF, so bits = 0 is its own case.
-    shift = tf.cast(8 - tf.maximum(bits, 1), tf.uint8)
-    kept = tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
-    return tf.where(bits > 0, kept, tf.zeros_like(image))
+    """Keeps the max(int(4m), 1) high bits of each pixel.
+
+    int(4m) = 0 would shift by 8, which TF leaves undefined for uint8; the reference's
+    shift of 8 is clamped to 7, i.e. it keeps 1 bit, and so does this.
+    """
+    shift = tf.cast(8 - tf.maximum(tf.cast(4.0 * m, tf.int32), 1), tf.uint8)
+    return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
 
 
 def solarize(image, m):
@@ -275,3 +276,4 @@ def strong(image):
     """weak, then RandAugment, then Cutout of half the image side (16 px at 32, 14 at 28)."""
     image = randaugment(weak(image))
     return cutout(image, min(image.shape[0], image.shape[1]) // 2)
+

@@ -91,7 +91,7 @@ def _expected(name, x, m):
     if name == 'Equalize':
         return [_pil('ImageOps', 'equalize', x)]
     if name == 'Posterize':
-        return [x & ((0xFF << (8 - int(4 * m))) & 0xFF)]  # bits = 0: mask 0, all black.
+        return [x & ((0xFF << (8 - max(int(4 * m), 1))) & 0xFF)]  # int(4m) = 0 keeps 1 bit.
     if name == 'Solarize':
         return [np.where(xi >= int(256 * m), 255 - xi, xi)]
     if name == 'SolarizeAdd':
@@ -133,6 +133,13 @@ def test_op_matches_its_definition(name, shape, mode):
     # except Identity, and Color on one channel (a gray image is its own grayscale).
     if name != 'Identity' and not (name == 'Color' and shape[-1] == 1):
         assert not np.array_equal(y[-1], x[-1])
+
+
+@pytest.mark.parametrize('m', [0.0, 0.2])
+def test_posterize_below_a_quarter_keeps_the_top_bit_not_black(m):
+    # The reference clamps its shift of 8 to 7: int(4m) = 0 behaves as 1 bit.
+    x = tf.constant([[[200], [100], [128], [127]]], tf.uint8)
+    np.testing.assert_array_equal(augment.posterize(x, m).numpy().ravel(), [128, 0, 128, 0])
 
 
 @pytest.mark.parametrize('mode', MODES)
