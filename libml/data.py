@@ -175,6 +175,7 @@ def create_fold(
     tf.io.gfile.makedirs(output_dir)
     summary = fold_spec(dataset, imbalance, label_fraction, fold)
     summary['class_names'] = list(source.class_names)
+    summary['source'] = source.origin
     summary['longtail'] = counts
     for name, records in splits.items():
         path = os.path.join(output_dir, f'{name}.tfrecord')

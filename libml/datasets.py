@@ -8,6 +8,12 @@ A source is loaded into memory as uint8 NHWC arrays. Three ways in, tried in ord
   3. tensorflow-datasets, which needs the network the first time.
 The CIFAR *python* archives are never read: unpickling runs arbitrary code.
 
+Images keep the official files' order whichever way they come, so that the same fold
+selects the same images and ids: tensorflow-datasets stores CIFAR shuffled, and its
+`id` feature ('train_00042') gives back the index in the official archive.
+tensorflow-datasets' Fashion-MNIST has no such feature, so its order differs from the
+IDX files' (each fold records its source in counts.json).
+
 Long-tailed subsets and labeled/unlabeled folds are built on top of this in `lt.py`.
 """
 
@@ -37,6 +43,7 @@ class Source:
     test_images: np.ndarray
     test_labels: np.ndarray
     class_names: tuple[str, ...]
+    origin: str = ''  # Where the images were read from.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +118,7 @@ def _cifar_from_dir(data_dir: str, num_classes: int) -> Source:
             raise DataError(f'{data_dir}: {split} label {labels.max()} >= {num_classes} classes')
     if len(names) != num_classes:
         names = tuple(f'class_{i}' for i in range(num_classes))
-    return Source(x_train, y_train, x_test, y_test, names)
+    return Source(x_train, y_train, x_test, y_test, names, f'official files in {data_dir}')
 
 
 # --------------------------------------------------------------------------------------
@@ -178,6 +185,7 @@ def _fashion_mnist_from_dir(folder: str) -> Source:
         arrays['x_test'][..., None],
         arrays['y_test'].astype(np.int64),
         FASHION_MNIST_CLASSES,
+        f'official files in {folder}',
     )
 
 
@@ -185,10 +193,10 @@ def _fashion_mnist_from_dir(folder: str) -> Source:
 # tensorflow-datasets fallback.
 
 
-def _from_tfds(name: str, host: str) -> Source:
+def _from_tfds(name: str, host: str, data_dir: str | None = None) -> Source:
     import tensorflow_datasets as tfds  # Slow import; only needed on this path.
 
-    builder = tfds.builder(name)
+    builder = tfds.builder(name, data_dir=data_dir)
     if not os.path.isdir(builder.data_dir) or not builder.info.splits:
         # Offline, tfds hangs for minutes before failing: check the download host first.
         try:
@@ -199,10 +207,20 @@ def _from_tfds(name: str, host: str) -> Source:
                 'pass --data_dir with the official files'
             ) from e
         builder.download_and_prepare()
-    splits = tfds.as_numpy(builder.as_dataset(batch_size=-1, as_supervised=True))
+    splits = tfds.as_numpy(builder.as_dataset(batch_size=-1))
+
+    def official_order(split):
+        examples = splits[split]
+        images, labels = examples['image'], examples['label'].astype(np.int64)
+        if 'id' in examples:  # '<split>_<index in the official files>'
+            index = [int(i.rsplit(b'_', 1)[1]) for i in examples['id']]
+            order = np.argsort(index, kind='stable')
+            images, labels = images[order], labels[order]
+        return images, labels
+
+    (x_train, y_train), (x_test, y_test) = official_order('train'), official_order('test')
     names = tuple(builder.info.features['label'].names)
-    (x_train, y_train), (x_test, y_test) = splits['train'], splits['test']
-    return Source(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), names)
+    return Source(x_train, y_train, x_test, y_test, names, f'tensorflow-datasets {name}')
 
 
 def load_cifar10(data_dir: str | None) -> Source:

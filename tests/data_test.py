@@ -174,3 +174,27 @@ def test_train_dataset_shapes_and_ranges():
     for key in ('x_l', 'x_w', 'x_s'):
         assert -1.0 <= float(np.min(batch[key])) and float(np.max(batch[key])) <= 1.0
     assert not np.allclose(batch['x_w'], batch['x_s'])
+
+
+def test_cifar_from_tensorflow_datasets_keeps_the_official_order(cifar_dir, tmp_path, monkeypatch):
+    """tensorflow-datasets' own CIFAR-10 builder, fed the archive instead of a download:
+    whichever way CIFAR comes in, the same index is the same image."""
+    tfds = pytest.importorskip('tensorflow_datasets')
+    folder, _ = cifar_dir
+    extracted = tmp_path / 'extracted'
+    with tarfile.open(os.path.join(folder, 'cifar-10-binary.tar.gz')) as tar:
+        tar.extractall(extracted, filter='data')
+    monkeypatch.setattr(
+        tfds.download.DownloadManager, 'download_and_extract', lambda self, url: str(extracted)
+    )
+
+    class Connection:  # The host check before a download, answered offline.
+        def close(self):
+            pass
+
+    monkeypatch.setattr(datasets.socket, 'create_connection', lambda *a, **k: Connection())
+    from_tfds = datasets._from_tfds('cifar10', 'www.cs.toronto.edu', str(tmp_path / 'tfds'))
+    from_archive = datasets.load_cifar10(folder)
+    for field in ('train_images', 'train_labels', 'test_images', 'test_labels', 'class_names'):
+        np.testing.assert_array_equal(getattr(from_tfds, field), getattr(from_archive, field))
+    assert from_tfds.origin == 'tensorflow-datasets cifar10'
