@@ -1,5 +1,12 @@
 """The settings of a CReST run, with their checks. Defaults are the paper's CIFAR-10-LT
-FixMatch CReST+ setting (gamma=100, beta=10%, 6 generations of 2^16 steps)."""
+FixMatch CReST+ setting (gamma=100, beta=10%, 6 generations of 2^16 steps).
+
+Some settings depend on the algorithm (paper section 4.1: alpha = 1/3 and t_min = 0.5
+for FixMatch, 1/2 and 0.8 for MixMatch, whose generations are 2^17 steps and whose own
+batch is 64 labeled + 64 unlabeled images): left as None, `resolve` fills them in from
+ALGORITHM_DEFAULTS. The algorithm's own hyperparameters are a dict, `hparams`, of the
+values set; `resolve` adds the algorithm's defaults for the others.
+"""
 
 import dataclasses
 import os
@@ -20,28 +27,51 @@ class Config:
     label_fraction: float = 0.1
     fold: int = 1
     algorithm: str = 'fixmatch'
+    hparams: dict = dataclasses.field(default_factory=dict)  # The algorithm's own.
     arch: str = 'wrn28_2'
     generations: int = 6
-    alpha: float = 1 / 3
+    alpha: float | None = None  # None here and below: ALGORITHM_DEFAULTS.
     dist_align: str = 'progressive'
-    t_min: float = 0.5
+    t_min: float | None = None
     class_prior: str = 'labeled'
-    steps_per_generation: int = 65536
+    steps_per_generation: int | None = None
     eval_every: int = 1024
     batch_size: int = 64
-    uratio: int = 7
+    uratio: int | None = None
     lr: float = 0.03
     lr_decay_level: float = 1.0
     wd: float = 5e-4
     ema_decay: float = 0.999
     ema_warmup: bool = False
-    threshold: float = 0.95
-    wu: float = 1.0
     seed: int = 0  # 0: model initialisation and augmentation are not seeded.
 
 
+# Values of the settings left None, by algorithm; an algorithm not listed takes FixMatch's.
+ALGORITHM_DEFAULTS = {
+    'fixmatch': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=7),
+    'mixmatch': dict(alpha=1 / 2, t_min=0.8, steps_per_generation=2**17, uratio=1),
+}
+
 # Settings that do not change what a run computes, so a resumed run may change them.
 RUNTIME_ONLY = ('workdir', 'data_dir')
+
+
+def resolve(cfg: Config) -> Config:
+    """`cfg` with the algorithm's defaults in place of None and of unset hparams.
+
+    Raises ValueError for an unknown algorithm or a hyperparameter it does not have.
+    """
+    _check(cfg.algorithm in ALGORITHMS, 'algorithm', f'one of {list(ALGORITHMS)}', cfg.algorithm)
+    defaults = ALGORITHM_DEFAULTS.get(cfg.algorithm, ALGORITHM_DEFAULTS['fixmatch'])
+    own = ALGORITHMS[cfg.algorithm].hparam_defaults()
+    unknown = sorted(set(cfg.hparams) - set(own))
+    if unknown:
+        raise ValueError(
+            f'--{cfg.algorithm}.{unknown[0]}: {cfg.algorithm} has no such setting; '
+            f'it has {", ".join(own) or "none"}'
+        )
+    filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, hparams={**own, **cfg.hparams}, **filled)
 
 
 def _check(ok: bool, flag: str, allowed: str, value) -> None:
@@ -50,7 +80,10 @@ def _check(ok: bool, flag: str, allowed: str, value) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Raises ValueError with a one-line message naming the first bad setting."""
+    """Raises ValueError with a one-line message naming the first bad setting.
+
+    `cfg` must be resolved (`resolve`).
+    """
     _check(
         cfg.dataset in datasets.DATASETS,
         'dataset',
@@ -79,20 +112,36 @@ def validate(cfg: Config) -> None:
     _check(cfg.lr > 0, 'lr', '> 0', cfg.lr)
     _check(cfg.wd >= 0, 'wd', '>= 0', cfg.wd)
     _check(0 <= cfg.ema_decay < 1, 'ema_decay', 'in [0, 1)', cfg.ema_decay)
-    _check(0 <= cfg.threshold <= 1, 'threshold', 'in [0, 1]', cfg.threshold)
     _check(cfg.seed >= 0, 'seed', '>= 0', cfg.seed)
+    for name, hparam in ALGORITHMS[cfg.algorithm].HPARAMS.items():
+        value = cfg.hparams[name]
+        _check(hparam.check(value), f'{cfg.algorithm}.{name}', hparam.allowed, value)
+
+
+def _flat(settings: dict) -> dict:
+    """Settings with the algorithm's own as '<algorithm>.<name>' entries."""
+    flat = {k: v for k, v in settings.items() if k != 'hparams'}
+    hparams = settings.get('hparams')
+    if hparams is None:  # Runs made before algorithms had settings of their own.
+        hparams = {k: flat.pop(k) for k in ('threshold', 'wu') if k in flat}
+    flat.update({f'{settings["algorithm"]}.{k}': v for k, v in hparams.items()})
+    return flat
 
 
 def default_workdir(cfg: Config, root: str = 'runs') -> str:
     """root/<name=value,...> of the settings that differ from their defaults.
 
-    E.g. `runs/dataset=fashion_mnist_lt,arch=cnn_small,fold=2`; `runs/paper` for the
-    defaults. Runtime-only settings are left out.
+    E.g. `runs/dataset=fashion_mnist_lt,arch=cnn_small,fold=2`, or
+    `runs/algorithm=mixmatch,mixmatch.T=0.4`; `runs/paper` for the defaults. A setting
+    that depends on the algorithm counts as changed when it differs from that
+    algorithm's default. Runtime-only settings are left out.
     """
-    default = dataclasses.asdict(Config())
+    current = _flat(dataclasses.asdict(resolve(cfg)))
+    default = _flat(dataclasses.asdict(resolve(Config(algorithm=cfg.algorithm))))
+    default['algorithm'] = Config().algorithm
     parts = [
         f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}'
-        for k, v in dataclasses.asdict(cfg).items()
+        for k, v in current.items()
         if k not in RUNTIME_ONLY and v != default[k]
     ]
     return os.path.join(root, ','.join(parts) or 'paper')
@@ -100,5 +149,5 @@ def default_workdir(cfg: Config, root: str = 'runs') -> str:
 
 def changed_settings(saved: dict, cfg: Config) -> list[str]:
     """Names of settings that differ from a saved args.json, ignoring runtime-only ones."""
-    current = dataclasses.asdict(cfg)
+    saved, current = _flat(saved), _flat(dataclasses.asdict(cfg))
     return [k for k in current if k not in RUNTIME_ONLY and saved.get(k) != current[k]]

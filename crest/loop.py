@@ -95,19 +95,19 @@ def run_generation(
         model = ALGORITHMS[cfg.algorithm](
             lambda: models.build_model(cfg.arch, info.num_classes, info.image_shape),
             info.num_classes,
-            threshold=cfg.threshold,
-            wu=cfg.wu,
             wd=cfg.wd,
             ema_decay=cfg.ema_decay,
             ema_warmup=cfg.ema_warmup,
             p_target=p_target,
+            total_steps=cfg.steps_per_generation,
+            **cfg.hparams,
         )
         model.compile(
             optimizer=train.make_optimizer(cfg.lr, cfg.steps_per_generation, cfg.lr_decay_level)
         )
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     stream = data.train_dataset(
-        labeled, stream_images, global_batch, cfg.uratio, seed=cfg.seed or None
+        labeled, stream_images, global_batch, cfg.uratio, model.views, seed=cfg.seed or None
     )
 
     def evaluate():
@@ -179,6 +179,7 @@ def run_generation(
 
 def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
     """Runs (or resumes) all generations; returns and writes WORKDIR/results.json."""
+    cfg = config_lib.resolve(cfg)
     config_lib.validate(cfg)
     if not cfg.workdir:
         cfg = dataclasses.replace(cfg, workdir=config_lib.default_workdir(cfg))
@@ -207,6 +208,11 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         f'{len(test)} test; labeled per class {counts.tolist()}'
     )
     log(f'sampling rates mu: {np.round(rates, 3).tolist()}')
+    log(
+        f'{cfg.algorithm} {cfg.hparams}: {cfg.generations} generation(s) of '
+        f'{cfg.steps_per_generation} steps, {cfg.batch_size} labeled + '
+        f'{cfg.batch_size * cfg.uratio} unlabeled images per step and replica'
+    )
 
     generations = []
     for g in range(cfg.generations):

@@ -277,3 +277,6 @@ def strong(image):
     image = randaugment(weak(image))
     return cutout(image, min(image.shape[0], image.shape[1]) // 2)
 
+
+# The views an algorithm may ask the input pipeline for (`data.Views`), by name.
+AUGMENTATIONS = {'weak': weak, 'strong': strong}

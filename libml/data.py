@@ -206,28 +206,50 @@ def to_float(images):
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Views:
+    """What an algorithm's train step reads: the augmentation of the labeled images, and
+    one augmentation per view of each unlabeled image (names in `augment.AUGMENTATIONS`).
+
+    E.g. FixMatch: Views('weak', ('weak', 'strong')); MixMatch with K = 2:
+    Views('weak', ('weak', 'weak')); a supervised baseline: Views('weak', ()).
+    """
+
+    labeled: str = 'weak'
+    unlabeled: tuple[str, ...] = ()
+
+
 def train_dataset(
     labeled: Records,
     unlabeled_images: np.ndarray,
     batch_size: int,
     uratio: int,
-    weak=augment.weak,
-    strong=augment.strong,
+    views: Views,
     seed: int | None = None,
 ) -> tf.data.Dataset:
-    """An endless stream of dicts x_l, y_l (weak view), x_w, x_s (two views of x_u)."""
+    """An endless stream of the batches `views` asks for, as dicts:
+
+    x_l, y_l: `batch_size` labeled images in their view, and their labels;
+    x_u: a tuple with one batch per unlabeled view, each of the same `batch_size * uratio`
+      unlabeled images (absent when `views.unlabeled` is empty).
+    """
+    for name in (views.labeled, *views.unlabeled):
+        if name not in augment.AUGMENTATIONS:
+            raise ValueError(f'unknown view {name!r}; known: {", ".join(augment.AUGMENTATIONS)}')
     if len(labeled) < batch_size:
         # Repeat before shuffling so small labeled sets still fill whole batches.
         reps = -(-batch_size // len(labeled))
     else:
         reps = 1
+    labeled_aug = augment.AUGMENTATIONS[views.labeled]
+    unlabeled_augs = [augment.AUGMENTATIONS[name] for name in views.unlabeled]
 
     def labeled_view(x, y):
-        return weak(to_float(x)), y
+        return labeled_aug(to_float(x)), y
 
     def unlabeled_views(x):
         x = to_float(x)
-        return weak(x), strong(x)
+        return tuple(aug(x) for aug in unlabeled_augs)
 
     options = tf.data.Options()
     # Augmentations draw from TF's global RNG; a checkpointed iterator restores the
@@ -241,6 +263,9 @@ def train_dataset(
         .map(labeled_view, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size, drop_remainder=True)
     )
+    if not unlabeled_augs:
+        ds = ds_l.map(lambda x, y: dict(x_l=x, y_l=y))
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
     ds_u = (
         tf.data.Dataset.from_tensor_slices(unlabeled_images)
         .shuffle(len(unlabeled_images), seed=seed)
@@ -248,7 +273,5 @@ def train_dataset(
         .map(unlabeled_views, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size * uratio, drop_remainder=True)
     )
-    ds = tf.data.Dataset.zip(ds_l, ds_u).map(
-        lambda lab, unl: dict(x_l=lab[0], y_l=lab[1], x_w=unl[0], x_s=unl[1])
-    )
+    ds = tf.data.Dataset.zip(ds_l, ds_u).map(lambda lab, unl: dict(x_l=lab[0], y_l=lab[1], x_u=unl))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)

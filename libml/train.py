@@ -43,13 +43,18 @@ _INFERENCE_FNS = weakref.WeakKeyDictionary()
 
 
 def _inference_fn(net):
-    """A compiled uint8 images -> softmax function of `net`, built once per net."""
+    """A compiled uint8 images -> softmax function of `net`, built once per net.
+
+    The cache holds nets weakly and the function reaches its net through a weak
+    reference too, so a net (e.g. a finished generation's) is freed once unused.
+    """
     if net not in _INFERENCE_FNS:
         spec = tf.TensorSpec([None, *net.input_shape[1:]], tf.uint8)
+        net_ref = weakref.ref(net)
 
         @tf.function(input_signature=[spec])
         def infer(images):
-            return tf.nn.softmax(net(data.to_float(images), training=False))
+            return tf.nn.softmax(net_ref()(data.to_float(images), training=False))
 
         _INFERENCE_FNS[net] = infer
     return _INFERENCE_FNS[net]
@@ -87,9 +92,11 @@ def train(
     """Trains `model` (compiled with its optimizer) for `steps` steps; resumable.
 
     Every `eval_every` steps and at the end it calls `evaluate()` -> dict of scalars
-    (and lists, which become one scalar per class in TensorBoard), writes summaries
-    to workdir/tb, saves a checkpoint to workdir/ckpt and appends to
-    workdir/evals.json. A re-run restores the latest checkpoint and continues.
+    (and lists, which become one scalar per class in TensorBoard), appends it with the
+    mean training losses since the last evaluation to workdir/evals.json, writes
+    summaries to workdir/tb and saves a checkpoint to workdir/ckpt, in that order: a
+    crash in between leaves evaluations beyond the checkpoint, which a resumed run
+    drops. A re-run restores the latest checkpoint and continues.
 
     Returns the list of evaluations, one dict per evaluation with its 'step'.
     """
@@ -122,7 +129,8 @@ def train(
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         step = int(model.optimizer.iterations.numpy())
-        evals = [e for e in data.read_json(evals_path) if e['step'] <= step]
+        saved = data.read_json(evals_path) if tf.io.gfile.exists(evals_path) else []
+        evals = [e for e in saved if e['step'] <= step]
         log(f'{prefix}resumed from {manager.latest_checkpoint} at step {step}')
     step = int(model.optimizer.iterations.numpy())
 
@@ -141,10 +149,11 @@ def train(
         for t in model.trackers.values():
             t.reset_state()
         train_scalars['monitor/lr'] = float(model.optimizer.learning_rate)
-        result = {'step': step, **evaluate()}
+        result = {'step': step, **train_scalars, **evaluate()}
         evals.append(result)
+        data.write_json(evals_path, evals)
         with writer.as_default(step=step):
-            for name, value in {**train_scalars, **result}.items():
+            for name, value in result.items():
                 if isinstance(value, list):
                     for c, v in enumerate(value):
                         tf.summary.scalar(f'{name}/class_{c:02d}', v)
@@ -152,12 +161,11 @@ def train(
                     tf.summary.scalar(name, value)
         writer.flush()
         manager.save(checkpoint_number=step)
-        data.write_json(evals_path, evals)
         rate = (step - start_step) / (time.time() - start_time)
         eta = _format_duration((steps - step) / rate)
+        mask = f'mask {result["monitor/mask"]:.2f}  ' if 'monitor/mask' in result else ''
         log(
-            f'{prefix}step {step}/{steps}  loss {train_scalars["loss/total"]:.3f}  '
-            f'mask {train_scalars.get("monitor/mask", float("nan")):.2f}  '
+            f'{prefix}step {step}/{steps}  loss {result["loss/total"]:.3f}  {mask}'
             f'balanced acc {result["acc/balanced"]:.4f}  {rate:.1f} steps/s  eta {eta}'
         )
     return evals

@@ -3,11 +3,17 @@ r"""Trains CReST / CReST+ on a long-tailed data set, generation by generation.
 Paper setting (CIFAR-10-LT, gamma=100, beta=10%, FixMatch + CReST+, 6 generations of
 2^16 steps, WRN-28-2; GPU work, about 1-2 GPU-hours per generation; paper: 78.1 +- 0.8):
 
-  python scripts/crest.py --dataset=cifar10lt --imbalance=100 --alpha=0.333 \
+  python scripts/crest.py --dataset=cifar10lt --imbalance=100 \
       --workdir=runs/cifar10lt_g100_f1
 
 CReST (no alignment, 15 generations): add --dist_align=none --generations=15.
 FixMatch alone: --generations=1 --dist_align=none.
+MixMatch + CReST+ (paper Table 2, 3 generations of 2^17 steps; paper: 66.1):
+--algorithm=mixmatch --generations=3; alpha, t_min, the steps and the batch then default
+to MixMatch's (1/2, 0.8, 2^17, 64 + 64 images).
+
+Each algorithm's own hyperparameters are flags named <algorithm>.<name>, e.g.
+--mixmatch.T=0.5 or --fixmatch.threshold=0.95 (see --helpfull).
 
 CPU demo on Fashion-MNIST-LT: see scripts/demo.sh.
 
@@ -29,8 +35,19 @@ from absl import app, flags, logging  # noqa: E402
 from crest import config as config_lib  # noqa: E402
 from crest import loop  # noqa: E402
 from libml import datasets  # noqa: E402
+from libml.algorithms import ALGORITHMS  # noqa: E402
 
 _DEFAULT = config_lib.Config()
+
+
+def _per_algorithm(setting: str) -> str:
+    """'Default: 0.333 (fixmatch), 0.5 (mixmatch).' for a setting left None."""
+    values = ', '.join(
+        f'{d[setting]:.3g} ({name})' if isinstance(d[setting], float) else f'{d[setting]} ({name})'
+        for name, d in config_lib.ALGORITHM_DEFAULTS.items()
+    )
+    return f'Default: {values}.'
+
 
 flags.DEFINE_string(
     'workdir',
@@ -48,13 +65,19 @@ flags.DEFINE_string(
 flags.DEFINE_float('imbalance', _DEFAULT.imbalance, 'gamma = N_1 / N_L, >= 1.')
 flags.DEFINE_float('label_fraction', _DEFAULT.label_fraction, 'beta, labeled share per class.')
 flags.DEFINE_integer('fold', _DEFAULT.fold, 'Labeled/unlabeled split, 1..5 in the paper.')
-flags.DEFINE_string('algorithm', _DEFAULT.algorithm, 'Semi-supervised learner: fixmatch.')
+flags.DEFINE_enum(
+    'algorithm',
+    _DEFAULT.algorithm,
+    list(ALGORITHMS),
+    'Semi-supervised learner; its own settings are the --<algorithm>.<name> flags.',
+)
 flags.DEFINE_string('arch', _DEFAULT.arch, 'wrn28_2 (paper) or cnn_small (CPU).')
 flags.DEFINE_integer('generations', _DEFAULT.generations, 'Self-training generations G.')
 flags.DEFINE_float(
     'alpha',
-    _DEFAULT.alpha,
-    'Paper alpha: mu_l = (N_{L+1-l}/N_1)^alpha; 0 keeps every pseudo-label.',
+    None,
+    'Paper alpha: mu_l = (N_{L+1-l}/N_1)^alpha; 0 keeps every pseudo-label. '
+    + _per_algorithm('alpha'),
 )
 flags.DEFINE_enum(
     'dist_align',
@@ -63,7 +86,9 @@ flags.DEFINE_enum(
     'Distribution alignment: none (CReST), constant t=t_min, or progressive '
     '(CReST+: t from 1 to t_min over the generations).',
 )
-flags.DEFINE_float('t_min', _DEFAULT.t_min, 'Final alignment temperature, in [0, 1].')
+flags.DEFINE_float(
+    't_min', None, 'Final alignment temperature, in [0, 1]. ' + _per_algorithm('t_min')
+)
 flags.DEFINE_enum(
     'class_prior',
     _DEFAULT.class_prior,
@@ -71,10 +96,14 @@ flags.DEFINE_enum(
     'p(y) for rates and alignment: labeled-set counts (paper) or the analytic '
     'gamma law (reference code).',
 )
-flags.DEFINE_integer('steps_per_generation', _DEFAULT.steps_per_generation, 'Train steps.')
+flags.DEFINE_integer(
+    'steps_per_generation', None, 'Train steps. ' + _per_algorithm('steps_per_generation')
+)
 flags.DEFINE_integer('eval_every', _DEFAULT.eval_every, 'Steps between evaluations.')
 flags.DEFINE_integer('batch_size', _DEFAULT.batch_size, 'Labeled images per step and replica.')
-flags.DEFINE_integer('uratio', _DEFAULT.uratio, 'Unlabeled images per labeled image.')
+flags.DEFINE_integer(
+    'uratio', None, 'Unlabeled images per labeled image. ' + _per_algorithm('uratio')
+)
 flags.DEFINE_float('lr', _DEFAULT.lr, 'SGD Nesterov learning rate.')
 flags.DEFINE_float(
     'lr_decay_level',
@@ -88,19 +117,48 @@ flags.DEFINE_bool(
     _DEFAULT.ema_warmup,
     'EMA decay min(decay, (1+k)/(10+k)): for runs of a few hundred steps.',
 )
-flags.DEFINE_float('threshold', _DEFAULT.threshold, 'Pseudo-label confidence threshold.')
-flags.DEFINE_float('wu', _DEFAULT.wu, 'Weight of the unlabeled loss.')
 flags.DEFINE_integer('seed', _DEFAULT.seed, 'Seed of model init and augmentation; 0: unseeded.')
 flags.DEFINE_integer('cpu_threads', 0, 'Limit TF to this many threads (0: all cores).')
 
+# One flag per hyperparameter of every algorithm, with the algorithm's default.
+_DEFINE_BY_TYPE = {
+    bool: flags.DEFINE_bool,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+}
+for _name, _algorithm in ALGORITHMS.items():
+    for _hparam, _default in _algorithm.hparam_defaults().items():
+        _DEFINE_BY_TYPE[type(_default)](
+            f'{_name}.{_hparam}',
+            _default,
+            f'{_algorithm.HPARAMS[_hparam].help} Only with --algorithm={_name}.',
+        )
+
 FLAGS = flags.FLAGS
+
+
+def _config() -> config_lib.Config:
+    """The Config of the flags; algorithm-dependent settings not given stay None."""
+    fields = config_lib.Config.__dataclass_fields__
+    values = {field: FLAGS[field].value for field in fields if field in FLAGS}
+    values['hparams'] = {}
+    for name, algorithm in ALGORITHMS.items():
+        for hparam in algorithm.HPARAMS:
+            flag = FLAGS[f'{name}.{hparam}']
+            if not flag.present:
+                continue
+            if name != FLAGS.algorithm:
+                raise ValueError(f'--{flag.name} applies to --algorithm={name} only')
+            values['hparams'][hparam] = flag.value
+    return config_lib.Config(**values)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    cfg = config_lib.Config(**{f: FLAGS[f].value for f in config_lib.Config.__dataclass_fields__})
     try:
+        cfg = config_lib.resolve(_config())
         config_lib.validate(cfg)
     except ValueError as e:
         sys.exit(f'error: {e}')

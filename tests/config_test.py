@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import pytest
+
 from crest import config as config_lib
 
 
@@ -23,3 +25,39 @@ def test_changed_settings_ignores_runtime_only_settings():
     saved = dataclasses.asdict(dataclasses.replace(config_lib.Config(), workdir='a', seed=3))
     cfg = dataclasses.replace(config_lib.Config(), workdir='b', seed=4, data_dir='/d')
     assert config_lib.changed_settings(saved, cfg) == ['seed']
+
+
+def test_resolve_fills_the_algorithm_defaults_unless_set():
+    mixmatch = config_lib.resolve(config_lib.Config(algorithm='mixmatch', alpha=0.25))
+    assert (mixmatch.alpha, mixmatch.t_min) == (0.25, 0.8)  # Paper section 4.1, alpha set.
+    assert (mixmatch.steps_per_generation, mixmatch.uratio) == (2**17, 1)
+    assert mixmatch.hparams == {'K': 2, 'T': 0.5, 'beta': 0.75, 'wu': 75.0, 'rampup': 0.125}
+    fixmatch = config_lib.resolve(config_lib.Config(hparams={'threshold': 0.9}))
+    assert (fixmatch.alpha, fixmatch.t_min) == (1 / 3, 0.5)
+    assert (fixmatch.steps_per_generation, fixmatch.uratio) == (2**16, 7)
+    assert fixmatch.hparams == {'threshold': 0.9, 'wu': 1.0}
+
+
+def test_unknown_or_bad_hyperparameter_is_an_error():
+    with pytest.raises(ValueError, match=r'--fixmatch\.T: fixmatch has no such setting'):
+        config_lib.resolve(config_lib.Config(hparams={'T': 0.5}))
+    cfg = config_lib.resolve(config_lib.Config(algorithm='mixmatch', hparams={'T': 0.0}))
+    with pytest.raises(ValueError, match=r'--mixmatch\.T must be > 0, got 0\.0'):
+        config_lib.validate(cfg)
+
+
+def test_default_workdir_names_algorithm_settings_against_its_defaults():
+    cfg = config_lib.Config(algorithm='mixmatch', alpha=0.5, hparams={'T': 0.4})
+    assert config_lib.default_workdir(cfg) == 'runs/algorithm=mixmatch,mixmatch.T=0.4'
+    cfg = config_lib.Config(alpha=0.5, hparams={'threshold': 0.95})
+    assert config_lib.default_workdir(cfg) == 'runs/alpha=0.5'
+
+
+def test_changed_settings_reads_runs_made_before_algorithm_settings():
+    cfg = config_lib.resolve(config_lib.Config())
+    saved = dataclasses.asdict(cfg)
+    del saved['hparams']
+    saved.update(threshold=0.95, wu=1.0)  # How args.json held FixMatch's settings.
+    assert config_lib.changed_settings(saved, cfg) == []
+    saved['threshold'] = 0.9
+    assert config_lib.changed_settings(saved, cfg) == ['fixmatch.threshold']

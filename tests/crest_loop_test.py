@@ -1,4 +1,5 @@
-"""End to end: two CReST+ generations on tiny data in the official IDX format."""
+"""End to end: two CReST+ generations of every algorithm on tiny data in the official IDX
+format."""
 
 import dataclasses
 import os
@@ -9,6 +10,7 @@ import pytest
 from crest import config as config_lib
 from crest import loop, rebalance
 from libml import data, datasets
+from libml.algorithms import ALGORITHMS
 from tests import fakes
 
 
@@ -33,8 +35,9 @@ def tiny_config(tmp_path, monkeypatch):
     )
 
 
-def test_two_generations_export_original_plus_picks(tiny_config, monkeypatch):
-    cfg = tiny_config
+@pytest.mark.parametrize('algorithm', sorted(ALGORITHMS))
+def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monkeypatch):
+    cfg = dataclasses.replace(tiny_config, algorithm=algorithm)
     selections = []  # (probs, picks) of each generation, spied on.
     select = rebalance.select_pseudo_labels
 
@@ -63,10 +66,13 @@ def test_two_generations_export_original_plus_picks(tiny_config, monkeypatch):
         np.testing.assert_allclose(exported.confidence[pseudo], probs[picks].max(1), rtol=1e-6)
         assert results['generations'][g]['picks']['total_picked'] == len(picks)
 
-    # Generation 1 trained on generation 0's export; temperatures follow eq. 2 (G=2).
+    # Generation 1 trained on generation 0's export; temperatures follow eq. 2 (G=2) down
+    # to the algorithm's t_min (0.5 for FixMatch, 0.8 for MixMatch).
+    t_min = config_lib.ALGORITHM_DEFAULTS[algorithm]['t_min']
     gen0, gen1 = results['generations']
     assert gen1['labeled_size'] == len(original) + len(selections[0][1])
-    assert (gen0['temperature'], gen1['temperature']) == (1.0, 0.5)
+    assert (gen0['temperature'], gen1['temperature']) == (1.0, t_min)
+    assert results['args']['t_min'] == t_min
     assert [e['step'] for e in gen1['evals']] == [2, 4]
     assert 0 <= results['balanced_accuracy'] <= 1
     assert len(gen1['unlabeled']['recall']) == 10

@@ -167,13 +167,35 @@ def test_train_dataset_shapes_and_ranges():
         rng.randint(0, 256, (5, 28, 28, 1)).astype(np.uint8), np.arange(5), np.arange(5)
     )
     unlabeled = rng.randint(0, 256, (20, 28, 28, 1)).astype(np.uint8)
-    batch = next(iter(data.train_dataset(labeled, unlabeled, batch_size=8, uratio=2)))
+    views = data.Views('weak', ('weak', 'strong'))
+    batch = next(iter(data.train_dataset(labeled, unlabeled, 8, 2, views)))
     assert batch['x_l'].shape == (8, 28, 28, 1)  # Fewer labeled images than a batch.
     assert batch['y_l'].shape == (8,)
-    assert batch['x_w'].shape == batch['x_s'].shape == (16, 28, 28, 1)
-    for key in ('x_l', 'x_w', 'x_s'):
-        assert -1.0 <= float(np.min(batch[key])) and float(np.max(batch[key])) <= 1.0
-    assert not np.allclose(batch['x_w'], batch['x_s'])
+    x_w, x_s = batch['x_u']
+    assert x_w.shape == x_s.shape == (16, 28, 28, 1)
+    for x in (batch['x_l'], x_w, x_s):
+        assert -1.0 <= float(np.min(x)) and float(np.max(x)) <= 1.0
+    assert not np.allclose(x_w, x_s)
+
+
+def test_train_dataset_builds_the_views_asked_for():
+    # Flat images: a weak view (pad, crop, flip) of one is the image itself, so the views
+    # of each unlabeled image can be matched.
+    values = np.arange(0, 200, 10, dtype=np.uint8)
+    unlabeled = np.broadcast_to(values[:, None, None, None], (20, 28, 28, 1)).copy()
+    labeled = data.Records(unlabeled[:4], np.arange(4), np.arange(4))
+    views = data.Views('weak', ('weak',) * 3)
+    batch = next(iter(data.train_dataset(labeled, unlabeled, 4, 2, views, seed=1)))
+    assert len(batch['x_u']) == 3
+    first = batch['x_u'][0].numpy()
+    assert len(set(first[:, 0, 0, 0].tolist())) == 8  # Eight different images...
+    for view in batch['x_u'][1:]:
+        np.testing.assert_array_equal(view.numpy(), first)  # ...the same in every view.
+
+    labeled_only = data.train_dataset(labeled, unlabeled, 4, 2, data.Views('weak', ()))
+    assert set(next(iter(labeled_only))) == {'x_l', 'y_l'}
+    with pytest.raises(ValueError, match="unknown view 'blurred'"):
+        data.train_dataset(labeled, unlabeled, 4, 2, data.Views('blurred', ()))
 
 
 def test_cifar_from_tensorflow_datasets_keeps_the_official_order(cifar_dir, tmp_path, monkeypatch):

@@ -1,9 +1,12 @@
 """CReST under MirroredStrategy with two replicas (two logical CPUs), as on a multi-GPU
-machine: each replica gets --batch_size labeled images, the run finishes with picks in
-every generation and the replicas' weights stay identical."""
+machine, for every algorithm: each replica gets --batch_size labeled images, the run
+finishes with picks in every generation and the replicas' weights stay identical."""
 
 import textwrap
 
+import pytest
+
+from libml.algorithms import ALGORITHMS
 from tests import fakes
 
 _SCRIPT = textwrap.dedent(
@@ -17,20 +20,20 @@ _SCRIPT = textwrap.dedent(
     from libml import datasets
     from tests import fakes
 
-    tmp = sys.argv[1]
+    tmp, algorithm = sys.argv[1:]
     datasets.DATASETS['tiny'] = fakes.tiny_fashion_mnist(tmp + '/src', 30, 3, 24)
     cfg = config_lib.Config(
         workdir=tmp + '/run', dataset='tiny', data_dir=tmp + '/src', imbalance=8,
         label_fraction=0.3, arch='cnn_small', generations=2, steps_per_generation=4,
-        eval_every=2, batch_size=4, uratio=2, ema_warmup=True, seed=1)
+        eval_every=2, batch_size=4, uratio=2, ema_warmup=True, seed=1, algorithm=algorithm)
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
 
     shapes = set()  # per-replica batch sizes seen while tracing the train step
-    train_step = loop.ALGORITHMS['fixmatch'].train_step
+    train_step = loop.ALGORITHMS[algorithm].train_step
     def spy_step(self, data):
-        shapes.add(tuple(data[k].shape[0] for k in ('x_l', 'y_l', 'x_w', 'x_s')))
+        shapes.add(tuple(x.shape[0] for x in tf.nest.flatten(data)))
         return train_step(self, data)
-    loop.ALGORITHMS['fixmatch'].train_step = spy_step
+    loop.ALGORITHMS[algorithm].train_step = spy_step
 
     models = []
     build = loop.models.build_model
@@ -56,13 +59,15 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_replica_run_keeps_replicas_in_sync(tmp_path):
-    result = fakes.run_python(_SCRIPT, str(tmp_path))
+@pytest.mark.parametrize('algorithm', sorted(ALGORITHMS))
+def test_two_replica_run_keeps_replicas_in_sync(algorithm, tmp_path):
+    result = fakes.run_python(_SCRIPT, str(tmp_path), algorithm)
     assert result['replicas'] == 2
     assert len(result['balanced']) == 2
     assert all(0.0 <= b <= 1.0 for b in result['balanced'])
     assert all(p > 0 for p in result['picked'])
     # Mirrored training applies the same all-reduced update on both replicas.
     assert result['replica_spread'] < 1e-5
-    # --batch_size is per replica: 4 labeled and 2 * 4 unlabeled images on each.
-    assert result['shapes'] == [[4, 4, 8, 8]]
+    # --batch_size is per replica: 4 labeled images (x_l, y_l) and 2 * 4 unlabeled
+    # images in each of the two views on each (in tf.nest order: x_l, x_u, y_l).
+    assert result['shapes'] == [[4, 8, 8, 4]]

@@ -119,3 +119,42 @@ def tiny_fashion_mnist(folder, per_class_train, per_class_test, head_count):
 
     write_fashion_mnist(str(folder), per_class_train, per_class_test)
     return datasets.DatasetInfo('tiny', 10, (28, 28, 1), head_count, datasets.load_fashion_mnist)
+
+
+def tiny_net(num_classes=2, bn_momentum=0.5):
+    """A net small enough to compute by hand: 1x1 conv (no bias) -> batch norm -> global
+    average pool -> dense, on 2x2x1 images. Holds one weight of each kind that coupled L2
+    weight decay must (conv kernel, dense kernel and bias) or must not (BN) cover."""
+    import keras
+
+    from libml import models
+
+    inputs = keras.Input((2, 2, 1))
+    x = keras.layers.Conv2D(1, 1, use_bias=False, name='conv')(inputs)
+    x = models.BatchNorm(momentum=bn_momentum, name='bn')(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name='dense')(x))
+
+
+def tiny_net_forward(net, x):
+    """NumPy (float64) forward of `tiny_net` in training mode over the batch x [N, 2, 2, 1]:
+    returns logits [N, C] and the batch mean and (biased) variance batch norm used."""
+    w = float(net.get_layer('conv').kernel.numpy().ravel()[0])
+    bn = net.get_layer('bn')
+    y = np.asarray(x, np.float64) * w
+    mean, var = y.mean(), y.var()
+    y = (y - mean) / np.sqrt(var + bn.epsilon) * bn.gamma.numpy()[0] + bn.beta.numpy()[0]
+    dense = net.get_layer('dense')
+    return y.mean(axis=(1, 2)) @ dense.kernel.numpy() + dense.bias.numpy(), (mean, var)
+
+
+def tiny_net_l2(net):
+    """0.5 * (conv kernel^2 + dense kernel^2 + dense bias^2): coupled L2, BN excluded."""
+    return 0.5 * sum(
+        float(np.sum(np.square(v)))
+        for v in (
+            net.get_layer('conv').kernel.numpy(),
+            net.get_layer('dense').kernel.numpy(),
+            net.get_layer('dense').bias.numpy(),
+        )
+    )

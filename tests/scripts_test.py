@@ -77,3 +77,21 @@ def test_missing_data_is_one_line_error(tmp_path):
     )
     assert result.returncode != 0
     assert 'data_batch_1.bin' in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    'flags,message',
+    [
+        (['--algorithm=mixmatch', '--mixmatch.T=0'], 'error: --mixmatch.T must be > 0, got 0.0'),
+        (['--fixmatch.wu=-1'], 'error: --fixmatch.wu must be >= 0, got -1.0'),
+        (
+            ['--algorithm=mixmatch', '--fixmatch.threshold=0.9'],
+            'error: --fixmatch.threshold applies to --algorithm=fixmatch only',
+        ),
+    ],
+)
+def test_bad_algorithm_setting_is_one_line_error(flags, message, tmp_path):
+    result = _run('crest.py', *flags, f'--workdir={tmp_path / "run"}')
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == message, result.stderr[-2000:]
+    assert not (tmp_path / 'run').exists()

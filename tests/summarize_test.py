@@ -72,6 +72,19 @@ def test_summary_tables_claims_and_plots(tmp_path):
             runs, 'crest_plus', fold, [a + 0.02 for a in accs], crest_recall, [0.8] * 4, [1000] * 4
         )
     _write(runs, 'alpha0', 1, [0.50, 0.50, 0.49], fm_recall, fm_precision, [1300, 1000, 220, 0])
+    # MixMatch + CReST+ gains 3 and 1 points over MixMatch: 2.0 +- 1.4, held.
+    for fold, acc in [(1, 0.40), (2, 0.42)]:
+        _write(runs, 'mixmatch', fold, [acc], fm_recall, fm_precision, [1300, 1000, 220, 0])
+        gain = 0.03 if fold == 1 else 0.01
+        _write(
+            runs,
+            'mixmatch_crest_plus',
+            fold,
+            [acc, acc + gain],
+            crest_recall,
+            [0.8] * 4,
+            [1000] * 4,
+        )
     os.makedirs(os.path.join(runs, 'crest', 'fold_3'))  # unfinished: no results.json
 
     out = str(tmp_path / 'out')
@@ -93,8 +106,10 @@ def test_summary_tables_claims_and_plots(tmp_path):
         '| CReST | 63.0 ± 1.4 | 62.0, 64.0 | 1, 2 | 3 x 100 = 300 | 6 |'
     )
     assert row('| CReST+ |').startswith('| CReST+ | 65.0 ± 1.4 |')
-    # 17 generations of 60 s: FixMatch 2 x 1, CReST and CReST+ 2 x 3 each, alpha=0 3.
-    assert 'summed over runs, 17 in all' in summary
+    # 23 generations of 60 s: FixMatch 2 x 1, CReST and CReST+ 2 x 3 each, alpha=0 3,
+    # MixMatch 2 x 1, MixMatch + CReST+ 2 x 2.
+    assert 'summed over runs, 23 in all' in summary
+    assert row('| MixMatch + CReST+ |').startswith('| MixMatch + CReST+ | 43.0 ± 0.0 |')
     assert row('| FixMatch |').startswith('| FixMatch | 52.0 ± 2.8 |')
     # Pick precision per class: correct / picked summed over folds, -> 100, 100, 50, 100.
     assert '| CReST | 0 | 10 | 90.0 | 100.0 | 100.0 | 50.0 | 100.0 |' in summary
@@ -128,6 +143,9 @@ def test_summary_tables_claims_and_plots(tmp_path):
     claim4 = claims['4. alpha=0 gives no gain over generations']
     assert 'last - first generation -1.0 points over 1 fold(s)' in claim4
     assert claim4.endswith('| held |')
+    claim6 = claims['6. MixMatch + CReST+ beats MixMatch (paper: +5.7)']
+    assert claim6.endswith('| 2.0 ± 1.4 points | held |')
+    assert '5 (needs mixmatch_crest and mixmatch)' in summary
     assert 'fold_3' in summary  # the unfinished run is named
 
     for png in ('per_class_recall.png', 'fixmatch_precision_recall.png', 'generations.png'):

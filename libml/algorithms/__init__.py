@@ -1,5 +1,6 @@
 """Semi-supervised algorithms, each one keras.Model subclass with its own train_step."""
 
 from libml.algorithms.fixmatch import FixMatch
+from libml.algorithms.mixmatch import MixMatch
 
-ALGORITHMS = {'fixmatch': FixMatch}
+ALGORITHMS = {'fixmatch': FixMatch, 'mixmatch': MixMatch}

@@ -1,14 +1,33 @@
 """What every semi-supervised algorithm shares: the backbone and its EMA copy, coupled
 L2 weight decay, distribution-alignment state and the loss trackers.
 
-Subclasses override `train_step` and little else. State is updated through
-`assign_all`, which also works inside `strategy.run` with several replicas.
+An algorithm is a subclass that declares
+  - `HPARAMS`: its own hyperparameters, each a constructor keyword argument whose default
+    is the paper's value, with a help text and an allowed range (the driver turns them
+    into `--<algorithm>.<name>` flags without naming them);
+  - `views`: what its train step reads from the input pipeline (`data.Views`);
+and overrides `train_step`. State is updated through `assign_all`, which also works
+inside `strategy.run` with several replicas.
 """
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from libml import models
+from libml import data, models
+
+
+@dataclasses.dataclass(frozen=True)
+class HParam:
+    """An algorithm hyperparameter's help text and allowed values."""
+
+    help: str
+    allowed: str = ''  # Shown in the error for a bad value, e.g. '>= 0'.
+    check: Callable[[Any], bool] = lambda value: True
 
 
 def assign_all(pairs) -> None:
@@ -33,10 +52,18 @@ def assign_all(pairs) -> None:
 
 
 class SemiSupervised(keras.Model):
-    """Base class. `make_net()` builds a fresh backbone mapping images to logits."""
+    """Base class. `make_net()` builds a fresh backbone mapping images to logits.
+
+    `total_steps`, the length of training, is for losses whose weights follow a schedule
+    (e.g. a ramp-up over a share of training).
+    """
 
     # Logged names of the scalars a train step reports, in logging order.
     TRACKED = ('loss/total', 'loss/xe', 'loss/xeu', 'loss/wd')
+    # name -> HParam, for the constructor's own keyword arguments.
+    HPARAMS: dict[str, HParam] = {}
+    # Labeled images only, weakly augmented; subclasses add unlabeled views.
+    views = data.Views()
 
     def __init__(
         self,
@@ -47,10 +74,12 @@ class SemiSupervised(keras.Model):
         ema_warmup: bool = False,
         p_target=None,
         da_history: int = 128,
+        total_steps: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_classes = num_classes
+        self.total_steps = total_steps
         self.wd = wd
         self.ema_decay = ema_decay
         self.ema_warmup = ema_warmup
@@ -86,6 +115,12 @@ class SemiSupervised(keras.Model):
             name: keras.metrics.Mean(name=name.replace('/', '_')) for name in self.TRACKED
         }
         self.test_accuracy = keras.metrics.Mean(name='acc_ema')
+
+    @classmethod
+    def hparam_defaults(cls) -> dict:
+        """{name: default} of the hyperparameters in HPARAMS, read off the constructor."""
+        params = inspect.signature(cls.__init__).parameters
+        return {name: params[name].default for name in cls.HPARAMS}
 
     def call(self, x, training=False):
         return self.net(x, training=training)

@@ -9,43 +9,49 @@ images, masked or not.
 
 import tensorflow as tf
 
-from libml.algorithms.base import SemiSupervised, assign_all
+from libml import data
+from libml.algorithms import ops
+from libml.algorithms.base import HParam, SemiSupervised, assign_all
 
 
 class FixMatch(SemiSupervised):
     TRACKED = (*SemiSupervised.TRACKED, 'monitor/mask')
+    HPARAMS = {
+        'threshold': HParam(
+            'Aligned confidence a pseudo-label needs to count.', 'in [0, 1]', lambda v: 0 <= v <= 1
+        ),
+        'wu': HParam('Weight of the unlabeled loss.', '>= 0', lambda v: v >= 0),
+    }
+    views = data.Views('weak', ('weak', 'strong'))
 
     def __init__(self, make_net, num_classes, threshold=0.95, wu=1.0, **kwargs):
         super().__init__(make_net, num_classes, **kwargs)
         self.threshold = threshold
         self.wu = wu
 
+    def losses(self, y_l, logits_l, logits_w, logits_s):
+        """Supervised and unlabeled losses of one batch, and the pseudo-label mask."""
+        # Supervised loss
+        loss_xe = tf.reduce_mean(ops.cross_entropy(y_l, logits_l))
+
+        # Pseudo-labels: hard, from the (aligned) weak-view prediction
+        probs_w = tf.stop_gradient(tf.nn.softmax(logits_w))
+        probs_aligned = self.align(probs_w)
+        pseudo_labels = tf.argmax(probs_aligned, axis=-1)
+        mask = tf.cast(tf.reduce_max(probs_aligned, axis=-1) >= self.threshold, tf.float32)
+
+        # Unsupervised loss, divided by all unlabeled images
+        loss_xeu = tf.reduce_mean(mask * ops.cross_entropy(pseudo_labels, logits_s))
+        return loss_xe, loss_xeu, mask, probs_w
+
     def train_step(self, data):
-        x_l, y_l, x_w, x_s = data['x_l'], data['y_l'], data['x_w'], data['x_s']
+        x_l, y_l = data['x_l'], data['y_l']
+        x_w, x_s = data['x_u']
         n_l = tf.shape(x_l)[0]
         with tf.GradientTape() as tape:
             logits = self.net(tf.concat([x_l, x_w, x_s], 0), training=True)
-            logits_l = logits[:n_l]
             logits_w, logits_s = tf.split(logits[n_l:], 2)
-
-            # Supervised loss
-            loss_xe = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y_l, logits=logits_l)
-            )
-
-            # Pseudo-labels: hard, from the (aligned) weak-view prediction
-            probs_w = tf.stop_gradient(tf.nn.softmax(logits_w))
-            probs_aligned = self.align(probs_w)
-            pseudo_labels = tf.argmax(probs_aligned, axis=-1)
-            mask = tf.cast(tf.reduce_max(probs_aligned, axis=-1) >= self.threshold, tf.float32)
-
-            # Unsupervised loss, divided by all unlabeled images
-            loss_xeu = tf.reduce_mean(
-                mask
-                * tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=pseudo_labels, logits=logits_s
-                )
-            )
+            loss_xe, loss_xeu, mask, probs_w = self.losses(y_l, logits[:n_l], logits_w, logits_s)
 
             # Coupled L2 weight decay
             loss_wd = self.weight_decay_loss()

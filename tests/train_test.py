@@ -1,0 +1,78 @@
+"""The training loop: learning-rate schedule, evaluation records that survive a crash,
+and inference functions that do not keep finished models alive."""
+
+import gc
+import json
+import os
+import weakref
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from libml import train
+from libml.algorithms import FixMatch
+from tests import fakes
+
+
+def test_half_cosine_schedule():
+    schedule = train.HalfCosine(0.03, 1000, level=7)
+    assert float(schedule(0)) == pytest.approx(0.03)
+    assert float(schedule(1000)) == pytest.approx(0.03 * np.cos(7 * np.pi / 16), rel=1e-5)
+    assert float(train.HalfCosine(0.03, 1000)(1000)) == pytest.approx(0.0294, abs=1e-4)
+
+
+def _run(workdir, steps):
+    """FixMatch on the tiny net, evaluated and checkpointed every 2 steps."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (3, 4, 2, 2, 1)).astype(np.float32)
+    batch = dict(x_l=x[0], y_l=np.array([0, 1, 0, 1]), x_u=(x[1], x[2]))
+    model = FixMatch(fakes.tiny_net, 2)
+    model.compile(optimizer=train.make_optimizer(0.03, steps))
+    stream = tf.data.Dataset.from_tensors(batch).repeat()
+    evaluate = lambda: {'acc/balanced': 0.5}  # noqa: E731
+    return train.train(model, stream, steps, 2, str(workdir), evaluate, log=lambda _: None)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_crash_right_after_a_checkpoint_loses_no_evaluation(tmp_path, monkeypatch):
+    save = tf.train.CheckpointManager.save
+
+    def save_then_die(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(tf.train.CheckpointManager, 'save', save_then_die)
+    with pytest.raises(Killed):
+        _run(tmp_path, 4)
+    monkeypatch.setattr(tf.train.CheckpointManager, 'save', save)
+    evals = _run(tmp_path, 4)
+    assert [e['step'] for e in evals] == [2, 4]
+    with open(tmp_path / 'evals.json') as f:
+        assert [e['step'] for e in json.load(f)] == [2, 4]
+
+
+def test_missing_evaluations_file_does_not_block_a_resume(tmp_path):
+    _run(tmp_path, 2)
+    os.remove(tmp_path / 'evals.json')
+    evals = _run(tmp_path, 4)
+    assert [e['step'] for e in evals] == [4]  # Step 2's record is lost, the run is not.
+
+
+def test_evaluations_record_training_losses(tmp_path):
+    evals = _run(tmp_path, 2)
+    assert set(FixMatch.TRACKED) <= set(evals[0])
+    assert all(np.isfinite(evals[0][name]) for name in FixMatch.TRACKED)
+
+
+def test_predict_does_not_keep_a_net_alive():
+    net = fakes.tiny_net()
+    probs = train.predict(net, np.zeros((3, 2, 2, 1), np.uint8))
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None
