@@ -1,18 +1,21 @@
-r"""Measures the speed of a FixMatch train step and of the input pipeline.
+r"""Measures the speed of each algorithm's train step and of its input pipeline.
 
-  python scripts/benchmark_step.py --output=benchmarks/step_cpu.json
+  python scripts/benchmark_step.py --output=benchmarks/step_cpu_<cpu>.json
 
-For each architecture: seconds per train step (one forward and backward pass over
-batch + 2 * uratio * batch images, optimizer, EMA and alignment updates), images/s,
-and FLOP utilization: achieved FLOP/s (3 x forward FLOPs per image, the usual estimate
-for forward + backward) over the float32 matmul peak measured here. Then the images/s
-of the training input pipeline (decode-free uint8 -> weak / strong augmentation).
+For each algorithm and architecture: seconds per train step (its forward and backward
+passes, optimizer, EMA and alignment updates) on the batch its views ask for, images/s
+(input images: batch labeled + batch * uratio per unlabeled view, e.g. 64 + 2 x 448 for
+FixMatch's weak and strong views and for MixMatch's K = 2 weak views), and FLOP
+utilization: the float operations of the step's graph (TensorFlow's count, forward and
+backward, all ops) per second over the float32 matmul peak measured here. Then the
+images/s of each algorithm's input pipeline (uint8 -> its views).
 
-About 3 minutes on 2 CPU cores with the defaults (WRN-28-2 steps take ~7 s each here).
+About 8 minutes on 2 CPU cores with the defaults (WRN-28-2 steps take 5-10 s each here).
 """
 
 import json
 import os
+import platform
 import sys
 import time
 
@@ -24,8 +27,9 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from libml import data, models, train  # noqa: E402
-from libml.algorithms import FixMatch  # noqa: E402
+from libml.algorithms import ALGORITHMS  # noqa: E402
 
+flags.DEFINE_list('algorithms', list(ALGORITHMS), 'Algorithms to time.')
 flags.DEFINE_list(
     'archs',
     ['wrn28_2:32x32x3', 'cnn_small:28x28x1', 'cnn_small:32x32x3'],
@@ -54,18 +58,36 @@ def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def time_step(arch: str, shape: tuple, batch: int, uratio: int, steps: int) -> dict:
-    model = FixMatch(lambda: models.build_model(arch, 10, shape), 10, p_target=np.full(10, 0.1))
+def _step_gflop(step, batch) -> float:
+    """Float operations of one call of the tf.function `step`, counted on its graph."""
+    graph = step.get_concrete_function(batch).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options['output'] = 'none'
+    level = tf.get_logger().level
+    tf.get_logger().setLevel('ERROR')  # The v1 profiler warns that it is a v1 API.
+    try:
+        return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops / 1e9
+    finally:
+        tf.get_logger().setLevel(level)
+
+
+def time_step(name: str, arch: str, shape: tuple, batch: int, uratio: int, steps: int) -> dict:
+    model = ALGORITHMS[name](
+        lambda: models.build_model(arch, 10, shape), 10, p_target=np.full(10, 0.1), total_steps=1000
+    )
     model.compile(optimizer=train.make_optimizer(0.03, 1000))
     model.optimizer.build(model.net.trainable_variables)
     rng = np.random.default_rng(0)
-    batch_data = {
-        'x_l': tf.constant(rng.uniform(-1, 1, (batch, *shape)), tf.float32),
-        'y_l': tf.constant(rng.integers(0, 10, batch)),
-        'x_w': tf.constant(rng.uniform(-1, 1, (batch * uratio, *shape)), tf.float32),
-        'x_s': tf.constant(rng.uniform(-1, 1, (batch * uratio, *shape)), tf.float32),
-    }
+
+    def images(n):
+        return tf.constant(rng.uniform(-1, 1, (n, *shape)), tf.float32)
+
+    views = len(model.views.unlabeled)
+    batch_data = {'x_l': images(batch), 'y_l': tf.constant(rng.integers(0, 10, batch))}
+    if views:
+        batch_data['x_u'] = tuple(images(batch * uratio) for _ in range(views))
     step = tf.function(model.train_step)
+    gflop = _step_gflop(step, batch_data)
     for _ in range(2):
         step(batch_data)['loss/total'].numpy()
     times = []
@@ -73,34 +95,38 @@ def time_step(arch: str, shape: tuple, batch: int, uratio: int, steps: int) -> d
         start = time.perf_counter()
         step(batch_data)['loss/total'].numpy()
         times.append(time.perf_counter() - start)
-    images = batch * (1 + 2 * uratio)
+    n_images = batch * (1 + views * uratio)
     seconds = float(np.median(times))
-    flops = 3 * models.flops_per_image(model.net) * images
     return {
+        'algorithm': name,
         'arch': arch,
         'input': 'x'.join(map(str, shape)),
-        'images_per_step': images,
+        'images_per_step': n_images,
         'seconds_per_step': round(seconds, 4),
-        'images_per_second': round(images / seconds, 1),
-        'gflop_per_step': round(flops / 1e9, 2),
-        'gflop_per_second': round(flops / seconds / 1e9, 2),
+        'images_per_second': round(n_images / seconds, 1),
+        'gflop_per_step': round(gflop, 2),
+        'gflop_per_second': round(gflop / seconds, 2),
         'params': model.net.count_params(),
     }
 
 
-def time_pipeline(shape: tuple, batch: int, uratio: int, batches: int) -> dict:
+def time_pipeline(name: str, shape: tuple, batch: int, uratio: int, batches: int) -> dict:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4096, *shape), dtype=np.uint8)
     labeled = data.Records(images[:512], rng.integers(0, 10, 512), np.arange(512))
-    it = iter(data.train_dataset(labeled, images, batch, uratio))
+    views = ALGORITHMS[name](
+        lambda: models.build_model('cnn_small', 10, shape), 10, total_steps=1000
+    ).views
+    it = iter(data.train_dataset(labeled, images, batch, uratio, views))
     next(it)
     start = time.perf_counter()
     for _ in range(batches):
         next(it)
     seconds = time.perf_counter() - start
-    # One strong and one weak view per unlabeled image, one weak view per labeled one.
     return {
+        'algorithm': name,
         'input': 'x'.join(map(str, shape)),
+        'views': [views.labeled, *views.unlabeled],
         'unlabeled_images_per_second': round(batches * batch * uratio / seconds, 1),
         'seconds_per_batch': round(seconds / batches, 4),
     }
@@ -108,30 +134,42 @@ def time_pipeline(shape: tuple, batch: int, uratio: int, batches: int) -> dict:
 
 def main(argv):
     del argv
+    cpu = _cpu_model()
     peak = matmul_peak()
-    print(f'float32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} CPUs)', flush=True)
-    results = {'matmul_gflop_per_second': round(peak / 1e9, 1), 'steps': [], 'pipeline': []}
+    print(f'{cpu}, {os.cpu_count()} CPUs: float32 matmul peak {peak / 1e9:.1f} GFLOP/s', flush=True)
+    results = {
+        'cpu': cpu,
+        'cpus': os.cpu_count(),
+        'command': ' '.join(sys.argv),
+        'matmul_gflop_per_second': round(peak / 1e9, 1),
+        'steps': [],
+        'pipeline': [],
+    }
     for spec in FLAGS.archs:
         arch, dims = spec.split(':')
         shape = tuple(int(d) for d in dims.split('x'))
-        r = time_step(arch, shape, FLAGS.batch_size, FLAGS.uratio, FLAGS.steps)
-        r['utilization'] = round(r['gflop_per_second'] * 1e9 / peak, 3)
-        results['steps'].append(r)
-        print(
-            f'{arch:10s} {r["input"]:8s} {r["images_per_step"]} images/step  '
-            f'{r["seconds_per_step"]:.3f} s/step  {r["images_per_second"]:.0f} images/s  '
-            f'{r["gflop_per_second"]:.1f} GFLOP/s = {r["utilization"]:.0%} of matmul peak',
-            flush=True,
-        )
+        for name in FLAGS.algorithms:
+            r = time_step(name, arch, shape, FLAGS.batch_size, FLAGS.uratio, FLAGS.steps)
+            r['utilization'] = round(r['gflop_per_second'] * 1e9 / peak, 3)
+            results['steps'].append(r)
+            print(
+                f'{name:9s} {arch:10s} {r["input"]:8s} {r["images_per_step"]} images/step  '
+                f'{r["seconds_per_step"]:.3f} s/step  {r["images_per_second"]:.0f} images/s  '
+                f'{r["gflop_per_step"]:.1f} GFLOP/step  {r["gflop_per_second"]:.1f} GFLOP/s = '
+                f'{r["utilization"]:.0%} of matmul peak',
+                flush=True,
+            )
     shapes = sorted({tuple(int(d) for d in s.split(':')[1].split('x')) for s in FLAGS.archs})
     for shape in shapes if FLAGS.pipeline_batches > 0 else []:
-        r = time_pipeline(shape, FLAGS.batch_size, FLAGS.uratio, FLAGS.pipeline_batches)
-        results['pipeline'].append(r)
-        print(
-            f'pipeline   {r["input"]:8s} {r["unlabeled_images_per_second"]:.0f} unlabeled '
-            f'images/s (weak + strong views), {r["seconds_per_batch"]:.3f} s/batch',
-            flush=True,
-        )
+        for name in FLAGS.algorithms:
+            r = time_pipeline(name, shape, FLAGS.batch_size, FLAGS.uratio, FLAGS.pipeline_batches)
+            results['pipeline'].append(r)
+            print(
+                f'pipeline  {name:9s} {r["input"]:8s} {r["unlabeled_images_per_second"]:.0f} '
+                f'unlabeled images/s ({", ".join(r["views"][1:])} views), '
+                f'{r["seconds_per_batch"]:.3f} s/batch',
+                flush=True,
+            )
     # The peak again, after the runs: the larger of the two is kept, as one measurement
     # taken at a busy moment would understate it and inflate the utilizations.
     peak_after = matmul_peak()
@@ -140,14 +178,22 @@ def main(argv):
         results['matmul_gflop_per_second'] = round(peak_after / 1e9, 1)
         for r in results['steps']:
             r['utilization'] = round(r['gflop_per_second'] * 1e9 / peak_after, 3)
-    print(
-        'utilization: '
-        + ', '.join(f'{r["arch"]} {r["input"]} {r["utilization"]:.0%}' for r in results['steps'])
-    )
     if FLAGS.output:
         os.makedirs(os.path.dirname(FLAGS.output) or '.', exist_ok=True)
         with open(FLAGS.output, 'w') as f:
             json.dump(results, f, indent=1)
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (speeds compare only on one machine)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown CPU'
 
 
 if __name__ == '__main__':

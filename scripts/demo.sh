@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 exec .venv/bin/python scripts/crest.py \
   --dataset=fashion_mnist_lt --imbalance=100 --label_fraction=0.1 --fold=1 \
-  --arch=cnn_small --generations=2 --dist_align=progressive --t_min=0.5 --alpha=0.333 \
+  --arch=cnn_small --generations=2 --dist_align=progressive \
   --steps_per_generation=900 --eval_every=90 --batch_size=32 --uratio=1 \
   --lr_decay_level=7 --ema_warmup --seed=1 \
   --workdir=runs/demo "$@"

@@ -14,6 +14,9 @@
 #   crest        CReST: alpha=1/3, no alignment, GENERATIONS generations of STEPS
 #   crest_plus   CReST+: alpha=1/3, progressive alignment 1 -> 0.5, GENERATIONS x STEPS
 #   alpha0       self-training that keeps every pseudo-label (alpha=0), as crest
+#   mixmatch, mixmatch_crest, mixmatch_crest_plus
+#                the same three with MixMatch (K=2 weak views, so as many images per
+#                step as FixMatch); alpha=1/2 and t_min=0.8, MixMatch's defaults
 #
 # Settings (environment variables, defaults = the Fashion-MNIST-LT CPU benchmark of
 # docs/RESULTS.md): METHODS, FOLDS (for every method but alpha0), ALPHA0_FOLDS,
@@ -43,10 +46,14 @@ method_flags() {
   case "$1" in
     fixmatch) echo "--generations=1 --steps_per_generation=$total --dist_align=none" ;;
     fixmatch_da) echo "--generations=1 --steps_per_generation=$total --dist_align=constant --t_min=0.5" ;;
-    crest) echo "--generations=$generations --steps_per_generation=$steps --dist_align=none --alpha=0.333" ;;
-    crest_plus) echo "--generations=$generations --steps_per_generation=$steps --dist_align=progressive --t_min=0.5 --alpha=0.333" ;;
+    crest) echo "--generations=$generations --steps_per_generation=$steps --dist_align=none" ;;
+    crest_plus) echo "--generations=$generations --steps_per_generation=$steps --dist_align=progressive" ;;
     alpha0) echo "--generations=$generations --steps_per_generation=$steps --dist_align=none --alpha=0" ;;
-    *) echo "run_folds: unknown method '$1' (fixmatch fixmatch_da crest crest_plus alpha0)" >&2; return 1 ;;
+    mixmatch) echo "--algorithm=mixmatch $(method_flags fixmatch)" ;;
+    mixmatch_crest) echo "--algorithm=mixmatch $(method_flags crest)" ;;
+    mixmatch_crest_plus) echo "--algorithm=mixmatch $(method_flags crest_plus)" ;;
+    *) echo "run_folds: unknown method '$1' (fixmatch fixmatch_da crest crest_plus alpha0" \
+            "mixmatch mixmatch_crest mixmatch_crest_plus)" >&2; return 1 ;;
   esac
 }
 
