@@ -118,13 +118,14 @@ def validate(cfg: Config) -> None:
         _check(hparam.check(value), f'{cfg.algorithm}.{name}', hparam.allowed, value)
 
 
-def _flat(settings: dict) -> dict:
+def flat_settings(settings: dict) -> dict:
     """Settings with the algorithm's own as '<algorithm>.<name>' entries."""
     flat = {k: v for k, v in settings.items() if k != 'hparams'}
     hparams = settings.get('hparams')
     if hparams is None:  # Runs made before algorithms had settings of their own.
         hparams = {k: flat.pop(k) for k in ('threshold', 'wu') if k in flat}
-    flat.update({f'{settings["algorithm"]}.{k}': v for k, v in hparams.items()})
+    algorithm = settings.get('algorithm', Config.algorithm)
+    flat.update({f'{algorithm}.{k}': v for k, v in hparams.items()})
     return flat
 
 
@@ -136,8 +137,8 @@ def default_workdir(cfg: Config, root: str = 'runs') -> str:
     that depends on the algorithm counts as changed when it differs from that
     algorithm's default. Runtime-only settings are left out.
     """
-    current = _flat(dataclasses.asdict(resolve(cfg)))
-    default = _flat(dataclasses.asdict(resolve(Config(algorithm=cfg.algorithm))))
+    current = flat_settings(dataclasses.asdict(resolve(cfg)))
+    default = flat_settings(dataclasses.asdict(resolve(Config(algorithm=cfg.algorithm))))
     default['algorithm'] = Config().algorithm
     parts = [
         f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}'
@@ -149,5 +150,5 @@ def default_workdir(cfg: Config, root: str = 'runs') -> str:
 
 def changed_settings(saved: dict, cfg: Config) -> list[str]:
     """Names of settings that differ from a saved args.json, ignoring runtime-only ones."""
-    saved, current = _flat(saved), _flat(dataclasses.asdict(cfg))
+    saved, current = flat_settings(saved), flat_settings(dataclasses.asdict(cfg))
     return [k for k in current if k not in RUNTIME_ONLY and saved.get(k) != current[k]]

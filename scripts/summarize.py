@@ -259,16 +259,23 @@ RERUN_IGNORED = {'workdir'}
 
 def reruns(runs: dict, again: dict, again_root: str) -> str:
     """Markdown comparing repeated runs with the same cells of the table."""
+    # Imported here: it loads TensorFlow, which the rest of this script does without.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from crest.config import flat_settings
+
     rows = []
     for method, folds in again.items():
         for fold, repeat in folds.items():
             if fold not in runs.get(method, {}):
                 continue
             original = runs[method][fold]
+            # Flattened, so that runs made before algorithms had settings of their own
+            # compare with newer ones.
+            old, new = flat_settings(original['args']), flat_settings(repeat['args'])
             differ = sorted(
                 k
-                for k in set(original['args']) | set(repeat['args'])
-                if k not in RERUN_IGNORED and original['args'].get(k) != repeat['args'].get(k)
+                for k in set(old) | set(new)
+                if k not in RERUN_IGNORED and old.get(k) != new.get(k)
             )
             _, spread = mean_std([r['balanced_accuracy'] for r in runs[method].values()])
             diff = repeat['balanced_accuracy'] - original['balanced_accuracy']

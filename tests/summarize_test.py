@@ -161,11 +161,33 @@ def test_rerun_cells_are_compared_with_the_fold_spread(tmp_path):
     recall, precision, predicted = [0.5] * 4, [0.5] * 4, [100] * 4
     for fold, acc in [(1, 0.60), (2, 0.64), (3, 0.62)]:  # fold std 2.0 points
         _write(runs, 'crest', fold, [0.5, acc], recall, precision, predicted)
-    _write(runs, 'fixmatch', 1, [0.55], recall, precision, predicted)
+    # FixMatch's settings as args.json held them before algorithms had their own.
+    _write(
+        runs,
+        'fixmatch',
+        1,
+        [0.55],
+        recall,
+        precision,
+        predicted,
+        algorithm='fixmatch',
+        threshold=0.95,
+        wu=1.0,
+    )
     _write(again, 'crest', 1, [0.5, 0.615], recall, precision, predicted)  # +1.5: within
     _write(again, 'crest', 2, [0.5, 0.61], recall, precision, predicted)  # -3.0: outside
     _write(again, 'crest', 3, [0.5, 0.62], recall, precision, predicted, imbalance=50.0)
-    _write(again, 'fixmatch', 1, [0.55], recall, precision, predicted)  # one fold only
+    _write(  # one fold only; the same settings, newly written
+        again,
+        'fixmatch',
+        1,
+        [0.55],
+        recall,
+        precision,
+        predicted,
+        algorithm='fixmatch',
+        hparams={'threshold': 0.95, 'wu': 1.0},
+    )
     _write(again, 'crest', 4, [0.5, 0.62], recall, precision, predicted)  # not in the table
     proc = _summarize(f'--runs={runs}', f'--output={out}', f'--rerun={again}')
     assert proc.returncode == 0, proc.stderr[-2000:]
