@@ -64,9 +64,10 @@ def test_fit_learns_and_keeps_an_ema_copy(name, tmp_path):
     for key in model.TRACKED:
         assert all(np.isfinite(e[key]) for e in evals), key
     # The supervised loss falls (the total may rise with a ramp-up). MixMatch's, a cross-
-    # entropy against mixed-up targets, falls slowest: to about 0.8 of its start here.
+    # entropy against mixed-up targets, falls slowest: to 0.80-0.85 of its start in
+    # seven tries (augmentation draws vary from run to run).
     xe = [e['loss/xe'] for e in evals]
-    assert np.mean(xe[2:]) < 0.9 * np.mean(xe[:2]), xe
+    assert np.mean(xe[2:]) < 0.95 * np.mean(xe[:2]), xe
     assert int(model.ema_updates.numpy()) == 60
     assert int(model.p_model_index.numpy()) == 60
     raw, ema = model.net.trainable_variables, model.ema_net.trainable_variables

@@ -73,3 +73,5 @@ def test_train_step_by_hand():
     assert float(result['loss/total']) == pytest.approx(
         loss_xe + wu * loss_xeu + wd * loss_wd, rel=1e-4
     )
+    # Alignment history: the raw weak-view mean prediction, not the aligned one.
+    np.testing.assert_allclose(model.p_model_history[0], probs[2:8].mean(0), rtol=1e-5)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from libml import data, train
+from libml import data, models, train
 from libml.algorithms import MixMatch, ops
 from tests import fakes
 
@@ -45,6 +45,7 @@ def test_losses_soft_cross_entropy_on_labeled_squared_error_on_unlabeled():
 def test_views_follow_k():
     model = MixMatch(_identity_net, 2, K=3, total_steps=10)
     assert model.views == data.Views('weak', ('weak', 'weak', 'weak'))
+    assert MixMatch(_identity_net, 2, total_steps=10).views.unlabeled == ('weak', 'weak')
     with pytest.raises(ValueError, match='total_steps'):
         MixMatch(_identity_net, 2)
 
@@ -54,11 +55,18 @@ def test_train_step_by_hand(monkeypatch):
     n_l, n_u, k, wu, wd = 2, 2, 2, 75.0, 5e-4
     weights = np.array([0.7, 0.9, 0.6, 1.0, 0.5, 0.8], np.float32)
     partners = np.array([3, 0, 5, 1, 2, 4], np.int32)
-    monkeypatch.setattr(ops, 'mixup_draw', lambda n, beta: (weights, partners))
+    draws = []
+
+    def fixed_draw(n, beta):
+        draws.append((int(n), beta))
+        return weights, partners
+
+    monkeypatch.setattr(ops, 'mixup_draw', fixed_draw)
     model = MixMatch(
         lambda: fakes.tiny_net(bn_momentum=0.5), 2, K=k, wu=wu, rampup=0.0, wd=wd, total_steps=10
     )
     model.compile(optimizer=train.make_optimizer(0.03, 10))
+    initial = model.net.get_weights()
     rng = np.random.default_rng(0)
     x_l = rng.uniform(-1, 1, (n_l, 2, 2, 1)).astype(np.float32)
     y_l = np.array([1, 0])
@@ -83,6 +91,7 @@ def test_train_step_by_hand(monkeypatch):
     loss_wd = fakes.tiny_net_l2(model.net)
 
     result = model.train_step(dict(x_l=tf.constant(x_l), y_l=tf.constant(y_l), x_u=x_u))
+    assert draws == [(n_l + k * n_u, 0.75)]  # One draw for the whole batch, Beta(0.75, 0.75).
     assert float(result['loss/xe']) == pytest.approx(loss_xe, rel=1e-4)
     assert float(result['loss/xeu']) == pytest.approx(loss_xeu, rel=1e-4)
     assert float(result['loss/wd']) == pytest.approx(loss_wd, rel=1e-5)
@@ -96,3 +105,42 @@ def test_train_step_by_hand(monkeypatch):
     assert float(bn.moving_variance[0]) == pytest.approx(
         0.25 + 0.25 * var_g + 0.5 * var_m, rel=1e-4
     )
+    # Alignment history: the raw mean prediction of the views, not the sharpened guess.
+    np.testing.assert_allclose(model.p_model_history[0], probs_u.mean(0), rtol=1e-5)
+
+    # The update is the one of the loss with the guess held constant: no gradient flows
+    # through the label guess.
+    reference = fakes.tiny_net(bn_momentum=0.5)
+    reference.set_weights(initial)
+    optimizer = train.make_optimizer(0.03, 10)
+    with tf.GradientTape() as tape:
+        logits = reference(tf.constant(x_mix, tf.float32), training=True)
+        targets = tf.constant(t_mix, tf.float32)
+        loss = (
+            tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(targets[:n_l], logits[:n_l]))
+            + wu * tf.reduce_mean(tf.square(targets[n_l:] - tf.nn.softmax(logits[n_l:])))
+            + wd
+            * 0.5
+            * tf.add_n([tf.reduce_sum(tf.square(v)) for v in models.l2_variables(reference)])
+        )
+    optimizer.apply(
+        tape.gradient(loss, reference.trainable_variables), reference.trainable_variables
+    )
+    for ours, theirs in zip(
+        model.net.trainable_variables, reference.trainable_variables, strict=True
+    ):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_unlabeled_weight_ramps_up_linearly(monkeypatch):
+    # 16 steps, rampup 1/4: the weight rises over 4 steps, 75 * k / 4 at step k.
+    model = MixMatch(lambda: fakes.tiny_net(), 2, rampup=0.25, total_steps=16)
+    model.compile(optimizer=train.make_optimizer(0.03, 16))
+    x = np.zeros((2, 2, 2, 1), np.float32)
+    batch = dict(x_l=x, y_l=np.array([0, 1]), x_u=(x, x))
+    weights = []
+    for _ in range(6):
+        weights.append(float(model.train_step(batch)['monitor/wu']))
+        for tracker in model.trackers.values():
+            tracker.reset_state()
+    np.testing.assert_allclose(weights, [0, 18.75, 37.5, 56.25, 75, 75])

@@ -5,10 +5,11 @@ K views (training-mode forward, no gradient), aligned to the target distribution
 alignment is on, then sharpened with temperature T. Labeled images (one-hot labels) and
 all unlabeled views (the guess, repeated per view) are mixed up with a random
 permutation of themselves; each example keeps the larger weight max(l, 1 - l),
-l ~ Beta(beta, beta). The mixed labeled part gets a soft cross-entropy, the mixed
+l ~ Beta(mixup_beta, mixup_beta). The mixed labeled part gets a soft cross-entropy, the mixed
 unlabeled part a squared error between softmax and mixed target, weighted by wu ramped
 linearly from 0 over the first `rampup` share of training: 1/8, i.e. MixMatch's 16,384
-steps in a paper generation of 2^17, and the same share of a shorter run.
+steps in a paper generation of 2^17, and the same share of a shorter run (at least one
+step).
 
 Batch norm: as in the reference, the mixed batch [labeled; unlabeled] is forwarded in one
 pass, so its statistics cover labeled and unlabeled rows together (MixMatch's own code
@@ -28,10 +29,14 @@ class MixMatch(SemiSupervised):
     TRACKED = (*SemiSupervised.TRACKED, 'monitor/wu')
     HPARAMS = {
         'K': HParam(
-            'Weak views per unlabeled image for the label guess.', '>= 1', lambda v: v >= 1
+            'Weak views per unlabeled image, for its label guess.',
+            'an integer >= 1',
+            lambda v: isinstance(v, int) and v >= 1,
         ),
         'T': HParam('Sharpening temperature of the label guess.', '> 0', lambda v: v > 0),
-        'beta': HParam('Mixup weights l ~ Beta(beta, beta).', '> 0', lambda v: v > 0),
+        'mixup_beta': HParam(
+            'Mixup weights l ~ Beta(mixup_beta, mixup_beta).', '> 0', lambda v: v > 0
+        ),
         'wu': HParam('Weight of the unlabeled loss after the ramp-up.', '>= 0', lambda v: v >= 0),
         'rampup': HParam(
             'Share of the training steps over which wu rises linearly from 0.',
@@ -41,14 +46,17 @@ class MixMatch(SemiSupervised):
     }
 
     def __init__(
-        self, make_net, num_classes, K=2, T=0.5, beta=0.75, wu=75.0, rampup=0.125, **kwargs
+        self, make_net, num_classes, K=2, T=0.5, mixup_beta=0.75, wu=75.0, rampup=0.125, **kwargs
     ):
         super().__init__(make_net, num_classes, **kwargs)
         if rampup > 0 and not self.total_steps:
             raise ValueError('MixMatch ramps its unlabeled weight over training: set total_steps')
-        self.K, self.T, self.beta, self.wu = K, T, beta, wu
-        self.rampup_steps = round(rampup * (self.total_steps or 0))
-        self.views = data.Views('weak', ('weak',) * K)
+        self.K, self.T, self.mixup_beta, self.wu = K, T, mixup_beta, wu
+        self.rampup_steps = max(1, round(rampup * self.total_steps)) if rampup > 0 else 0
+
+    @property
+    def views(self):
+        return data.Views('weak', ('weak',) * self.K)
 
     def guess_labels(self, x_u):
         """Sharpened, aligned mean softmax over the K views; and the raw mean (for p_model)."""
@@ -72,7 +80,7 @@ class MixMatch(SemiSupervised):
         # MixUp over [labeled; every unlabeled view]
         x = tf.concat([x_l, *x_u], 0)
         targets = tf.concat([tf.one_hot(y_l, self.num_classes)] + [guess] * self.K, 0)
-        x_mix, targets_mix = ops.mixup(x, targets, *ops.mixup_draw(tf.shape(x)[0], self.beta))
+        x_mix, targets_mix = ops.mixup(x, targets, *ops.mixup_draw(tf.shape(x)[0], self.mixup_beta))
 
         with tf.GradientTape() as tape:
             logits = self.net(x_mix, training=True)

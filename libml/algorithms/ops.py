@@ -37,7 +37,7 @@ def mixup_draw(n, beta):
     """
     g1 = tf.random.gamma([n], beta)
     g2 = tf.random.gamma([n], beta)
-    lam = g1 / (g1 + g2)
+    lam = tf.math.divide_no_nan(g1, g1 + g2)  # A small beta can draw 0 twice: weight 1.
     return tf.maximum(lam, 1.0 - lam), tf.random.shuffle(tf.range(n))
 
 
