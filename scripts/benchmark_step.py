@@ -1,6 +1,6 @@
 r"""Measures the speed of each algorithm's train step and of its input pipeline.
 
-  python scripts/benchmark_step.py --output=benchmarks/step_cpu_<cpu>.json
+  python scripts/benchmark_step.py --output=benchmarks/step_<cpu>_64+448.json
 
 For each algorithm and architecture: seconds per train step (its forward and backward
 passes, optimizer, EMA and alignment updates) on the batch its views ask for, images/s
