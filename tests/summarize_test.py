@@ -73,18 +73,10 @@ def test_summary_tables_claims_and_plots(tmp_path):
         )
     _write(runs, 'alpha0', 1, [0.50, 0.50, 0.49], fm_recall, fm_precision, [1300, 1000, 220, 0])
     # MixMatch + CReST+ gains 3 and 1 points over MixMatch: 2.0 +- 1.4, held.
-    for fold, acc in [(1, 0.40), (2, 0.42)]:
+    for fold, acc, gain in [(1, 0.40, 0.03), (2, 0.42, 0.01)]:
         _write(runs, 'mixmatch', fold, [acc], fm_recall, fm_precision, [1300, 1000, 220, 0])
-        gain = 0.03 if fold == 1 else 0.01
-        _write(
-            runs,
-            'mixmatch_crest_plus',
-            fold,
-            [acc, acc + gain],
-            crest_recall,
-            [0.8] * 4,
-            [1000] * 4,
-        )
+        plus = [acc, acc + gain]
+        _write(runs, 'mixmatch_crest_plus', fold, plus, crest_recall, [0.8] * 4, [1000] * 4)
     os.makedirs(os.path.join(runs, 'crest', 'fold_3'))  # unfinished: no results.json
 
     out = str(tmp_path / 'out')
@@ -161,33 +153,15 @@ def test_rerun_cells_are_compared_with_the_fold_spread(tmp_path):
     recall, precision, predicted = [0.5] * 4, [0.5] * 4, [100] * 4
     for fold, acc in [(1, 0.60), (2, 0.64), (3, 0.62)]:  # fold std 2.0 points
         _write(runs, 'crest', fold, [0.5, acc], recall, precision, predicted)
-    # FixMatch's settings as args.json held them before algorithms had their own.
-    _write(
-        runs,
-        'fixmatch',
-        1,
-        [0.55],
-        recall,
-        precision,
-        predicted,
-        algorithm='fixmatch',
-        threshold=0.95,
-        wu=1.0,
-    )
+    fixmatch = (1, [0.55], recall, precision, predicted)
+    # FixMatch's settings as args.json held them before algorithms had their own...
+    _write(runs, 'fixmatch', *fixmatch, algorithm='fixmatch', threshold=0.95, wu=1.0)
     _write(again, 'crest', 1, [0.5, 0.615], recall, precision, predicted)  # +1.5: within
     _write(again, 'crest', 2, [0.5, 0.61], recall, precision, predicted)  # -3.0: outside
     _write(again, 'crest', 3, [0.5, 0.62], recall, precision, predicted, imbalance=50.0)
-    _write(  # one fold only; the same settings, newly written
-        again,
-        'fixmatch',
-        1,
-        [0.55],
-        recall,
-        precision,
-        predicted,
-        algorithm='fixmatch',
-        hparams={'threshold': 0.95, 'wu': 1.0},
-    )
+    # ...and the same settings as they are written now; one fold only.
+    hparams = {'threshold': 0.95, 'wu': 1.0}
+    _write(again, 'fixmatch', *fixmatch, algorithm='fixmatch', hparams=hparams)
     _write(again, 'crest', 4, [0.5, 0.62], recall, precision, predicted)  # not in the table
     proc = _summarize(f'--runs={runs}', f'--output={out}', f'--rerun={again}')
     assert proc.returncode == 0, proc.stderr[-2000:]
