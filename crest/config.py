@@ -11,6 +11,7 @@ values set; `resolve` adds the algorithm's defaults for the others.
 import dataclasses
 import os
 
+from crest import rebalance
 from libml import datasets, models
 from libml.algorithms import ALGORITHMS
 
@@ -43,17 +44,25 @@ class Config:
     wd: float = 5e-4
     ema_decay: float = 0.999
     ema_warmup: bool = False
+    labeled_weights: str = 'none'  # Class weights of the labeled loss (CB).
+    cb_beta: float = 0.9999
+    resample: bool = False  # Class-balanced labeled batches (RS).
     seed: int = 0  # 0: model initialisation and augmentation are not seeded.
+    method: str = ''  # The preset these settings came from, if any (crest/methods.py).
 
 
 # Values of the settings left None, by algorithm; an algorithm not listed takes FixMatch's.
 ALGORITHM_DEFAULTS = {
     'fixmatch': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=7),
     'mixmatch': dict(alpha=1 / 2, t_min=0.8, steps_per_generation=2**17, uratio=1),
+    # The FixMatch code's baselines train on 64 labeled + 64 unlabeled images.
+    'pseudo_label': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1),
+    'mean_teacher': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1),
+    'supervised': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1),
 }
 
 # Settings that do not change what a run computes, so a resumed run may change them.
-RUNTIME_ONLY = ('workdir', 'data_dir')
+RUNTIME_ONLY = ('workdir', 'data_dir', 'method')
 
 
 def resolve(cfg: Config) -> Config:
@@ -113,6 +122,13 @@ def validate(cfg: Config) -> None:
     _check(cfg.wd >= 0, 'wd', '>= 0', cfg.wd)
     _check(0 <= cfg.ema_decay < 1, 'ema_decay', 'in [0, 1)', cfg.ema_decay)
     _check(cfg.seed >= 0, 'seed', '>= 0', cfg.seed)
+    _check(
+        cfg.labeled_weights in rebalance.LABELED_WEIGHTS,
+        'labeled_weights',
+        f'one of {list(rebalance.LABELED_WEIGHTS)}',
+        cfg.labeled_weights,
+    )
+    _check(0 <= cfg.cb_beta < 1, 'cb_beta', 'in [0, 1)', cfg.cb_beta)
     for name, hparam in ALGORITHMS[cfg.algorithm].HPARAMS.items():
         value = cfg.hparams[name]
         _check(hparam.check(value), f'{cfg.algorithm}.{name}', hparam.allowed, value)

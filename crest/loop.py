@@ -83,6 +83,10 @@ def run_generation(
     gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
     tf.io.gfile.makedirs(gen_dir)
     info = datasets.get_dataset(cfg.dataset)
+    # The class distribution of this generation's labeled set (picks included): the
+    # prior of logit adjustment and the counts of class-balanced weights.
+    labeled_counts = np.bincount(labeled.labels, minlength=info.num_classes)
+    la_prior = labeled_counts / labeled_counts.sum()
     t = rebalance.temperature(g, cfg.generations, cfg.t_min)
     if cfg.dist_align == 'none':
         p_target = None
@@ -100,6 +104,7 @@ def run_generation(
             ema_warmup=cfg.ema_warmup,
             p_target=p_target,
             total_steps=cfg.steps_per_generation,
+            class_weights=rebalance.class_weights(labeled_counts, cfg.labeled_weights, cfg.cb_beta),
             **cfg.hparams,
         )
         model.compile(
@@ -107,18 +112,29 @@ def run_generation(
         )
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     stream = data.train_dataset(
-        labeled, stream_images, global_batch, cfg.uratio, model.views, seed=cfg.seed or None
+        labeled,
+        stream_images,
+        global_batch,
+        cfg.uratio,
+        model.views,
+        seed=cfg.seed or None,
+        resample=cfg.resample,
     )
+    latest = {}  # The last evaluation's test probabilities.
 
     def evaluate():
-        report = metrics.classification_report(
-            test.labels, train.predict(model.ema_net, test.images)
+        latest['probs'] = train.predict(model.ema_net, test.images)
+        report = metrics.classification_report(test.labels, latest['probs'])
+        adjusted = metrics.classification_report(
+            test.labels, metrics.logit_adjusted(latest['probs'], la_prior)
         )
         return {
             'acc/balanced': report['balanced_accuracy'],
             'recall': report['recall'],
             'precision': report['precision'],
             'predicted': report['predicted'],
+            'acc/balanced_la': adjusted['balanced_accuracy'],
+            'recall_la': adjusted['recall'],
         }
 
     prefix = f'[gen {g}/{cfg.generations - 1}] '
@@ -138,6 +154,12 @@ def run_generation(
         log=log,
         prefix=prefix,
     )
+
+    # The final model's test probabilities, from which every test number can be redone.
+    probs_test = latest.get('probs')
+    if probs_test is None:  # Trained before a restart: the restored EMA model is final.
+        probs_test = train.predict(model.ema_net, test.images)
+    data.write_array(os.path.join(gen_dir, 'test_probs.npy'), probs_test)
 
     # Pseudo-label the unlabeled pool: EMA model, no augmentation, raw softmax.
     probs_u = train.predict(model.ema_net, unlabeled.images)
@@ -162,12 +184,18 @@ def run_generation(
         'labeled_size': len(labeled),
         'balanced_accuracy': metrics.mean_of_last([e['acc/balanced'] for e in evals]),
         'evals': [{'step': e['step'], 'balanced_accuracy': e['acc/balanced']} for e in evals],
+        'balanced_accuracy_la': metrics.mean_of_last([e['acc/balanced_la'] for e in evals]),
         'test': {
             'balanced_accuracy': metrics.mean_of_last([e['acc/balanced'] for e in evals]),
             'recall': metrics.mean_of_last([e['recall'] for e in evals]),
             'precision': metrics.mean_of_last([e['precision'] for e in evals]),
             'predicted': metrics.mean_of_last([e['predicted'] for e in evals]),
             'final_balanced_accuracy': evals[-1]['acc/balanced'],
+            # Post-hoc logit adjustment by the labeled class distribution (tau = 1).
+            'balanced_accuracy_la': metrics.mean_of_last([e['acc/balanced_la'] for e in evals]),
+            'recall_la': metrics.mean_of_last([e['recall_la'] for e in evals]),
+            'final_balanced_accuracy_la': evals[-1]['acc/balanced_la'],
+            'la_prior': np.round(la_prior, 6).tolist(),
         },
         'unlabeled': metrics.classification_report(unlabeled.labels, probs_u),
         'picks': picks_info,
@@ -236,7 +264,8 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         recall = result['test']['recall']
         log(
             f'[gen {g}/{cfg.generations - 1}] balanced acc {result["balanced_accuracy"]:.4f} '
-            f'(mean of last 5 evals)  minority-class recall '
+            f'(mean of last 5 evals; with logit adjustment '
+            f'{result.get("balanced_accuracy_la", float("nan")):.4f})  minority-class recall '
             f'{", ".join(f"{names[c]} {recall[c]:.3f}" for c in np.argsort(counts)[:3])}  '
             f'picks {result["picks"]["total_picked"]} '
             f'({result["picks"]["total_precision"]:.1%} correct)'
@@ -249,6 +278,7 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         'labeled_counts': counts.tolist(),
         'sampling_rates': np.round(rates, 6).tolist(),
         'balanced_accuracy': generations[-1]['balanced_accuracy'],
+        'balanced_accuracy_la': generations[-1].get('balanced_accuracy_la'),
         'generations': generations,
     }
     data.write_json(os.path.join(cfg.workdir, 'results.json'), results)

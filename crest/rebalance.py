@@ -37,6 +37,31 @@ def sampling_rates(class_counts, alpha: float) -> np.ndarray:
     return (descending[::-1][frequency_ranks(counts)] / descending[0]) ** alpha
 
 
+LABELED_WEIGHTS = ('none', 'class_balanced', 'inverse_frequency')
+
+
+def class_weights(class_counts, mode: str, beta: float = 0.9999) -> np.ndarray | None:
+    """Per-class weights of the labeled loss, normalised to mean 1 over classes.
+
+    'class_balanced' (Cui et al., 2019, the paper's CB): w_c proportional to
+    (1 - beta) / (1 - beta^n_c), the inverse of the class's effective number of samples;
+    beta = 0.9999 is Cui et al.'s choice for CIFAR-10-LT. 'inverse_frequency' (the
+    reference code's `reweight_labeled`): w_c proportional to 1 / n_c. 'none': None.
+    """
+    if mode == 'none':
+        return None
+    counts = np.asarray(class_counts, np.float64)
+    if np.any(counts <= 0):
+        raise ValueError(f'every class needs a labeled example, got {counts.tolist()}')
+    if mode == 'class_balanced':
+        weights = (1.0 - beta) / (1.0 - beta**counts)
+    elif mode == 'inverse_frequency':
+        weights = 1.0 / counts
+    else:
+        raise ValueError(f'labeled weights must be one of {LABELED_WEIGHTS}, got {mode!r}')
+    return weights / weights.mean()
+
+
 def analytic_prior(num_classes: int, imbalance: float) -> np.ndarray:
     """The reference code's class prior p_c proportional to gamma^(-c/(L-1)), class 0 head."""
     exponent = -np.arange(num_classes) / max(num_classes - 1, 1)

@@ -124,6 +124,14 @@ def write_json(path: str, obj) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def write_array(path: str, array: np.ndarray) -> None:
+    """Writes a NumPy .npy file atomically, like `write_records`."""
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with tf.io.gfile.GFile(tmp, 'wb') as f:
+        np.save(f, array)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
 def read_json(path: str):
     with tf.io.gfile.GFile(path) as f:
         return json.load(f)
@@ -219,6 +227,22 @@ class Views:
     unlabeled: tuple[str, ...] = ()
 
 
+def _class_balanced(labeled: Records, seed: int | None) -> tf.data.Dataset:
+    """Endless (image, label) pairs, each class drawn with the same probability, each
+    class's images in a reshuffled cycle."""
+    classes = np.unique(labeled.labels)
+    per_class = []
+    for i, c in enumerate(classes):
+        members = np.flatnonzero(labeled.labels == c)
+        per_class.append(
+            tf.data.Dataset.from_tensor_slices((labeled.images[members], labeled.labels[members]))
+            .shuffle(len(members), seed=None if seed is None else seed + i)
+            .repeat()
+        )
+    weights = [1.0 / len(classes)] * len(classes)
+    return tf.data.Dataset.sample_from_datasets(per_class, weights, seed=seed)
+
+
 def train_dataset(
     labeled: Records,
     unlabeled_images: np.ndarray,
@@ -226,12 +250,17 @@ def train_dataset(
     uratio: int,
     views: Views,
     seed: int | None = None,
+    resample: bool = False,
 ) -> tf.data.Dataset:
     """An endless stream of the batches `views` asks for, as dicts:
 
     x_l, y_l: `batch_size` labeled images in their view, and their labels;
     x_u: a tuple with one batch per unlabeled view, each of the same `batch_size * uratio`
       unlabeled images (absent when `views.unlabeled` is empty).
+
+    With `resample`, labeled images are drawn class-balanced (re-sampling, RS): every
+    class equally often, i.e. each image with probability inversely proportional to its
+    class's size; the draws follow `seed`.
     """
     for name in (views.labeled, *views.unlabeled):
         if name not in augment.AUGMENTATIONS:
@@ -255,13 +284,17 @@ def train_dataset(
     # Augmentations draw from TF's global RNG; a checkpointed iterator restores the
     # order of examples but not the augmentation draws, which is fine for training.
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
-    ds_l = (
-        tf.data.Dataset.from_tensor_slices((labeled.images, labeled.labels))
-        .repeat(reps)
-        .shuffle(len(labeled) * reps, seed=seed)
-        .repeat()
-        .map(labeled_view, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(batch_size, drop_remainder=True)
+    if resample:
+        ds_l = _class_balanced(labeled, seed)
+    else:
+        ds_l = (
+            tf.data.Dataset.from_tensor_slices((labeled.images, labeled.labels))
+            .repeat(reps)
+            .shuffle(len(labeled) * reps, seed=seed)
+            .repeat()
+        )
+    ds_l = ds_l.map(labeled_view, num_parallel_calls=tf.data.AUTOTUNE).batch(
+        batch_size, drop_remainder=True
     )
     if not unlabeled_augs:
         ds = ds_l.map(lambda x, y: dict(x_l=x, y_l=y))

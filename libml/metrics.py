@@ -41,6 +41,17 @@ def classification_report(labels, probs) -> dict:
     }
 
 
+def logit_adjusted(probs, prior, tau: float = 1.0) -> np.ndarray:
+    """Post-hoc logit adjustment (Menon et al., 2021): softmax(logits - tau * log prior),
+    computed from probabilities as Normalize(probs / prior^tau).
+
+    With prior the training label distribution, it trades the head classes' recall for
+    the tail's; the argmax is the balanced-error-optimal one for a calibrated model.
+    """
+    adjusted = np.asarray(probs, np.float64) / np.asarray(prior, np.float64) ** tau
+    return adjusted / adjusted.sum(axis=1, keepdims=True)
+
+
 def mean_of_last(values, n: int = 5) -> float:
     """The paper's reported number: the mean of the last n evaluations.
 

@@ -15,6 +15,11 @@ to MixMatch's (1/2, 0.8, 2^17, 64 + 64 images).
 Each algorithm's own hyperparameters are flags named <algorithm>.<name>, e.g.
 --mixmatch.T=0.5 or --fixmatch.threshold=0.95 (see --helpfull).
 
+The methods of the paper's Table 2 by name, at its equal budget of 6 x 2^16 steps, e.g.
+--method=fixmatch_rs or --method=mixmatch_crest_plus (`python -m crest.methods` lists
+them); --total_steps sets another budget. Every run also reports its balanced accuracy
+after post-hoc logit adjustment (LA).
+
 CPU demo on Fashion-MNIST-LT: see scripts/demo.sh.
 
 Writes WORKDIR/args.json, the fold under WORKDIR/data, one WORKDIR/gen_XX folder per
@@ -33,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
-from crest import loop  # noqa: E402
+from crest import loop, methods, rebalance  # noqa: E402
 from libml import datasets  # noqa: E402
 from libml.algorithms import ALGORITHMS  # noqa: E402
 
@@ -118,6 +123,30 @@ flags.DEFINE_bool(
     'EMA decay min(decay, (1+k)/(10+k)): for runs of a few hundred steps.',
 )
 flags.DEFINE_integer('seed', _DEFAULT.seed, 'Seed of model init and augmentation; 0: unseeded.')
+flags.DEFINE_enum(
+    'labeled_weights',
+    _DEFAULT.labeled_weights,
+    list(rebalance.LABELED_WEIGHTS),
+    "Class weights of the labeled loss: class_balanced (Cui et al. 2019, the paper's CB), "
+    "inverse_frequency (the reference code's), or none.",
+)
+flags.DEFINE_float('cb_beta', _DEFAULT.cb_beta, 'beta of the class_balanced weights.')
+flags.DEFINE_bool(
+    'resample', _DEFAULT.resample, 'Class-balanced labeled batches (re-sampling, RS).'
+)
+flags.DEFINE_string(
+    'method',
+    '',
+    "A method of the paper's comparison by name (crest/methods.py): "
+    + ', '.join(methods.METHODS)
+    + '. Sets the settings that make it; flags given explicitly win.',
+)
+flags.DEFINE_integer(
+    'total_steps',
+    methods.PAPER_BUDGET,
+    'With --method: the total training steps (paper Table 2 rule: a self-training method '
+    'splits them into its generations, the others train one generation of them all).',
+)
 flags.DEFINE_integer('cpu_threads', 0, 'Limit TF to this many threads (0: all cores).')
 
 # One flag per hyperparameter of every algorithm, with the algorithm's default.
@@ -139,16 +168,26 @@ FLAGS = flags.FLAGS
 
 
 def _config() -> config_lib.Config:
-    """The Config of the flags; algorithm-dependent settings not given stay None."""
+    """The Config of the flags, with --method's preset under the flags given explicitly;
+    algorithm-dependent settings not given stay None."""
     fields = config_lib.Config.__dataclass_fields__
     values = {field: FLAGS[field].value for field in fields if field in FLAGS}
+    if FLAGS.method:
+        explicit = FLAGS['generations'].present
+        preset = methods.settings(
+            FLAGS.method, FLAGS.total_steps, FLAGS.generations if explicit else None
+        )
+        values.update({k: v for k, v in preset.items() if k not in FLAGS or not FLAGS[k].present})
+        values['method'] = preset['method']
+    elif FLAGS['total_steps'].present:
+        raise ValueError('--total_steps applies with --method only')
     values['hparams'] = {}
     for name, algorithm in ALGORITHMS.items():
         for hparam in algorithm.HPARAMS:
             flag = FLAGS[f'{name}.{hparam}']
             if not flag.present:
                 continue
-            if name != FLAGS.algorithm:
+            if name != values['algorithm']:
                 raise ValueError(f'--{flag.name} applies to --algorithm={name} only')
             values['hparams'][hparam] = flag.value
     return config_lib.Config(**values)

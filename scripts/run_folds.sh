@@ -8,24 +8,22 @@
 # last checkpoint, so the benchmark may be stopped and restarted at will. Then
 # scripts/summarize.py writes ROOT/summary/summary.md and its plots.
 #
-# Methods, all at the same total training budget (paper Table 2 rule):
-#   fixmatch     FixMatch, 1 generation of GENERATIONS x STEPS steps, no alignment
-#   fixmatch_da  FixMatch + distribution alignment t=0.5, 1 generation of GENERATIONS x STEPS
-#   crest        CReST: alpha=1/3, no alignment, GENERATIONS generations of STEPS
-#   crest_plus   CReST+: alpha=1/3, progressive alignment 1 -> 0.5, GENERATIONS x STEPS
-#   alpha0       self-training that keeps every pseudo-label (alpha=0), as crest
-#   mixmatch, mixmatch_crest, mixmatch_crest_plus
-#                the same three with MixMatch (K=2 weak views, so as many images per
-#                step as FixMatch); alpha=1/2 and t_min=0.8, MixMatch's defaults
+# Methods are the presets of crest/methods.py (`python -m crest.methods` lists them), all
+# at the same total budget of GENERATIONS x STEPS steps (paper Table 2 rule): the
+# self-training ones (CReST, CReST+, alpha0, ...) train GENERATIONS generations of STEPS,
+# the others one generation of the whole budget. The "+ LA" presets train nothing: their
+# numbers are read off the runs of the method they adjust (summarize does that). Names
+# of earlier versions still work (crest, crest_plus, fixmatch_da).
 #
 # Settings (environment variables, defaults = the Fashion-MNIST-LT CPU benchmark of
-# docs/RESULTS.md): METHODS, FOLDS (for every method but alpha0), ALPHA0_FOLDS,
-# GENERATIONS, STEPS (per generation), EVAL_EVERY, JOBS (runs in parallel, each with
-# cores / JOBS threads), and EXTRA (more scripts/crest.py flags for every run).
+# docs/RESULTS.md): METHODS (names, or `all` for every preset that trains), FOLDS (for
+# every method but alpha0), ALPHA0_FOLDS, GENERATIONS, STEPS (per generation),
+# EVAL_EVERY, JOBS (runs in parallel, each with cores / JOBS threads), and EXTRA (more
+# scripts/crest.py flags for every run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=${1:-runs/bench}
-methods=${METHODS:-fixmatch fixmatch_da crest crest_plus alpha0}
+methods=${METHODS:-fixmatch fixmatch_da05 fixmatch_crest fixmatch_crest_plus alpha0}
 folds=${FOLDS:-1 2 3}
 alpha0_folds=${ALPHA0_FOLDS:-1}
 generations=${GENERATIONS:-2}
@@ -42,18 +40,21 @@ common=(--dataset=fashion_mnist_lt --imbalance=100 --label_fraction=0.1 --arch=c
         --eval_every="$eval_every" --cpu_threads="$threads")
 total=$(( generations * steps ))
 
+# name -> kind (single, self_training, derived), from the registry.
+[ "$methods" = all ] && methods=$(.venv/bin/python -m crest.methods | cut -f1)
+declare -A kind
+listing=$(.venv/bin/python -m crest.methods $methods) || exit 1
+canonical=()
+while IFS=$'\t' read -r name method_kind _; do
+  kind[$name]=$method_kind
+  canonical+=("$name")
+done <<< "$listing"
+methods="${canonical[*]}"
+
 method_flags() {
-  case "$1" in
-    fixmatch) echo "--generations=1 --steps_per_generation=$total --dist_align=none" ;;
-    fixmatch_da) echo "--generations=1 --steps_per_generation=$total --dist_align=constant --t_min=0.5" ;;
-    crest) echo "--generations=$generations --steps_per_generation=$steps --dist_align=none" ;;
-    crest_plus) echo "--generations=$generations --steps_per_generation=$steps --dist_align=progressive" ;;
-    alpha0) echo "--generations=$generations --steps_per_generation=$steps --dist_align=none --alpha=0" ;;
-    mixmatch) echo "--algorithm=mixmatch $(method_flags fixmatch)" ;;
-    mixmatch_crest) echo "--algorithm=mixmatch $(method_flags crest)" ;;
-    mixmatch_crest_plus) echo "--algorithm=mixmatch $(method_flags crest_plus)" ;;
-    *) echo "run_folds: unknown method '$1' (fixmatch fixmatch_da crest crest_plus alpha0" \
-            "mixmatch mixmatch_crest mixmatch_crest_plus)" >&2; return 1 ;;
+  case "${kind[$1]}" in
+    single) echo "--method=$1 --total_steps=$total" ;;
+    self_training) echo "--method=$1 --total_steps=$total --generations=$generations" ;;
   esac
 }
 
@@ -62,6 +63,11 @@ method_flags() {
 todo=()
 for fold in $(printf '%s\n' $folds $alpha0_folds | sort -nu); do
   for method in $methods; do
+    if [ "${kind[$method]}" = derived ]; then
+      (( fold == $(printf '%s\n' $folds $alpha0_folds | sort -n | head -1) )) &&
+        echo "run_folds: $method trains nothing of its own: summarize reads it off another run"
+      continue
+    fi
     method_folds=$folds
     [ "$method" = alpha0 ] && method_folds=$alpha0_folds
     case " $method_folds " in *" $fold "*) ;; *) continue ;; esac

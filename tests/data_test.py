@@ -220,3 +220,27 @@ def test_cifar_from_tensorflow_datasets_keeps_the_official_order(cifar_dir, tmp_
     for field in ('train_images', 'train_labels', 'test_images', 'test_labels', 'class_names'):
         np.testing.assert_array_equal(getattr(from_tfds, field), getattr(from_archive, field))
     assert from_tfds.origin == 'tensorflow-datasets cifar10'
+
+
+def test_resampled_labeled_batches_are_class_balanced_and_follow_the_seed():
+    # Classes of 40, 8 and 2 images: drawn equally often all the same.
+    labels = np.repeat([0, 1, 2], [40, 8, 2])
+    images = (labels[:, None, None, None] * np.ones((1, 28, 28, 1))).astype(np.uint8)
+    labeled = data.Records(images, labels, np.arange(50))
+
+    def drawn(seed, batches=60):
+        stream = data.train_dataset(
+            labeled, images, 30, 1, data.Views('weak', ()), seed=seed, resample=True
+        )
+        return np.concatenate([b['y_l'].numpy() for b in stream.take(batches)])
+
+    first = drawn(seed=3)
+    counts = np.bincount(first, minlength=3)
+    assert counts.sum() == 1800
+    # Multinomial(1800, 1/3 each): std 20, so 600 +- 80 holds but for 1 run in 30,000.
+    assert np.all(np.abs(counts - 600) < 80), counts
+    np.testing.assert_array_equal(drawn(seed=3), first)
+    assert not np.array_equal(drawn(seed=4), first)
+    # Without re-sampling, classes come in their own proportions.
+    plain = data.train_dataset(labeled, images, 50, 1, data.Views('weak', ()), seed=3)
+    np.testing.assert_array_equal(np.bincount(next(iter(plain))['y_l'].numpy()), [40, 8, 2])

@@ -29,9 +29,11 @@ _SCRIPT = textwrap.dedent(
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
 
     shapes = set()  # per-replica batch sizes seen while tracing the train step
+    views = set()  # unlabeled views the algorithm reads
     train_step = loop.ALGORITHMS[algorithm].train_step
     def spy_step(self, data):
         shapes.add(tuple(x.shape[0] for x in tf.nest.flatten(data)))
+        views.add(len(self.views.unlabeled))
         return train_step(self, data)
     loop.ALGORITHMS[algorithm].train_step = spy_step
 
@@ -54,6 +56,7 @@ _SCRIPT = textwrap.dedent(
         'picked': [g['picks']['total_picked'] for g in results['generations']],
         'replica_spread': spread,
         'shapes': sorted(shapes),
+        'views': sorted(views),
     }))
     """
 )
@@ -69,5 +72,7 @@ def test_two_replica_run_keeps_replicas_in_sync(algorithm, tmp_path):
     # Mirrored training applies the same all-reduced update on both replicas.
     assert result['replica_spread'] < 1e-5
     # --batch_size is per replica: 4 labeled images (x_l, y_l) and 2 * 4 unlabeled
-    # images in each of the two views on each (in tf.nest order: x_l, x_u, y_l).
-    assert result['shapes'] == [[4, 8, 8, 4]]
+    # images in each of its views on each (in tf.nest order: x_l, x_u, y_l).
+    (views,) = result['views']
+    assert result['shapes'] == [[4, *[8] * views, 4]]
+    assert views == {'supervised': 0, 'pseudo_label': 1}.get(algorithm, 2)

@@ -30,3 +30,20 @@ def test_mean_of_last_five_per_class():
     recalls = [[0.0, 1.0], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5]]
     # Drops the first evaluation: (0.1 + ... + 0.5) / 5 = 0.3, (0.9 + ... + 0.5) / 5 = 0.7.
     assert metrics.mean_of_last(recalls) == pytest.approx([0.3, 0.7])
+
+
+def test_logit_adjustment_by_hand():
+    # [0.6, 0.4] / [0.8, 0.2] = [0.75, 2], normalised: [3/11, 8/11]: the tail class wins.
+    adjusted = metrics.logit_adjusted([[0.6, 0.4]], [0.8, 0.2])
+    np.testing.assert_allclose(adjusted, [[3 / 11, 8 / 11]])
+    np.testing.assert_allclose(
+        metrics.logit_adjusted([[0.6, 0.4]], [0.8, 0.2], tau=0), [[0.6, 0.4]]
+    )
+    # The same as subtracting tau * log prior from the logits.
+    logits = np.array([[1.0, -0.5, 2.0]])
+    prior = np.array([0.7, 0.2, 0.1])
+    probs = np.exp(logits) / np.exp(logits).sum()
+    shifted = logits - 0.5 * np.log(prior)
+    np.testing.assert_allclose(
+        metrics.logit_adjusted(probs, prior, tau=0.5), np.exp(shifted) / np.exp(shifted).sum()
+    )

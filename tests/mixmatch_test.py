@@ -36,7 +36,7 @@ def test_losses_soft_cross_entropy_on_labeled_squared_error_on_unlabeled():
     model = MixMatch(_identity_net, 2, total_steps=10)
     logits = tf.constant([[0.0, math.log(3.0)]] * 3)  # softmax [1/4, 3/4] on every row
     targets = tf.constant([[0.6, 0.4], [1.0, 0.0], [0.25, 0.75]])
-    loss_xe, loss_xeu = model.losses(logits, targets, n_l=1)
+    loss_xe, loss_xeu = model.losses(logits, targets, y_l=tf.constant([0]))
     assert float(loss_xe) == pytest.approx(-(0.6 * math.log(0.25) + 0.4 * math.log(0.75)))
     # Rows 2 and 3: mean over classes of the squared error, (0.5625 + 0) / 2.
     assert float(loss_xeu) == pytest.approx(0.5625 / 2)
@@ -46,7 +46,7 @@ def test_views_follow_k():
     model = MixMatch(_identity_net, 2, K=3, total_steps=10)
     assert model.views == data.Views('weak', ('weak', 'weak', 'weak'))
     assert MixMatch(_identity_net, 2, total_steps=10).views.unlabeled == ('weak', 'weak')
-    with pytest.raises(ValueError, match='total_steps'):
+    with pytest.raises(ValueError, match='needs total_steps'):
         MixMatch(_identity_net, 2)
 
 

@@ -77,3 +77,19 @@ def test_select_with_rate_one_keeps_all():
     probs = rng.dirichlet(np.ones(4), size=50)
     picks = rebalance.select_pseudo_labels(probs, np.ones(4))
     np.testing.assert_array_equal(np.sort(picks), np.arange(50))
+
+
+def test_class_weights_by_hand():
+    # Effective numbers with beta = 0.5: (1 - 0.5^4) / 0.5 = 1.875 and (1 - 0.5) / 0.5 = 1;
+    # weights 1 / 1.875 and 1, normalised to mean 1.
+    w = rebalance.class_weights([4, 1], 'class_balanced', beta=0.5)
+    np.testing.assert_allclose(w, np.array([1 / 1.875, 1.0]) / ((1 / 1.875 + 1) / 2))
+    np.testing.assert_allclose(rebalance.class_weights([4, 1], 'inverse_frequency'), [0.4, 1.6])
+    assert rebalance.class_weights([4, 1], 'none') is None
+    # beta -> 1 tends to inverse frequency, beta = 0 to equal weights.
+    np.testing.assert_allclose(
+        rebalance.class_weights([500, 5], 'class_balanced', beta=1 - 1e-9),
+        rebalance.class_weights([500, 5], 'inverse_frequency'),
+        rtol=1e-4,
+    )
+    np.testing.assert_allclose(rebalance.class_weights([500, 5], 'class_balanced', beta=0.0), 1)

@@ -55,7 +55,8 @@ class SemiSupervised(keras.Model):
     """Base class. `make_net()` builds a fresh backbone mapping images to logits.
 
     `total_steps`, the length of training, is for losses whose weights follow a schedule
-    (e.g. a ramp-up over a share of training).
+    (e.g. a ramp-up over a share of training). `class_weights`, one per class, weight
+    each labeled example's loss by its class (class-balanced loss); None weighs all 1.
     """
 
     # Logged names of the scalars a train step reports, in logging order.
@@ -75,11 +76,15 @@ class SemiSupervised(keras.Model):
         p_target=None,
         da_history: int = 128,
         total_steps: int | None = None,
+        class_weights=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.total_steps = total_steps
+        self.class_weights = (
+            None if class_weights is None else tf.constant(class_weights, tf.float32)
+        )
         self.wd = wd
         self.ema_decay = ema_decay
         self.ema_warmup = ema_warmup
@@ -131,6 +136,12 @@ class SemiSupervised(keras.Model):
 
     # ------------------------------------------------------------------------------
     # Pieces a train step is built from.
+
+    def labeled_loss(self, y_l, losses):
+        """Mean of the labeled examples' `losses`, each weighted by its class's weight."""
+        if self.class_weights is None:
+            return tf.reduce_mean(losses)
+        return tf.reduce_mean(tf.gather(self.class_weights, y_l) * losses)
 
     def weight_decay_loss(self):
         """sum(0.5 * ||w||^2) over conv/dense kernels and dense biases (coupled L2)."""

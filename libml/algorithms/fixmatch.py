@@ -32,7 +32,7 @@ class FixMatch(SemiSupervised):
     def losses(self, y_l, logits_l, logits_w, logits_s):
         """Supervised and unlabeled losses of one batch, and the pseudo-label mask."""
         # Supervised loss
-        loss_xe = tf.reduce_mean(ops.cross_entropy(y_l, logits_l))
+        loss_xe = self.labeled_loss(y_l, ops.cross_entropy(y_l, logits_l))
 
         # Pseudo-labels: hard, from the (aligned) weak-view prediction
         probs_w = tf.stop_gradient(tf.nn.softmax(logits_w))

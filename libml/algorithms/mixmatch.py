@@ -49,10 +49,8 @@ class MixMatch(SemiSupervised):
         self, make_net, num_classes, K=2, T=0.5, mixup_beta=0.75, wu=75.0, rampup=0.125, **kwargs
     ):
         super().__init__(make_net, num_classes, **kwargs)
-        if rampup > 0 and not self.total_steps:
-            raise ValueError('MixMatch ramps its unlabeled weight over training: set total_steps')
         self.K, self.T, self.mixup_beta, self.wu = K, T, mixup_beta, wu
-        self.rampup_steps = max(1, round(rampup * self.total_steps)) if rampup > 0 else 0
+        self.rampup_steps = ops.rampup_steps(rampup, self.total_steps)
 
     @property
     def views(self):
@@ -64,15 +62,16 @@ class MixMatch(SemiSupervised):
         probs = tf.stop_gradient(tf.reduce_mean(tf.split(tf.nn.softmax(logits), self.K), 0))
         return ops.sharpen(self.align(probs), self.T), probs
 
-    def losses(self, logits, targets, n_l):
-        """Soft cross-entropy of the first n_l (labeled) rows, squared error of the rest."""
-        loss_xe = tf.reduce_mean(ops.soft_cross_entropy(targets[:n_l], logits[:n_l]))
+    def losses(self, logits, targets, y_l):
+        """Soft cross-entropy of the first len(y_l) (labeled) rows, each weighted by its own
+        label's class; squared error of the rest."""
+        n_l = tf.shape(y_l)[0]
+        loss_xe = self.labeled_loss(y_l, ops.soft_cross_entropy(targets[:n_l], logits[:n_l]))
         loss_xeu = tf.reduce_mean(ops.squared_error(targets[n_l:], tf.nn.softmax(logits[n_l:])))
         return loss_xe, loss_xeu
 
     def train_step(self, data):
         x_l, y_l, x_u = data['x_l'], data['y_l'], data['x_u']
-        n_l = tf.shape(x_l)[0]
 
         # Label guess for the unlabeled images
         guess, probs_u = self.guess_labels(x_u)
@@ -84,7 +83,7 @@ class MixMatch(SemiSupervised):
 
         with tf.GradientTape() as tape:
             logits = self.net(x_mix, training=True)
-            loss_xe, loss_xeu = self.losses(logits, targets_mix, n_l)
+            loss_xe, loss_xeu = self.losses(logits, targets_mix, y_l)
 
             # Coupled L2 weight decay; the unlabeled weight ramps up
             loss_wd = self.weight_decay_loss()

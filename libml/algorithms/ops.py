@@ -59,3 +59,13 @@ def linear_rampup(step, length):
     if length <= 0:
         return tf.constant(1.0)
     return tf.minimum(tf.cast(step, tf.float32) / float(length), 1.0)
+
+
+def rampup_steps(share: float, total_steps: int | None) -> int:
+    """Length in steps of a ramp-up over `share` of `total_steps`: at least one step when
+    share > 0 (0: no ramp-up)."""
+    if share <= 0:
+        return 0
+    if not total_steps:
+        raise ValueError('a ramp-up over a share of training needs total_steps')
+    return max(1, round(share * total_steps))
