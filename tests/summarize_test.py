@@ -1,4 +1,5 @@
-"""scripts/summarize.py on a hand-made results tree: numbers, claims and plots."""
+"""scripts/summarize.py (crest/report/) on a hand-made results tree: numbers, claims, the
+paper's orderings and plots."""
 
 import json
 import os
@@ -23,14 +24,30 @@ def _generation(g, balanced, recall, precision, predicted):
 
 
 def _write(
-    root, method, fold, balanced_by_gen, recall, precision, predicted, first_recall=None, **args
+    root,
+    method,
+    fold,
+    balanced_by_gen,
+    recall,
+    precision,
+    predicted,
+    first_recall=None,
+    la=None,
+    **args,
 ):
-    """One results.json; first_recall, if given, is generation 0's test recall."""
+    """One results.json; first_recall, if given, is generation 0's test recall; la, if
+    given, the last generation's logit-adjusted balanced accuracy (recall reversed)."""
     folder = os.path.join(root, method, f'fold_{fold}')
     os.makedirs(folder)
     gens = [_generation(g, b, recall, precision, predicted) for g, b in enumerate(balanced_by_gen)]
     if first_recall is not None:
         gens[0]['test']['recall'] = first_recall
+    extra = {}
+    if la is not None:
+        for gen in gens:
+            gen['balanced_accuracy_la'] = la
+            gen['test'].update(balanced_accuracy_la=la, recall_la=recall[::-1])
+        extra['balanced_accuracy_la'] = la
     results = {
         'args': {
             'dataset': 'fashion_mnist_lt',
@@ -45,6 +62,7 @@ def _write(
         'labeled_counts': COUNTS,
         'balanced_accuracy': balanced_by_gen[-1],
         'generations': gens,
+        **extra,
     }
     with open(os.path.join(folder, 'results.json'), 'w') as f:
         json.dump(results, f)
@@ -63,9 +81,11 @@ def test_summary_tables_claims_and_plots(tmp_path):
     runs = str(tmp_path / 'runs')
     # FixMatch: the tiny class is never predicted, the small one precise but rarely found.
     fm_recall, fm_precision = [0.9, 0.8, 0.2, 0.0], [0.7, 0.8, 0.9, 0.0]
-    _write(runs, 'fixmatch', 1, [0.50], fm_recall, fm_precision, [1300, 1000, 220, 0])
-    _write(runs, 'fixmatch', 2, [0.54], fm_recall, fm_precision, [1300, 1000, 220, 0])
+    # With logit adjustment 55 and 57: FixMatch + LA is read off these runs.
+    _write(runs, 'fixmatch', 1, [0.50], fm_recall, fm_precision, [1300, 1000, 220, 0], la=0.55)
+    _write(runs, 'fixmatch', 2, [0.54], fm_recall, fm_precision, [1300, 1000, 220, 0], la=0.57)
     crest_recall = [0.85, 0.8, 0.5, 0.3]
+    # Folders by the names of earlier versions (crest, crest_plus) are read as the presets.
     for fold, accs in [(1, [0.50, 0.60, 0.62]), (2, [0.54, 0.62, 0.64])]:
         _write(runs, 'crest', fold, accs, crest_recall, [0.8] * 4, [1000] * 4, [0.9, 0.8, 0.3, 0.1])
         _write(
@@ -93,26 +113,33 @@ def test_summary_tables_claims_and_plots(tmp_path):
     def row(prefix):
         return next(line for line in lines if line.startswith(prefix))
 
-    # Mean +- sample std over folds: (0.62 + 0.64) / 2 = 63.0, std 0.0141 -> 1.4.
-    assert row('| CReST |').startswith(
-        '| CReST | 63.0 ± 1.4 | 62.0, 64.0 | 1, 2 | 3 x 100 = 300 | 6 |'
+    # Mean +- sample std over folds: (0.62 + 0.64) / 2 = 63.0, std 0.0141 -> 1.4; no LA
+    # numbers in these results; the paper's Table 2 number last.
+    assert row('| FixMatch + CReST |') == (
+        '| FixMatch + CReST | 63.0 ± 1.4 | - | 62.0, 64.0 | 1, 2 | 3 x 100 = 300 | 6 | 74.8 |'
     )
-    assert row('| CReST+ |').startswith('| CReST+ | 65.0 ± 1.4 |')
+    assert row('| FixMatch + CReST+ |').startswith('| FixMatch + CReST+ | 65.0 ± 1.4 |')
     # 23 generations of 60 s: FixMatch 2 x 1, CReST and CReST+ 2 x 3 each, alpha=0 3,
-    # MixMatch 2 x 1, MixMatch + CReST+ 2 x 2.
+    # MixMatch 2 x 1, MixMatch + CReST+ 2 x 2; the LA row trains nothing.
     assert 'summed over runs, 23 in all' in summary
     assert row('| MixMatch + CReST+ |').startswith('| MixMatch + CReST+ | 43.0 ± 0.0 |')
-    assert row('| FixMatch |').startswith('| FixMatch | 52.0 ± 2.8 |')
+    assert row('| FixMatch |').startswith('| FixMatch | 52.0 ± 2.8 | 56.0 ± 1.4 |')
+    assert row('| FixMatch + LA |') == (
+        "| FixMatch + LA | 56.0 ± 1.4 | - | 55.0, 57.0 | 1, 2 | 1 x 300 = 300 | FixMatch's | 70.4 |"
+    )
+    # Per-class recall with LA: FixMatch's recall_la is its recall reversed.
+    la_table = summary.split('with logit adjustment\n')[1].split('###')[0]
+    assert '| FixMatch | 0.0 | 20.0 | 80.0 | 90.0 |' in la_table
     # Pick precision per class: correct / picked summed over folds, -> 100, 100, 50, 100.
-    assert '| CReST | 0 | 10 | 90.0 | 100.0 | 100.0 | 50.0 | 100.0 |' in summary
-    assert '| CReST | 2 |' not in summary  # the last generation's picks train nothing
+    assert '| FixMatch + CReST | 0 | 10 | 90.0 | 100.0 | 100.0 | 50.0 | 100.0 |' in summary
+    assert '| FixMatch + CReST | 2 |' not in summary  # the last picks train nothing
     # Generation table: CReST gen 1 = (0.60 + 0.62) / 2.
-    assert row('| CReST | 52.0 ± 2.8 |').startswith(
-        '| CReST | 52.0 ± 2.8 | 61.0 ± 1.4 | 63.0 ± 1.4 |'
+    assert row('| FixMatch + CReST | 52.0 ± 2.8 |').startswith(
+        '| FixMatch + CReST | 52.0 ± 2.8 | 61.0 ± 1.4 | 63.0 ± 1.4 |'
     )
 
     # Recall change of CReST from generation 0 to 2, alpha=0's is none; FixMatch has 1 gen.
-    assert '| CReST | -5.0 | +0.0 | +20.0 | +20.0 |' in summary
+    assert '| FixMatch + CReST | -5.0 | +0.0 | +20.0 | +20.0 |' in summary
     assert '| Self-training (alpha=0) | +0.0 | +0.0 | +0.0 | +0.0 |' in summary
     assert '| FixMatch | -' not in summary and '| FixMatch | +' not in summary
 
@@ -135,9 +162,18 @@ def test_summary_tables_claims_and_plots(tmp_path):
     claim4 = claims['4. alpha=0 gives no gain over generations']
     assert 'last - first generation -1.0 points over 1 fold(s)' in claim4
     assert claim4.endswith('| held |')
-    claim6 = claims['6. MixMatch + CReST+ beats MixMatch (paper: +5.7)']
-    assert claim6.endswith('| 2.0 ± 1.4 points | held |')
-    assert '5 (needs mixmatch_crest and mixmatch)' in summary
+
+    # The paper's Table 2 orderings between the methods present.
+    orderings = summary.split('Table 2 orderings on these runs\n')[1]
+    assert '| FixMatch + CReST+ beats FixMatch + CReST | 78.1 vs 74.8 | +2.0 ± 0.0 | held |' in (
+        orderings
+    )
+    assert '| FixMatch + CReST beats FixMatch | 74.8 vs 67.3 | +11.0 ± 1.4 | held |' in orderings
+    assert '| FixMatch + LA beats FixMatch | 70.4 vs 67.3 | +4.0 ± 1.4 | held |' in orderings
+    assert '| MixMatch + CReST+ beats MixMatch | 66.1 vs 60.4 | +2.0 ± 1.4 | held |' in orderings
+    # FixMatch 50 / 54 against MixMatch 40 / 42: +11.0 +- 1.4.
+    assert '| FixMatch beats MixMatch | 67.3 vs 60.4 | +11.0 ± 1.4 | held |' in orderings
+    assert 'Mean Teacher' not in orderings  # no run
     assert 'fold_3' in summary  # the unfinished run is named
 
     for png in ('per_class_recall.png', 'fixmatch_precision_recall.png', 'generations.png'):
@@ -167,14 +203,14 @@ def test_rerun_cells_are_compared_with_the_fold_spread(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = open(os.path.join(out, 'summary.md')).read()
     section = summary.split('### Re-running cells')[1]
-    assert '| CReST | 1 | 60.0 | 61.5 | +1.5 | 2.0 | yes |' in section
-    assert '| CReST | 2 | 64.0 | 61.0 | -3.0 | 2.0 | no |' in section
+    assert '| FixMatch + CReST | 1 | 60.0 | 61.5 | +1.5 | 2.0 | yes |' in section
+    assert '| FixMatch + CReST | 2 | 64.0 | 61.0 | -3.0 | 2.0 | no |' in section
     assert (
-        '| CReST | 3 | 62.0 | 62.0 | +0.0 | 2.0 | not comparable: settings differ (imbalance) |'
-        in section
+        '| FixMatch + CReST | 3 | 62.0 | 62.0 | +0.0 | 2.0 | '
+        'not comparable: settings differ (imbalance) |' in section
     )
     assert '| FixMatch | 1 | 55.0 | 55.0 | +0.0 | 0.0 | no fold spread to compare with |' in section
-    assert '| CReST | 4 |' not in section
+    assert '| FixMatch + CReST | 4 |' not in section
 
 
 def test_no_finished_run_is_an_error(tmp_path):

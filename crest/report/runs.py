@@ -1,0 +1,145 @@
+"""Reading a tree of runs, RUNS/<method>/fold_<f>/results.json, and the small helpers
+every part of a report shares (means over folds, percentages, Markdown tables)."""
+
+import copy
+import glob
+import json
+import os
+import re
+
+import numpy as np
+
+from crest import methods
+
+
+def load_runs(root: str) -> tuple[dict, list[str]]:
+    """{method: {fold: results}} of the finished runs, and the unfinished run folders.
+
+    Methods are named as in the registry (folders with earlier names are read under the
+    current ones) and come in the registry's order; other folder names follow, sorted.
+    A preset that trains nothing of its own (e.g. FixMatch + LA) is added wherever the
+    runs it is read off hold its numbers (`logit_adjusted_view`).
+    """
+    runs, unfinished = {}, []
+    for fold_dir in sorted(glob.glob(os.path.join(root, '*', 'fold_*'))):
+        folder = os.path.basename(os.path.dirname(fold_dir))
+        method = methods.ALIASES.get(folder, folder)
+        match = re.fullmatch(r'fold_(\d+)', os.path.basename(fold_dir))
+        path = os.path.join(fold_dir, 'results.json')
+        if not match:
+            continue
+        if not os.path.exists(path):
+            unfinished.append(fold_dir)
+            continue
+        with open(path) as f:
+            runs.setdefault(method, {})[int(match.group(1))] = json.load(f)
+    for name, method in methods.METHODS.items():
+        source = runs.get(method.trains_as, {})
+        if method.logit_adjusted and name not in runs and source:
+            if all(r.get('balanced_accuracy_la') is not None for r in source.values()):
+                runs[name] = {
+                    f: logit_adjusted_view(r, method.trains_as) for f, r in source.items()
+                }
+    order = [m for m in methods.METHODS if m in runs] + sorted(set(runs) - set(methods.METHODS))
+    return {m: runs[m] for m in order}, unfinished
+
+
+def logit_adjusted_view(results: dict, source: str) -> dict:
+    """A run's results with the logit-adjusted test numbers in place of the plain ones.
+
+    Marked `derived_from` the source method: its picks, unlabeled-set numbers and
+    precision are the source run's, so tables of those leave it out.
+    """
+    view = copy.deepcopy(results)
+    view['derived_from'] = source
+    view['balanced_accuracy'] = results['balanced_accuracy_la']
+    for gen in view['generations']:
+        gen['balanced_accuracy'] = gen['balanced_accuracy_la']
+        gen['test']['balanced_accuracy'] = gen['test']['balanced_accuracy_la']
+        gen['test']['recall'] = gen['test']['recall_la']
+    return view
+
+
+def title(method: str) -> str:
+    """The method's name in the paper's tables."""
+    return methods.METHODS[method].title if method in methods.METHODS else method
+
+
+def own_runs(runs: dict) -> dict:
+    """The methods whose runs trained models of their own (not read off another's)."""
+    return {m: f for m, f in runs.items() if not any('derived_from' in r for r in f.values())}
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def fold_std(values: np.ndarray) -> np.ndarray:
+    """Sample standard deviation over folds (axis 0), as in the tables."""
+    return values.std(axis=0, ddof=1)
+
+
+def nanmean(values) -> float:
+    """Mean of the defined values; NaN when there is none."""
+    values = np.asarray(values, np.float64)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float('nan')
+
+
+def pct(mean: float, std: float | None = None) -> str:
+    return f'{100 * mean:.1f}' if std is None else f'{100 * mean:.1f} ± {100 * std:.1f}'
+
+
+def signed(fraction: float) -> str:
+    """A difference in points with its sign; never "-0.0"."""
+    return f'{round(100 * fraction, 1) + 0.0:+.1f}'
+
+
+def per_class(runs: dict, key) -> np.ndarray:
+    """[folds, classes] array of key(results) over the folds of one method."""
+    return np.array([key(r) for r in runs.values()], np.float64)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def class_header(first: dict) -> tuple[list[str], list[int]]:
+    names, counts = first['class_names'], first['labeled_counts']
+    return [f'{n} ({c})' for n, c in zip(names, counts, strict=True)], counts
+
+
+def first_run(runs: dict) -> dict:
+    return next(iter(next(iter(runs.values())).values()))
+
+
+# What tables and claims read from one run's results.
+
+
+def test_recall(r):
+    return r['generations'][-1]['test']['recall']
+
+
+def test_precision(r):
+    return r['generations'][-1]['test']['precision']
+
+
+def unlabeled_recall(r):
+    return r['generations'][-1]['unlabeled']['recall']
+
+
+def by_generation(r):
+    return [g['balanced_accuracy'] for g in r['generations']]
+
+
+def balanced(r):
+    return r['balanced_accuracy']
+
+
+def balanced_la(r):
+    """The logit-adjusted balanced accuracy; None for runs made before it was reported."""
+    return r.get('balanced_accuracy_la')
