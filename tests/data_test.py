@@ -5,6 +5,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from libml import data, datasets, lt
 from tests import fakes
@@ -244,3 +245,19 @@ def test_resampled_labeled_batches_are_class_balanced_and_follow_the_seed():
     # Without re-sampling, classes come in their own proportions.
     plain = data.train_dataset(labeled, images, 50, 1, data.Views('weak', ()), seed=3)
     np.testing.assert_array_equal(np.bincount(next(iter(plain))['y_l'].numpy()), [40, 8, 2])
+
+
+def test_resampled_stream_resumes_from_a_checkpoint(tmp_path):
+    labels = np.repeat([0, 1, 2], [40, 8, 2])
+    images = np.zeros((50, 28, 28, 1), np.uint8)
+    labeled = data.Records(images, labels, np.arange(50))
+    views = data.Views('weak', ('weak',))
+    stream = data.train_dataset(labeled, images, 8, 1, views, seed=3, resample=True)
+    iterator = iter(stream)
+    next(iterator)
+    path = tf.train.Checkpoint(iterator=iterator).save(str(tmp_path / 'ckpt'))
+    expected = [next(iterator)['y_l'].numpy() for _ in range(3)]
+    restored = iter(stream)
+    tf.train.Checkpoint(iterator=restored).restore(path)
+    for batch in expected:
+        np.testing.assert_array_equal(next(restored)['y_l'].numpy(), batch)
