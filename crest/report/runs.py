@@ -34,12 +34,12 @@ def load_runs(root: str) -> tuple[dict, list[str]]:
         with open(path) as f:
             runs.setdefault(method, {})[int(match.group(1))] = json.load(f)
     for name, method in methods.METHODS.items():
-        source = runs.get(method.trains_as, {})
-        if method.logit_adjusted and name not in runs and source:
-            if all(r.get('balanced_accuracy_la') is not None for r in source.values()):
-                runs[name] = {
-                    f: logit_adjusted_view(r, method.trains_as) for f, r in source.items()
-                }
+        if not method.logit_adjusted:
+            continue
+        # Its own runs (trained as the method it adjusts), or else that method's.
+        source = runs.get(name) or runs.get(method.trains_as, {})
+        if source and all(r.get('balanced_accuracy_la') is not None for r in source.values()):
+            runs[name] = {f: logit_adjusted_view(r, method.trains_as) for f, r in source.items()}
     order = [m for m in methods.METHODS if m in runs] + sorted(set(runs) - set(methods.METHODS))
     return {m: runs[m] for m in order}, unfinished
 
