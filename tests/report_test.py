@@ -37,3 +37,23 @@ def test_level_holds_when_neither_beats_the_other():
 
 def test_orderings_without_a_pair_present():
     assert claims.orderings(_runs(fixmatch=[0.5])) == 'No two methods of an ordering are present.'
+
+
+def test_a_run_made_with_an_la_preset_reads_as_its_adjusted_numbers(tmp_path):
+    import json
+
+    from crest.report import runs
+
+    folder = tmp_path / 'fixmatch_la' / 'fold_1'
+    folder.mkdir(parents=True)
+    gen = {
+        'balanced_accuracy': 0.5,
+        'balanced_accuracy_la': 0.6,
+        'test': {'recall': [0.9, 0.1], 'recall_la': [0.7, 0.5], 'balanced_accuracy_la': 0.6},
+    }
+    results = {'balanced_accuracy': 0.5, 'balanced_accuracy_la': 0.6, 'generations': [gen]}
+    (folder / 'results.json').write_text(json.dumps(results))
+    found, _ = runs.load_runs(str(tmp_path))
+    (run,) = found['fixmatch_la'].values()
+    assert run['balanced_accuracy'] == 0.6 and run['derived_from'] == 'fixmatch'
+    assert run['generations'][0]['test']['recall'] == [0.7, 0.5]
