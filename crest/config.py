@@ -9,6 +9,7 @@ values set; `resolve` adds the algorithm's defaults for the others.
 """
 
 import dataclasses
+import math
 import os
 
 from crest import rebalance
@@ -47,7 +48,7 @@ class Config:
     labeled_weights: str = 'none'  # Class weights of the labeled loss (CB).
     cb_beta: float = 0.9999
     resample: bool = False  # Class-balanced labeled batches (RS).
-    seed: int = 0  # 0: model initialisation and augmentation are not seeded.
+    seed: int = 0  # Of every random draw: initialisation, data order, augmentation.
     method: str = ''  # The preset these settings came from, if any (crest/methods.py).
 
 
@@ -60,6 +61,8 @@ ALGORITHM_DEFAULTS = {
     'mean_teacher': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1),
     'supervised': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1),
 }
+
+MAX_SEED = 4_000_000
 
 # Settings that do not change what a run computes, so a resumed run may change them.
 RUNTIME_ONLY = ('workdir', 'data_dir', 'method')
@@ -93,6 +96,11 @@ def validate(cfg: Config) -> None:
 
     `cfg` must be resolved (`resolve`).
     """
+    numbers = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    numbers.update({f'{cfg.algorithm}.{k}': v for k, v in cfg.hparams.items()})
+    for name, value in numbers.items():
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        _check(not is_number or math.isfinite(value), name, 'a finite number', value)
     _check(
         cfg.dataset in datasets.DATASETS,
         'dataset',
@@ -108,8 +116,20 @@ def validate(cfg: Config) -> None:
         f'one of {list(CLASS_PRIORS)}',
         cfg.class_prior,
     )
-    _check(cfg.imbalance >= 1, 'imbalance', '>= 1', cfg.imbalance)
-    _check(0 < cfg.label_fraction <= 1, 'label_fraction', 'in (0, 1]', cfg.label_fraction)
+    head = datasets.DATASETS[cfg.dataset].head_count
+    # gamma = N_1 / N_L: beyond N_1 the smallest class keeps no image at all.
+    _check(
+        1 <= cfg.imbalance <= head,
+        'imbalance',
+        f'in [1, {head}] for {cfg.dataset} (its largest class keeps {head} images)',
+        cfg.imbalance,
+    )
+    _check(
+        0 < cfg.label_fraction < 1,
+        'label_fraction',
+        'in (0, 1) (1 would leave no unlabeled image)',
+        cfg.label_fraction,
+    )
     _check(cfg.fold >= 1, 'fold', '>= 1', cfg.fold)
     _check(cfg.alpha >= 0, 'alpha', '>= 0', cfg.alpha)
     _check(0 <= cfg.t_min <= 1, 't_min', 'in [0, 1]', cfg.t_min)
@@ -119,9 +139,12 @@ def validate(cfg: Config) -> None:
     _check(cfg.batch_size >= 1, 'batch_size', '>= 1', cfg.batch_size)
     _check(cfg.uratio >= 1, 'uratio', '>= 1', cfg.uratio)
     _check(cfg.lr > 0, 'lr', '> 0', cfg.lr)
+    # lr * cos(pi * level * k / (16 K)) stays >= 0 up to level 8.
+    _check(0 <= cfg.lr_decay_level <= 8, 'lr_decay_level', 'in [0, 8]', cfg.lr_decay_level)
     _check(cfg.wd >= 0, 'wd', '>= 0', cfg.wd)
     _check(0 <= cfg.ema_decay < 1, 'ema_decay', 'in [0, 1)', cfg.ema_decay)
-    _check(cfg.seed >= 0, 'seed', '>= 0', cfg.seed)
+    # Generation g draws from seed * 1000 + g, which NumPy's seeding takes below 2^32.
+    _check(0 <= cfg.seed <= MAX_SEED, 'seed', f'in [0, {MAX_SEED}]', cfg.seed)
     _check(
         cfg.labeled_weights in rebalance.LABELED_WEIGHTS,
         'labeled_weights',

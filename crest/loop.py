@@ -33,8 +33,25 @@ from libml import data, datasets, metrics, models, train
 from libml.algorithms import ALGORITHMS
 
 
+def _check_workdir(workdir: str, log) -> None:
+    """Makes sure the run folder can be written (one-line errors otherwise) and clears the
+    temporary files an interrupted run left in it."""
+    try:
+        if tf.io.gfile.exists(workdir) and not tf.io.gfile.isdir(workdir):
+            raise ValueError(f'--workdir {workdir}: exists and is not a folder')
+        tf.io.gfile.makedirs(workdir)
+        probe = os.path.join(workdir, 'write-test')
+        data.write_json(probe, {})
+        tf.io.gfile.remove(probe)
+    except (OSError, tf.errors.OpError) as e:
+        reason = getattr(e, 'message', None) or getattr(e, 'strerror', None) or str(e)
+        raise ValueError(f'--workdir {workdir}: cannot write there ({reason})') from e
+    for path in data.remove_temporary_files(workdir):
+        log(f'removed {path}, left by an interrupted run')
+
+
 def _check_args(cfg: config_lib.Config) -> None:
-    """Writes args.json, or checks a re-run uses the same settings as the saved ones."""
+    """Checks a re-run uses the same settings as the saved args.json."""
     path = os.path.join(cfg.workdir, 'args.json')
     if tf.io.gfile.exists(path):
         changed = config_lib.changed_settings(data.read_json(path), cfg)
@@ -43,7 +60,13 @@ def _check_args(cfg: config_lib.Config) -> None:
                 f'{path}: this run directory was made with other values of '
                 f'{", ".join("--" + c for c in changed)}; use another --workdir'
             )
-    data.write_json(path, dataclasses.asdict(cfg))
+
+
+def _read_export(gen_dir: str) -> data.Records:
+    """A generation's exported labeled set, checked against its picks.json."""
+    picks_path = os.path.join(gen_dir, 'picks.json')
+    expected = data.read_json(picks_path).get('export')  # None: written before digests.
+    return data.read_records(os.path.join(gen_dir, 'labeled.tfrecord'), expected, picks_path)
 
 
 def _class_prior(cfg, labeled_counts) -> np.ndarray:
@@ -93,8 +116,10 @@ def run_generation(
     else:
         t = t if cfg.dist_align == 'progressive' else cfg.t_min
         p_target = rebalance.alignment_target(prior, t)
-    if cfg.seed:
-        keras.utils.set_random_seed(cfg.seed * 1000 + g)
+    # Every random draw of the generation follows this seed: the model's initialisation,
+    # the data stream's orders and augmentations, the train step's own draws.
+    seed = cfg.seed * 1000 + g
+    keras.utils.set_random_seed(seed)
     with strategy.scope():
         model = ALGORITHMS[cfg.algorithm](
             lambda: models.build_model(cfg.arch, info.num_classes, info.image_shape),
@@ -105,6 +130,7 @@ def run_generation(
             p_target=p_target,
             total_steps=cfg.steps_per_generation,
             class_weights=rebalance.class_weights(labeled_counts, cfg.labeled_weights, cfg.cb_beta),
+            seed=seed,
             **cfg.hparams,
         )
         model.compile(
@@ -117,7 +143,7 @@ def run_generation(
         global_batch,
         cfg.uratio,
         model.views,
-        seed=cfg.seed or None,
+        seed=seed,
         resample=cfg.resample,
     )
     latest = {}  # The last evaluation's test probabilities.
@@ -170,10 +196,11 @@ def run_generation(
     picked.pseudo = np.ones(len(picks), np.int64)
     picked.confidence = probs_u.max(axis=1)[picks].astype(np.float32)
     original = labeled.take(labeled.pseudo == 0)
-    data.write_records(
+    exported = data.write_records(
         os.path.join(gen_dir, 'labeled.tfrecord'), data.Records.concat([original, picked])
     )
-    picks_info = pick_summary(unlabeled, picks, predicted, rates)
+    # What the export holds, checked by whoever reads it.
+    picks_info = {**pick_summary(unlabeled, picks, predicted, rates), 'export': exported}
     data.write_json(os.path.join(gen_dir, 'picks.json'), picks_info)
 
     # Test numbers are means over the last 5 evaluations, as the paper reports them;
@@ -213,20 +240,20 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         cfg = dataclasses.replace(cfg, workdir=config_lib.default_workdir(cfg))
         log(f'run folder: {cfg.workdir}')
     strategy = strategy or tf.distribute.get_strategy()
-    tf.io.gfile.makedirs(cfg.workdir)
+    _check_workdir(cfg.workdir, log)
     _check_args(cfg)
     fold_dir = os.path.join(cfg.workdir, 'data')
     fold = data.ensure_fold(
         cfg.dataset, cfg.imbalance, cfg.label_fraction, cfg.fold, fold_dir, cfg.data_dir, log
     )
-    labeled0 = data.read_records(os.path.join(fold_dir, 'labeled.tfrecord'))
-    unlabeled = data.read_records(os.path.join(fold_dir, 'unlabeled.tfrecord'))
-    test = data.read_records(os.path.join(fold_dir, 'test.tfrecord'))
+    labeled0, unlabeled, test = (data.read_split(fold_dir, s, fold) for s in data.SPLITS)
     names = fold['class_names']
     counts = np.bincount(labeled0.labels, minlength=len(names))
     if np.any(counts == 0):
         empty = ', '.join(names[c] for c in np.flatnonzero(counts == 0))
         raise ValueError(f'no labeled example of class(es) {empty}: raise --label_fraction')
+    # Written once every check has passed, so that a mistake does not lock the folder.
+    data.write_json(os.path.join(cfg.workdir, 'args.json'), dataclasses.asdict(cfg))
     prior = _class_prior(cfg, counts)
     rates = rebalance.sampling_rates(prior, cfg.alpha)
     # The unlabeled stream is the whole long-tailed train set, labels unused.
@@ -243,24 +270,28 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
     )
 
     generations = []
+    labeled = labeled0
     for g in range(cfg.generations):
         gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
         done = os.path.join(gen_dir, 'metrics.json')
-        if tf.io.gfile.exists(done):
-            result = data.read_json(done)
-            log(
-                f'[gen {g}/{cfg.generations - 1}] finished earlier, skipped: '
-                f'balanced acc {result["balanced_accuracy"]:.4f}'
-            )
-        else:
-            if g == 0:
-                labeled = labeled0
-            else:
-                prev = os.path.join(cfg.workdir, f'gen_{g - 1:02d}', 'labeled.tfrecord')
-                labeled = data.read_records(prev)
+        result = data.read_json(done) if tf.io.gfile.exists(done) else None
+        if result is not None:
+            try:
+                exported = _read_export(gen_dir)
+                log(
+                    f'[gen {g}/{cfg.generations - 1}] finished earlier, skipped: '
+                    f'balanced acc {result["balanced_accuracy"]:.4f}'
+                )
+            except datasets.DataError as e:
+                # Its final checkpoint is kept: redoing it only pseudo-labels again.
+                log(f'{e}; redoing the pseudo-labels of generation {g}')
+                result = None
+        if result is None:
             result = run_generation(
                 cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log
             )
+            exported = _read_export(gen_dir)
+        labeled = exported  # The next generation's labeled set.
         recall = result['test']['recall']
         log(
             f'[gen {g}/{cfg.generations - 1}] balanced acc {result["balanced_accuracy"]:.4f} '

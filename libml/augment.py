@@ -2,12 +2,18 @@
 
 `weak` is the labeled / weak-unlabeled view (pad-and-crop, then horizontal flip), `strong` the
 strong-unlabeled view (weak, then RandAugment, then Cutout). Both take one float image [H, W, C]
-in [-1, 1] with a static shape (28x28x1 Fashion-MNIST or 32x32x3 CIFAR), return the same shape
-and dtype, draw their randomness per image, and run eagerly or inside `tf.data.Dataset.map`.
+in [-1, 1] with a static shape (28x28x1 Fashion-MNIST or 32x32x3 CIFAR) and a seed, return the
+same shape and dtype, and run eagerly or inside `tf.data.Dataset.map`.
+
+Every random draw is a stateless op of the seed (a [2] integer tensor; `tf.random.
+experimental.stateless_split` derives one seed per draw), so an image's augmentation is a
+function of the image and its seed: the same on every run, in any thread, after any resume.
 
 The RandAugment ops follow the PIL semantics of the reference code (google-research/crest,
 `third_party/augment_ops.py`) without tensorflow-addons: each takes a uint8 image and a
-magnitude m in [0, 1) and returns a uint8 image of the same shape. `OPS` is their registry.
+magnitude m and returns a uint8 image of the same shape; they draw nothing themselves. `OPS`
+is their registry; the geometric ones (`SIGNED`) take a signed magnitude in (-1, 1), the sign
+choosing the direction.
 """
 
 import functools
@@ -23,10 +29,6 @@ FILL_VALUE = 128
 def _enhance_factor(m):
     # Color, Contrast, Brightness and Sharpness share the reference's factor range [0.1, 1.9).
     return 0.1 + 1.8 * m
-
-
-def _random_sign(x):
-    return tf.where(tf.random.uniform([]) < 0.5, -x, x)
 
 
 def _blend(degenerate, image, factor):
@@ -63,8 +65,9 @@ def _transform(image, transform):
     return tf.where(out[..., -1:] == 0, tf.constant(FILL_VALUE, image.dtype), out[..., :-1])
 
 
-# RandAugment ops: (uint8 image [H, W, C], magnitude m in [0, 1)) -> uint8 image [H, W, C].
-# Ops without a magnitude still take m, so that every op has the same signature.
+# RandAugment ops: (uint8 image [H, W, C], magnitude m in [0, 1)) -> uint8 image [H, W, C];
+# the geometric ones take m in (-1, 1). Ops without a magnitude still take m, so that every
+# op has the same signature.
 
 
 def identity(image, m):
@@ -160,9 +163,9 @@ def sharpness(image, m):
 
 
 def rotate(image, m):
-    """Rotates by +-30m degrees about the image centre."""
+    """Rotates by 30m degrees about the image centre, m in (-1, 1)."""
     h, w, _ = image.shape
-    theta = _random_sign(30.0 * m) * (math.pi / 180.0)
+    theta = 30.0 * m * (math.pi / 180.0)
     cos, sin = tf.cos(theta), tf.sin(theta)
     x0 = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2.0
     y0 = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2.0
@@ -170,24 +173,22 @@ def rotate(image, m):
 
 
 def shear_x(image, m):
-    """Shears by +-0.3m: row y moves sideways by 0.3m * y pixels."""
-    level = _random_sign(0.3 * m)
-    return _transform(image, [1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    """Shears by 0.3m, m in (-1, 1): row y moves sideways by 0.3m * y pixels."""
+    return _transform(image, [1.0, 0.3 * m, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
 
 
 def shear_y(image, m):
-    level = _random_sign(0.3 * m)
-    return _transform(image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0])
+    return _transform(image, [1.0, 0.0, 0.0, 0.3 * m, 1.0, 0.0, 0.0, 0.0])
 
 
 def translate_x(image, m):
-    """Moves the content by +-10m pixels at 32 px (TRANSLATE_CONST = 10), scaled to the width."""
-    pixels = _random_sign(10.0 * m * image.shape[1] / 32.0)
+    """Moves the content by 10m pixels at 32 px (TRANSLATE_CONST = 10), scaled to the width."""
+    pixels = 10.0 * m * image.shape[1] / 32.0
     return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
 
 
 def translate_y(image, m):
-    pixels = _random_sign(10.0 * m * image.shape[0] / 32.0)
+    pixels = 10.0 * m * image.shape[0] / 32.0
     return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0])
 
 
@@ -210,6 +211,9 @@ OPS = {
     'TranslateY': translate_y,
 }
 
+# The ops that move the image one way or the other: RandAugment draws the direction.
+SIGNED = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY')
+
 
 def _to_uint8(image):
     # Saturating cast truncates, so a pixel can lose one level (SPEC B section 9, item 14).
@@ -220,42 +224,52 @@ def _to_float(image):
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def _random_layer(image, ops, prob):
-    """With probability `prob`, applies one op drawn uniformly from `ops` at m ~ U[0, 1)."""
-    m = tf.random.uniform([])
-    index = tf.random.uniform([], maxval=len(ops), dtype=tf.int32)
-    branches = [functools.partial(op, image, m) for op in ops]
+def _uniform(seed, minval=0.0, maxval=1.0, dtype=tf.float32):
+    return tf.random.stateless_uniform([], seed, minval, maxval, dtype)
+
+
+def _random_layer(image, ops, prob, seed):
+    """With probability `prob`, applies one op drawn uniformly from `ops` at m ~ U[0, 1),
+    with a random sign for the SIGNED ops."""
+    m_seed, sign_seed, op_seed, coin_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 4)
+    )
+    m = _uniform(m_seed)
+    signed_m = tf.where(_uniform(sign_seed) < 0.5, -m, m)
+    index = _uniform(op_seed, 0, len(ops), tf.int32)
+    branches = [functools.partial(op, image, signed_m if name in SIGNED else m) for name, op in ops]
     # switch_case keeps the choice inside the graph: a fresh op for every image in tf.data.
     return tf.cond(
-        tf.random.uniform([]) < prob,
+        _uniform(coin_seed) < prob,
         lambda: tf.switch_case(index, branches),
         lambda: image,
     )
 
 
-def randaugment(image, num_layers=2, prob=0.5):
+def randaugment(image, seed, num_layers=2, prob=0.5):
     """FixMatch's RandAugment variant (`randaug2-0.5---all`).
 
     Each of the `num_layers` layers draws its own op from `OPS` and its own continuous magnitude,
     and is applied with probability `prob`. The ops work on uint8, as the reference's PIL-like
     ops do. Returns a float image in [-1, 1] of the input's shape.
     """
-    ops = list(OPS.values())  # Read at call time, so that a test can swap the registry.
+    ops = list(OPS.items())  # Read at call time, so that a test can swap the registry.
     x = _to_uint8(image)
-    for _ in range(num_layers):
-        x = _random_layer(x, ops, prob)
+    for layer_seed in tf.unstack(tf.random.experimental.stateless_split(seed, num_layers)):
+        x = _random_layer(x, ops, prob, layer_seed)
     return _to_float(x)
 
 
-def cutout(image, size):
+def cutout(image, size, seed):
     """Sets a size x size square to 0 (mid-gray in [-1, 1]); it may stick out of the image.
 
     The centre is round(U[0, side)) on each axis, so it can sit on the last row or column, or
     one beyond it, and then only part of the square is inside.
     """
     h, w, _ = image.shape
-    cy = tf.cast(tf.round(tf.random.uniform([], 0.0, h)), tf.int32)
-    cx = tf.cast(tf.round(tf.random.uniform([], 0.0, w)), tf.int32)
+    y_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    cy = tf.cast(tf.round(_uniform(y_seed, 0.0, h)), tf.int32)
+    cx = tf.cast(tf.round(_uniform(x_seed, 0.0, w)), tf.int32)
 
     def inside(center, side):
         start = center - size // 2
@@ -265,17 +279,20 @@ def cutout(image, size):
     return tf.where(square, tf.zeros_like(image), image)
 
 
-def weak(image):
+def weak(image, seed):
     """Reflect-pads by 4 pixels and crops back at a random offset, then flips with p = 0.5."""
     h, w, c = image.shape
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]], mode='REFLECT')
-    return tf.image.random_flip_left_right(tf.image.random_crop(padded, [h, w, c]))
+    cropped = tf.image.stateless_random_crop(padded, [h, w, c], crop_seed)
+    return tf.image.stateless_random_flip_left_right(cropped, flip_seed)
 
 
-def strong(image):
+def strong(image, seed):
     """weak, then RandAugment, then Cutout of half the image side (16 px at 32, 14 at 28)."""
-    image = randaugment(weak(image))
-    return cutout(image, min(image.shape[0], image.shape[1]) // 2)
+    weak_seed, ra_seed, cut_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    image = randaugment(weak(image, weak_seed), ra_seed)
+    return cutout(image, min(image.shape[0], image.shape[1]) // 2, cut_seed)
 
 
 # The views an algorithm may ask the input pipeline for (`data.Views`), by name.

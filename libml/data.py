@@ -6,12 +6,20 @@ A fold folder holds `labeled.tfrecord`, `unlabeled.tfrecord`, `test.tfrecord` an
 records); pseudo-labeled records also carry `pseudo` = 1 and their `confidence`.
 Files are written under a temporary name and renamed, so a crash never leaves a
 truncated file under the real name; `counts.json` is written last and marks a complete
-fold.
+fold. It records each file's number of records and SHA-256 digest, which every read
+checks: a file cut short (even at a record boundary) or swapped is refused or rebuilt.
+Temporary names are random and created exclusively, so a planted link is never
+followed; `remove_temporary_files` clears those a crash left behind.
 """
 
+import contextlib
 import dataclasses
+import fnmatch
+import hashlib
 import json
 import os
+import secrets
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -63,40 +71,100 @@ _FEATURES = {
 }
 
 
-def write_records(path: str, records: Records) -> None:
-    """Writes `records` to `path` atomically (temporary file, then rename)."""
-    tmp = f'{path}.tmp-{os.getpid()}'
+TEMPORARY = '*.tmp-*'  # The pattern of temporary file names.
+
+
+@contextlib.contextmanager
+def _atomic(path: str):
+    """Yields a temporary name beside `path`, renamed to `path` if the block succeeds,
+    removed if it fails. Locally the name is random and the file created exclusively
+    (no planted link can be followed); other file systems get a random suffix."""
+    if '://' in path:
+        tmp = f'{path}.tmp-{secrets.token_hex(8)}'
+    else:
+        fd, tmp = tempfile.mkstemp(
+            prefix=os.path.basename(path) + '.tmp-', dir=os.path.dirname(path) or '.'
+        )
+        os.close(fd)
+    try:
+        yield tmp
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            tf.io.gfile.remove(tmp)
+        raise
+
+
+def remove_temporary_files(folder: str) -> list[str]:
+    """Removes the temporary files an interrupted write left anywhere under `folder`."""
+    removed = []
+    for root, _, files in tf.io.gfile.walk(folder):
+        for name in fnmatch.filter(files, TEMPORARY):
+            tf.io.gfile.remove(os.path.join(root, name))
+            removed.append(os.path.join(root, name))
+    return removed
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, 'rb') as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_records(path: str, records: Records) -> dict:
+    """Writes `records` to `path` atomically; returns {'records': N, 'sha256': digest},
+    what `read_records` checks the file against."""
     pngs = tf.data.Dataset.from_tensor_slices(records.images).map(
         tf.io.encode_png, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    with tf.io.TFRecordWriter(tmp) as writer:
-        for png, label, id_, pseudo, conf in zip(
-            pngs.as_numpy_iterator(),
-            records.labels,
-            records.ids,
-            records.pseudo,
-            records.confidence,
-            strict=True,
-        ):
-            feature = {
-                'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
-                'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-                'id': tf.train.Feature(int64_list=tf.train.Int64List(value=[id_])),
-            }
-            if pseudo:
-                feature['pseudo'] = tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))
-                feature['confidence'] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=[conf])
-                )
-            example = tf.train.Example(features=tf.train.Features(feature=feature))
-            writer.write(example.SerializeToString())
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    with _atomic(path) as tmp:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for png, label, id_, pseudo, conf in zip(
+                pngs.as_numpy_iterator(),
+                records.labels,
+                records.ids,
+                records.pseudo,
+                records.confidence,
+                strict=True,
+            ):
+                feature = {
+                    'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+                    'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                    'id': tf.train.Feature(int64_list=tf.train.Int64List(value=[id_])),
+                }
+                if pseudo:
+                    feature['pseudo'] = tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))
+                    feature['confidence'] = tf.train.Feature(
+                        float_list=tf.train.FloatList(value=[conf])
+                    )
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                writer.write(example.SerializeToString())
+        written = {'records': len(records), 'sha256': file_digest(tmp)}
+    return written
 
 
-def read_records(path: str) -> Records:
-    """Reads a whole TFRecord file into memory through tf.data; errors name the file."""
+def check_file(path: str, expected: dict | None, recorded_in: str) -> None:
+    """Raises DataError unless `path` exists and has the digest `expected` records (the
+    dict `write_records` returned, kept in `recorded_in`); None checks existence only."""
     if not tf.io.gfile.exists(path):
         raise datasets.DataError(f'{path}: not found')
+    if expected is not None and file_digest(path) != expected['sha256']:
+        raise datasets.DataError(
+            f'{path}: not the file {recorded_in} records ({expected["records"]} records, '
+            f'SHA-256 {expected["sha256"][:12]}...): it was cut short or replaced'
+        )
+
+
+def read_records(path: str, expected: dict | None = None, recorded_in: str = '') -> Records:
+    """Reads a whole TFRecord file into memory through tf.data; errors name the file.
+
+    With `expected` ({'records', 'sha256'} from `write_records`, kept in the file
+    `recorded_in`), a file that is not the one written is refused.
+    """
+    check_file(path, expected, recorded_in)
 
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, _FEATURES)
@@ -118,23 +186,28 @@ def read_records(path: str) -> Records:
 
 def write_json(path: str, obj) -> None:
     """Writes JSON atomically, like `write_records`."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with tf.io.gfile.GFile(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    with _atomic(path) as tmp:
+        with tf.io.gfile.GFile(tmp, 'w') as f:
+            json.dump(obj, f, indent=1)
 
 
 def write_array(path: str, array: np.ndarray) -> None:
     """Writes a NumPy .npy file atomically, like `write_records`."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with tf.io.gfile.GFile(tmp, 'wb') as f:
-        np.save(f, array)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    with _atomic(path) as tmp:
+        with tf.io.gfile.GFile(tmp, 'wb') as f:
+            np.save(f, array)
 
 
 def read_json(path: str):
+    """The JSON content of `path`; a DataError naming the file if it cannot be parsed."""
     with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise datasets.DataError(
+            f'{path}: not valid JSON ({e}); it was cut short or edited: restore or delete it'
+        ) from e
 
 
 # --------------------------------------------------------------------------------------
@@ -185,24 +258,39 @@ def create_fold(
     summary['class_names'] = list(source.class_names)
     summary['source'] = source.origin
     summary['longtail'] = counts
+    summary['files'] = {}
     for name, records in splits.items():
         path = os.path.join(output_dir, f'{name}.tfrecord')
         log(f'writing {path} ({len(records)} images)')
-        write_records(path, records)
+        summary['files'][f'{name}.tfrecord'] = write_records(path, records)
         summary[name] = np.bincount(records.labels, minlength=info.num_classes).tolist()
     write_json(os.path.join(output_dir, COUNTS_FILE), summary)
     return summary
 
 
+def read_split(fold_dir: str, split: str, summary: dict) -> Records:
+    """One split of a fold, checked against its counts.json `summary`."""
+    name = f'{split}.tfrecord'
+    expected = summary.get('files', {}).get(name)  # Folds made before digests: unchecked.
+    return read_records(os.path.join(fold_dir, name), expected, COUNTS_FILE)
+
+
 def ensure_fold(dataset, imbalance, label_fraction, fold, output_dir, data_dir=None, log=print):
-    """Returns counts.json of the fold in `output_dir`, creating the fold if missing."""
+    """Returns counts.json of the fold in `output_dir`, creating the fold if missing and
+    rebuilding it (the same images, from the source) if a file is missing or changed."""
     path = os.path.join(output_dir, COUNTS_FILE)
     if tf.io.gfile.exists(path):
         summary = read_json(path)
         spec = fold_spec(dataset, imbalance, label_fraction, fold)
         if {k: summary.get(k) for k in spec} != spec:
             raise datasets.DataError(f'{path}: holds another fold than {spec}')
-        return summary
+        try:
+            for split in SPLITS:
+                name = f'{split}.tfrecord'
+                check_file(os.path.join(output_dir, name), summary.get('files', {}).get(name), path)
+            return summary
+        except datasets.DataError as e:
+            log(f'{e}; rebuilding the fold')
     return create_fold(dataset, imbalance, label_fraction, fold, output_dir, data_dir, log)
 
 
@@ -227,7 +315,7 @@ class Views:
     unlabeled: tuple[str, ...] = ()
 
 
-def _class_balanced(labeled: Records, seed: int | None) -> tf.data.Dataset:
+def _class_balanced(labeled: Records, seed: int) -> tf.data.Dataset:
     """Endless (image, label) pairs, each class drawn with the same probability, each
     class's images in a reshuffled cycle."""
     classes = np.unique(labeled.labels)
@@ -236,7 +324,7 @@ def _class_balanced(labeled: Records, seed: int | None) -> tf.data.Dataset:
         members = np.flatnonzero(labeled.labels == c)
         per_class.append(
             tf.data.Dataset.from_tensor_slices((labeled.images[members], labeled.labels[members]))
-            .shuffle(len(members), seed=None if seed is None else seed + i)
+            .shuffle(len(members), seed=seed + i)
             .repeat()
         )
     weights = [1.0 / len(classes)] * len(classes)
@@ -249,7 +337,7 @@ def train_dataset(
     batch_size: int,
     uratio: int,
     views: Views,
-    seed: int | None = None,
+    seed: int = 0,
     resample: bool = False,
 ) -> tf.data.Dataset:
     """An endless stream of the batches `views` asks for, as dicts:
@@ -260,7 +348,12 @@ def train_dataset(
 
     With `resample`, labeled images are drawn class-balanced (re-sampling, RS): every
     class equally often, i.e. each image with probability inversely proportional to its
-    class's size; the draws follow `seed`.
+    class's size.
+
+    Every random draw follows `seed`: the orders (seeded shuffles and re-sampling) and
+    each image's augmentation, whose stateless seed is (seed, stream, position in the
+    stream). The stream is the same on every run, and one restored from a checkpoint of
+    its iterator continues exactly where it stopped.
     """
     for name in (views.labeled, *views.unlabeled):
         if name not in augment.AUGMENTATIONS:
@@ -273,17 +366,21 @@ def train_dataset(
     labeled_aug = augment.AUGMENTATIONS[views.labeled]
     unlabeled_augs = [augment.AUGMENTATIONS[name] for name in views.unlabeled]
 
-    def labeled_view(x, y):
-        return labeled_aug(to_float(x)), y
+    def element_seed(stream, index):
+        return tf.stack([tf.constant(2 * seed + stream, tf.int64), index])
 
-    def unlabeled_views(x):
+    def labeled_view(index, example):
+        x, y = example
+        return labeled_aug(to_float(x), element_seed(0, index)), y
+
+    def unlabeled_views(index, x):
         x = to_float(x)
-        return tuple(aug(x) for aug in unlabeled_augs)
+        seeds = tf.random.experimental.stateless_split(element_seed(1, index), len(unlabeled_augs))
+        return tuple(aug(x, seeds[v]) for v, aug in enumerate(unlabeled_augs))
 
     options = tf.data.Options()
-    # Augmentations draw from TF's global RNG; a checkpointed iterator restores the
-    # order of examples but not the augmentation draws, which is fine for training.
-    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    # Nothing in the pipeline may hold state outside the iterator's checkpoint.
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.FAIL
     if resample:
         ds_l = _class_balanced(labeled, seed)
     else:
@@ -293,8 +390,10 @@ def train_dataset(
             .shuffle(len(labeled) * reps, seed=seed)
             .repeat()
         )
-    ds_l = ds_l.map(labeled_view, num_parallel_calls=tf.data.AUTOTUNE).batch(
-        batch_size, drop_remainder=True
+    ds_l = (
+        ds_l.enumerate()
+        .map(labeled_view, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size, drop_remainder=True)
     )
     if not unlabeled_augs:
         ds = ds_l.map(lambda x, y: dict(x_l=x, y_l=y))
@@ -303,6 +402,7 @@ def train_dataset(
         tf.data.Dataset.from_tensor_slices(unlabeled_images)
         .shuffle(len(unlabeled_images), seed=seed)
         .repeat()
+        .enumerate()
         .map(unlabeled_views, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size * uratio, drop_remainder=True)
     )

@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 import tarfile
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -71,13 +72,10 @@ def _cifar_parse(data: bytes, label_bytes: int, name: str) -> tuple[np.ndarray, 
     return np.ascontiguousarray(images), labels
 
 
-def _cifar_files(data_dir: str, archive: str, members: dict[str, list[str]]) -> dict[str, bytes]:
-    """Reads CIFAR .bin files from `data_dir`/`archive` or from extracted files.
-
-    `members` maps a key to its base file names ('data_batch_1.bin', ...). Extracted files
-    may sit directly in data_dir or in the archive's top folder inside it.
-    """
-    wanted = {base for names in members.values() for base in names}
+def _cifar_files(data_dir: str, archive: str, names: list[str]) -> dict[str, bytes]:
+    """{name: content} of CIFAR files ('data_batch_1.bin', ...) from `data_dir`/`archive`
+    or extracted, directly in data_dir or in the archive's top folder inside it."""
+    wanted = set(names)
     found: dict[str, bytes] = {}
     path = os.path.join(data_dir, archive)
     if os.path.exists(path):
@@ -87,7 +85,7 @@ def _cifar_files(data_dir: str, archive: str, members: dict[str, list[str]]) -> 
                     base = os.path.basename(member.name)
                     if member.isfile() and base in wanted:
                         found[base] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as e:
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DataError(f'{path}: not a readable .tar.gz archive ({e})') from e
     else:
         for root, _, files in os.walk(data_dir):
@@ -98,7 +96,7 @@ def _cifar_files(data_dir: str, archive: str, members: dict[str, list[str]]) -> 
     if missing:
         where = path if os.path.exists(path) else data_dir
         raise DataError(f'{where}: missing CIFAR binary file(s) {", ".join(missing)}')
-    return {key: b''.join(found[b] for b in names) for key, names in members.items()}
+    return found
 
 
 def _cifar_from_dir(data_dir: str, num_classes: int) -> Source:
@@ -109,10 +107,15 @@ def _cifar_from_dir(data_dir: str, num_classes: int) -> Source:
     else:
         archive, label_bytes, meta = 'cifar-100-binary.tar.gz', 2, 'fine_label_names.txt'
         train, test = ['train.bin'], ['test.bin']
-    files = _cifar_files(data_dir, archive, {'train': train, 'test': test, 'meta': [meta]})
-    x_train, y_train = _cifar_parse(files['train'], label_bytes, f'{data_dir}: {train[0]}')
-    x_test, y_test = _cifar_parse(files['test'], label_bytes, f'{data_dir}: {test[0]}')
-    names = tuple(n.strip() for n in files['meta'].decode().splitlines() if n.strip())
+    files = _cifar_files(data_dir, archive, [*train, *test, meta])
+    # Each file parsed on its own, so that an error names the file at fault.
+    parsed = {n: _cifar_parse(files[n], label_bytes, f'{data_dir}: {n}') for n in train + test}
+    x_train, y_train = (np.concatenate(a) for a in zip(*(parsed[n] for n in train), strict=True))
+    x_test, y_test = (np.concatenate(a) for a in zip(*(parsed[n] for n in test), strict=True))
+    try:
+        names = tuple(n.strip() for n in files[meta].decode().splitlines() if n.strip())
+    except UnicodeDecodeError as e:
+        raise DataError(f'{data_dir}: {meta} is not text ({e})') from e
     for split, labels in (('train', y_train), ('test', y_test)):
         if labels.max() >= num_classes:
             raise DataError(f'{data_dir}: {split} label {labels.max()} >= {num_classes} classes')
@@ -144,15 +147,19 @@ def read_idx(path: str) -> np.ndarray:
         opener = gzip.open if path.endswith('.gz') else open
         with opener(path, 'rb') as f:
             data = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib: a corrupt deflate stream.
         raise DataError(f'{path}: cannot read ({e})') from e
     if len(data) < 4 or data[:2] != b'\0\0' or data[2] != 0x08:
         raise DataError(f'{path}: not an IDX file of unsigned bytes')
     ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise DataError(f'{path}: IDX header cut short ({len(data)} bytes)')
     shape = struct.unpack(f'>{ndim}I', data[4 : 4 + 4 * ndim])
     body = data[4 + 4 * ndim :]
     if len(body) != int(np.prod(shape)):
         raise DataError(f'{path}: header says {shape} = {np.prod(shape)} bytes, found {len(body)}')
+    if not len(body):
+        raise DataError(f'{path}: holds no data (shape {shape})')
     return np.frombuffer(body, np.uint8).reshape(shape)
 
 

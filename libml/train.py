@@ -73,6 +73,30 @@ def predict(net, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     return np.concatenate(probs)
 
 
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite."""
+
+
+def _restore(checkpoint, manager, log, prefix) -> str | None:
+    """Restores the latest checkpoint that can be restored, newest first; its path, or
+    None when there is none. A corrupt one is reported and the previous one tried."""
+    errors = []
+    for path in reversed(manager.checkpoints):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+            return path
+        except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways.
+            reason = (getattr(e, 'message', None) or str(e) or type(e).__name__).splitlines()[0]
+            log(f'{prefix}{path}: cannot be restored ({reason}); trying the previous checkpoint')
+            errors.append(f'{path}: {reason}')
+    if errors:
+        raise ValueError(
+            f'no checkpoint of {manager.directory} can be restored ({"; ".join(errors)}); '
+            'delete that folder to train this generation again from the start'
+        )
+    return None
+
+
 def _format_duration(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f'{m // 60}h{m % 60:02d}m' if m >= 60 else f'{m}m{s:02d}s'
@@ -123,15 +147,19 @@ def train(
         return strategy.experimental_distribute_values_from_function(shard)
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, iterator=iterator)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, 'ckpt'), 2)
+    ckpt_dir = os.path.join(workdir, 'ckpt')
+    # A save interrupted by a crash leaves its shards in <prefix>_temp: never restored.
+    for leftover in tf.io.gfile.glob(os.path.join(ckpt_dir, '*_temp')):
+        tf.io.gfile.rmtree(leftover)
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, 2)
     evals_path = os.path.join(workdir, 'evals.json')
     evals = []
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    restored = _restore(checkpoint, manager, log, prefix)
+    if restored:
         step = int(model.optimizer.iterations.numpy())
         saved = data.read_json(evals_path) if tf.io.gfile.exists(evals_path) else []
         evals = [e for e in saved if e['step'] <= step]
-        log(f'{prefix}resumed from {manager.latest_checkpoint} at step {step}')
+        log(f'{prefix}resumed from {restored} at step {step}')
     step = int(model.optimizer.iterations.numpy())
 
     @tf.function
@@ -148,6 +176,13 @@ def train(
         train_scalars = {name: float(t.result()) for name, t in model.trackers.items()}
         for t in model.trackers.values():
             t.reset_state()
+        if not math.isfinite(train_scalars['loss/total']):
+            last = f'step {step - n}' if step - n else 'none yet'
+            raise TrainingDiverged(
+                f'{prefix}the training loss became {train_scalars["loss/total"]} by step '
+                f'{step}; stopped before this evaluation and checkpoint, the last checkpoint '
+                f'({last}) is kept: lower --lr or the unlabeled loss weight'
+            )
         train_scalars['monitor/lr'] = float(model.optimizer.learning_rate)
         result = {'step': step, **train_scalars, **evaluate()}
         evals.append(result)

@@ -40,6 +40,7 @@ flags.DEFINE_integer('uratio', 7, 'Unlabeled images per labeled image.')
 flags.DEFINE_integer('steps', 3, 'Timed steps per architecture (after 2 warm-up steps).')
 flags.DEFINE_integer('pipeline_batches', 20, 'Batches timed for the input pipeline; 0: none.')
 flags.DEFINE_string('output', None, 'Optional JSON file for the figures.')
+flags.DEFINE_bool('deterministic', True, 'Op determinism on, as scripts/crest.py runs by default.')
 
 FLAGS = flags.FLAGS
 
@@ -134,6 +135,8 @@ def time_pipeline(name: str, shape: tuple, batch: int, uratio: int, batches: int
 
 def main(argv):
     del argv
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
     cpu = _cpu_model()
     peak = matmul_peak()
     print(f'{cpu}, {os.cpu_count()} CPUs: float32 matmul peak {peak / 1e9:.1f} GFLOP/s', flush=True)
@@ -141,6 +144,7 @@ def main(argv):
         'cpu': cpu,
         'cpus': os.cpu_count(),
         'command': ' '.join(sys.argv),
+        'deterministic': FLAGS.deterministic,
         'matmul_gflop_per_second': round(peak / 1e9, 1),
         'steps': [],
         'pipeline': [],

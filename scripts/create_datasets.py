@@ -15,13 +15,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TF's C++ start-up chatter out.
 
+import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from crest import config as config_lib  # noqa: E402
 from libml import data, datasets  # noqa: E402
 
 flags.DEFINE_enum('dataset', 'cifar10lt', list(datasets.DATASETS), 'Data set.')
 flags.DEFINE_float('imbalance', 100.0, 'gamma = N_1 / N_L, >= 1.')
-flags.DEFINE_float('label_fraction', 0.1, 'beta, labeled share of each class, in (0, 1].')
+flags.DEFINE_float('label_fraction', 0.1, 'beta, labeled share of each class, in (0, 1).')
 flags.DEFINE_integer('fold', 1, 'Labeled/unlabeled split seed, >= 1.')
 flags.DEFINE_string('data_dir', None, 'Folder with the official files (see libml/datasets.py).')
 flags.DEFINE_string('output_dir', None, 'Where to write the fold.')
@@ -33,18 +35,16 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    checks = [
-        (FLAGS.imbalance >= 1, f'--imbalance must be >= 1, got {FLAGS.imbalance}'),
-        (
-            0 < FLAGS.label_fraction <= 1,
-            f'--label_fraction must be in (0, 1], got {FLAGS.label_fraction}',
-        ),
-        (FLAGS.fold >= 1, f'--fold must be >= 1, got {FLAGS.fold}'),
-    ]
-    for ok, message in checks:
-        if not ok:
-            sys.exit(f'error: {message}')
+    cfg = config_lib.Config(
+        dataset=FLAGS.dataset,
+        imbalance=FLAGS.imbalance,
+        label_fraction=FLAGS.label_fraction,
+        fold=FLAGS.fold,
+    )
     try:
+        config_lib.validate(config_lib.resolve(cfg))  # The trainer's checks of these flags.
+        if tf.io.gfile.exists(FLAGS.output_dir) and not tf.io.gfile.isdir(FLAGS.output_dir):
+            raise ValueError(f'--output_dir {FLAGS.output_dir}: exists and is not a folder')
         summary = data.create_fold(
             FLAGS.dataset,
             FLAGS.imbalance,
@@ -53,8 +53,8 @@ def main(argv):
             FLAGS.output_dir,
             FLAGS.data_dir,
         )
-    except (ValueError, datasets.DataError) as e:
-        sys.exit(f'error: {e}')
+    except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
+        sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')
     for split in data.SPLITS:
         print(f'{split:10s} {sum(summary[split]):6d}  per class {summary[split]}')
 

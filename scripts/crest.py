@@ -122,7 +122,18 @@ flags.DEFINE_bool(
     _DEFAULT.ema_warmup,
     'EMA decay min(decay, (1+k)/(10+k)): for runs of a few hundred steps.',
 )
-flags.DEFINE_integer('seed', _DEFAULT.seed, 'Seed of model init and augmentation; 0: unseeded.')
+flags.DEFINE_integer(
+    'seed',
+    _DEFAULT.seed,
+    'Seed of every random draw (initialisation, data order, augmentation, mixup): the '
+    'same flags and seed give the same run, resumed or not.',
+)
+flags.DEFINE_bool(
+    'deterministic',
+    True,
+    'Run TensorFlow ops deterministically (tf.config.experimental.enable_op_determinism), '
+    'so that the same run gives bit-identical numbers on the same machine and software.',
+)
 flags.DEFINE_enum(
     'labeled_weights',
     _DEFAULT.labeled_weights,
@@ -202,6 +213,8 @@ def main(argv):
     except ValueError as e:
         sys.exit(f'error: {e}')
 
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
     if FLAGS.cpu_threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.cpu_threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.cpu_threads)
@@ -211,8 +224,10 @@ def main(argv):
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
     try:
         loop.run(cfg, strategy=strategy, log=lambda msg: print(msg, flush=True))
-    except (ValueError, datasets.DataError) as e:
-        sys.exit(f'error: {e}')
+    except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
+        # OSError and TensorFlow's errors: a disk that is full or a file that cannot be
+        # written, mostly; their message names the file.
+        sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')
 
 
 if __name__ == '__main__':

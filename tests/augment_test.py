@@ -17,6 +17,13 @@ SHAPES = [(28, 28, 1), (32, 32, 3)]
 MODES = ['eager', 'tf.data']
 # 0.5 would give the enhance ops factor 1.0 (no change); at 0.9, int(256m) != int(255m).
 M_VALUES = (0.0, 0.3, 0.9)
+# The geometric ops take a signed magnitude: both directions.
+SIGNED_M_VALUES = (0.0, 0.3, -0.9)
+
+
+def _seeds(n, key=0):
+    """n distinct stateless seeds [n, 2]."""
+    return np.stack([np.full(n, key), np.arange(n)], axis=1).astype(np.int64)
 
 
 def _run(fn, inputs, mode):
@@ -108,7 +115,7 @@ def _expected(name, x, m):
         'TranslateY': 10 * m * x.shape[0] / 32,
     }[name]
     h, w, _ = x.shape
-    return [_np_transform(x, _spec_vector(name, s * level, h, w)) for s in (1, -1)]
+    return [_np_transform(x, _spec_vector(name, level, h, w))]
 
 
 def test_registry_holds_the_16_ops_of_the_spec():
@@ -122,11 +129,11 @@ def test_registry_holds_the_16_ops_of_the_spec():
 @pytest.mark.parametrize('shape', SHAPES, ids=str)
 @pytest.mark.parametrize('name', sorted(augment.OPS))
 def test_op_matches_its_definition(name, shape, mode):
-    tf.random.set_seed(0)
-    x = _uint8_images(shape, len(M_VALUES))
-    ms = np.array(M_VALUES, np.float32)
+    m_values = SIGNED_M_VALUES if name in augment.SIGNED else M_VALUES
+    x = _uint8_images(shape, len(m_values))
+    ms = np.array(m_values, np.float32)
     y = _run(augment.OPS[name], (x, ms), mode)
-    for xi, m, yi in zip(x, M_VALUES, y, strict=True):
+    for xi, m, yi in zip(x, m_values, y, strict=True):
         candidates = _expected(name, xi, m)
         assert any(np.array_equal(yi, c) for c in candidates), f'{name} at m={m}'
     # The expectations above could be identities by mistake: at m = 0.9 every op must act,
@@ -145,10 +152,10 @@ def test_posterize_below_a_quarter_keeps_the_top_bit_not_black(m):
 @pytest.mark.parametrize('mode', MODES)
 @pytest.mark.parametrize('name', ['TranslateX', 'TranslateY'])
 def test_translate_moves_a_pixel_and_fills_with_gray(name, mode):
-    tf.random.set_seed(6)
     x = np.zeros((20, 32, 32, 3), np.uint8)
     x[:, 10, 16] = 200
-    y = _run(augment.OPS[name], (x, np.full(20, 0.5, np.float32)), mode)  # 5 px at 32 px.
+    ms = np.tile(np.float32([0.5, -0.5]), 10)  # 5 px at 32 px, one way or the other.
+    y = _run(augment.OPS[name], (x, ms), mode)
     axis = 1 if name == 'TranslateX' else 0
     seen = set()
     for yi in y:
@@ -179,9 +186,8 @@ def _dispatch_stats(num_layers, mode, monkeypatch):
         return op
 
     monkeypatch.setattr(augment, 'OPS', {f'op{i}': fake(i) for i in range(16)})
-    tf.random.set_seed(1)
     x = -np.ones((400, 8, 8, 3), np.float32)  # uint8 0, which no fake op writes.
-    y = _run(lambda im: augment.randaugment(im, num_layers, 0.5), (x,), mode)
+    y = _run(lambda im, s: augment.randaugment(im, s, num_layers, 0.5), (x, _seeds(400, 1)), mode)
     u = np.round((y[:, 0, 0] + 1) * 127.5).astype(int)
     applied = u[:, 0] > 0
     return applied.mean(), (u[applied, 0] - 8) // 16, u[applied, 1] / 255
@@ -200,13 +206,12 @@ def test_randaugment_draws_op_magnitude_and_coin_per_image(mode, monkeypatch):
 @pytest.mark.parametrize('mode', MODES)
 @pytest.mark.parametrize('shape', SHAPES, ids=str)
 def test_randaugment_range_and_identity_at_prob_0(shape, mode):
-    tf.random.set_seed(2)
     x = np.random.default_rng(2).uniform(-1, 1, (8, *shape)).astype(np.float32)
-    y = _run(augment.randaugment, (x,), mode)
+    y = _run(augment.randaugment, (x, _seeds(8, 2)), mode)
     assert y.min() >= -1 and y.max() <= 1
     assert np.mean([not np.allclose(a, b, atol=0.01) for a, b in zip(x, y, strict=True)]) > 0.5
     # With no op applied only the uint8 round trip remains, which truncates.
-    y = _run(lambda im: augment.randaugment(im, prob=0.0), (x,), mode)
+    y = _run(lambda im, s: augment.randaugment(im, s, prob=0.0), (x, _seeds(8)), mode)
     u = np.floor((x + 1) * np.float32(127.5))
     np.testing.assert_array_equal(y, u / np.float32(127.5) - np.float32(1))
 
@@ -214,10 +219,9 @@ def test_randaugment_range_and_identity_at_prob_0(shape, mode):
 @pytest.mark.parametrize('mode', MODES)
 @pytest.mark.parametrize('shape', SHAPES, ids=str)
 def test_cutout_zeroes_one_clipped_square(shape, mode):
-    tf.random.set_seed(3)
     size = shape[0] // 2
     x = np.full((400, *shape), 0.5, np.float32)
-    y = _run(lambda im: augment.cutout(im, size), (x,), mode)
+    y = _run(lambda im, s: augment.cutout(im, size, s), (x, _seeds(400, 3)), mode)
     interior, clipped = 0, set()  # Sides cut by the border: (edge, rows or columns left).
     for yi in y:
         assert set(np.unique(yi)) <= {0.0, 0.5}
@@ -255,10 +259,9 @@ def _weak_views(image):
 @pytest.mark.parametrize('mode', MODES)
 @pytest.mark.parametrize('shape', SHAPES, ids=str)
 def test_weak_is_a_reflect_padded_crop_maybe_flipped(shape, mode):
-    tf.random.set_seed(4)
     image = (np.arange(np.prod(shape)).reshape(shape) / np.prod(shape) * 2 - 1).astype(np.float32)
     views = _weak_views(image)
-    y = _run(augment.weak, (np.stack([image] * 48),), mode)
+    y = _run(augment.weak, (np.stack([image] * 48), _seeds(48, 4)), mode)
     seen = set()
     for yi in y:
         matches = [key for key, view in views.items() if np.array_equal(yi, view)]
@@ -271,9 +274,8 @@ def test_weak_is_a_reflect_padded_crop_maybe_flipped(shape, mode):
 @pytest.mark.parametrize('mode', MODES)
 @pytest.mark.parametrize('shape', SHAPES, ids=str)
 def test_strong_changes_most_images_and_always_cuts_out(shape, mode):
-    tf.random.set_seed(5)
     x = np.random.default_rng(5).uniform(-1, 1, (32, *shape)).astype(np.float32)
-    y = _run(augment.strong, (x,), mode)
+    y = _run(augment.strong, (x, _seeds(32, 5)), mode)
     assert y.min() >= -1 and y.max() <= 1
     changed = [not np.allclose(a, b, atol=0.01) for a, b in zip(x, y, strict=True)]
     assert np.mean(changed) > 0.9
@@ -292,3 +294,23 @@ def test_strong_changes_most_images_and_always_cuts_out(shape, mode):
                 plain.append(key)
     assert 0.1 < len(plain) / len(y) < 0.6
     assert len(set(plain)) > 1, 'crop and flip happen before RandAugment'
+
+
+@pytest.mark.parametrize('mode', MODES)
+@pytest.mark.parametrize('name', ['weak', 'strong'])
+def test_an_augmentation_is_a_function_of_image_and_seed(name, mode):
+    augmentation = augment.AUGMENTATIONS[name]
+    x = np.random.default_rng(6).uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
+    first = _run(augmentation, (x, _seeds(16, 7)), mode)
+    np.testing.assert_array_equal(_run(augmentation, (x, _seeds(16, 7)), mode), first)
+    other = _run(augmentation, (x, _seeds(16, 8)), mode)
+    assert np.mean([not np.array_equal(a, b) for a, b in zip(first, other, strict=True)]) > 0.8
+
+
+def test_randaugment_draws_the_direction_of_the_geometric_ops(monkeypatch):
+    monkeypatch.setattr(augment, 'OPS', {'TranslateX': augment.translate_x})
+    x = np.zeros((64, 32, 32, 1), np.float32)
+    x[:, :, 16] = 1.0  # A bright column in the middle.
+    y = _run(lambda im, s: augment.randaugment(im, s, 1, 1.0), (x, _seeds(64, 9)), 'eager')
+    column = np.argmax(y[:, 0, :, 0], axis=1)
+    assert (column < 16).any() and (column > 16).any(), 'moved both ways'

@@ -261,3 +261,39 @@ def test_resampled_stream_resumes_from_a_checkpoint(tmp_path):
     tf.train.Checkpoint(iterator=restored).restore(path)
     for batch in expected:
         np.testing.assert_array_equal(next(restored)['y_l'].numpy(), batch)
+
+
+def test_writes_replace_a_planted_link_instead_of_following_it(tmp_path):
+    victim = tmp_path / 'victim'
+    victim.write_text('keep me')
+    (tmp_path / 'args.json').symlink_to(victim)
+    data.write_json(str(tmp_path / 'args.json'), {'a': 1})
+    assert victim.read_text() == 'keep me'
+    assert not (tmp_path / 'args.json').is_symlink()
+    assert data.read_json(str(tmp_path / 'args.json')) == {'a': 1}
+    assert sorted(os.listdir(tmp_path)) == ['args.json', 'victim']  # No temporary file left.
+
+
+def test_temporary_files_left_by_a_crash_are_removed(tmp_path):
+    (tmp_path / 'gen_00').mkdir()
+    left = [tmp_path / 'results.json.tmp-x1y2', tmp_path / 'gen_00' / 'labeled.tfrecord.tmp-9']
+    for path in left:
+        path.write_text('')
+    (tmp_path / 'gen_00' / 'picks.json').write_text('{}')
+    removed = data.remove_temporary_files(str(tmp_path))
+    assert sorted(removed) == sorted(str(p) for p in left)
+    assert os.listdir(tmp_path / 'gen_00') == ['picks.json']
+
+
+def test_a_fold_file_replaced_or_cut_is_refused_by_a_checked_read(tiny, tmp_path):
+    out = str(tmp_path / 'fold')
+    summary = data.create_fold('tiny', 10, 0.5, 1, out, tiny, log=lambda _: None)
+    unlabeled = data.read_split(out, 'unlabeled', summary)
+    path = os.path.join(out, 'unlabeled.tfrecord')
+    data.write_records(path, unlabeled.take(np.arange(len(unlabeled) - 1)))  # One record short.
+    with pytest.raises(datasets.DataError, match='unlabeled.tfrecord: not the file counts.json'):
+        data.read_split(out, 'unlabeled', summary)
+    logs = []
+    data.ensure_fold('tiny', 10, 0.5, 1, out, tiny, log=logs.append)
+    assert any('rebuilding the fold' in line for line in logs)
+    assert len(data.read_split(out, 'unlabeled', summary)) == len(unlabeled)

@@ -91,21 +91,26 @@ def write_fashion_mnist(folder, per_class_train, per_class_test, seed=0):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(source: str, *args: str, timeout: int = 600) -> dict:
-    """Runs `source` in a fresh Python process with the repository importable and returns
-    the JSON it printed on a line starting 'RESULT '.
-
-    For what must happen before TensorFlow starts, e.g. splitting the CPU into logical
-    devices.
-    """
+def run_process(source: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs `source` in a fresh Python process with the repository importable."""
     env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, '-c', source, *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_python(source: str, *args: str, timeout: int = 600) -> dict:
+    """Runs `source` in a fresh Python process (`run_process`) and returns the JSON it
+    printed on a line starting 'RESULT '.
+
+    For what must happen before TensorFlow starts, e.g. splitting the CPU into logical
+    devices.
+    """
+    proc = run_process(source, *args, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     return json.loads(lines[0][len('RESULT ') :])

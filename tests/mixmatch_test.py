@@ -57,8 +57,8 @@ def test_train_step_by_hand(monkeypatch):
     partners = np.array([3, 0, 5, 1, 2, 4], np.int32)
     draws = []
 
-    def fixed_draw(n, beta):
-        draws.append((int(n), beta))
+    def fixed_draw(n, beta, seed):
+        draws.append((int(n), beta, seed.numpy().tolist()))
         return weights, partners
 
     monkeypatch.setattr(ops, 'mixup_draw', fixed_draw)
@@ -91,7 +91,8 @@ def test_train_step_by_hand(monkeypatch):
     loss_wd = fakes.tiny_net_l2(model.net)
 
     result = model.train_step(dict(x_l=tf.constant(x_l), y_l=tf.constant(y_l), x_u=x_u))
-    assert draws == [(n_l + k * n_u, 0.75)]  # One draw for the whole batch, Beta(0.75, 0.75).
+    # One draw for the whole batch, Beta(0.75, 0.75), keyed by (seed, replica, step).
+    assert draws == [(n_l + k * n_u, 0.75, [0, 0])]
     assert float(result['loss/xe']) == pytest.approx(loss_xe, rel=1e-4)
     assert float(result['loss/xeu']) == pytest.approx(loss_xeu, rel=1e-4)
     assert float(result['loss/wd']) == pytest.approx(loss_wd, rel=1e-5)

@@ -49,9 +49,8 @@ def test_mixup_mixes_images_and_targets_with_the_same_weights():
 
 
 def test_mixup_draw_weights_follow_max_of_beta():
-    tf.random.set_seed(0)
     n, beta = 100_000, 0.75
-    weights, partners = ops.mixup_draw(n, beta)
+    weights, partners = ops.mixup_draw(n, beta, tf.constant([3, 0], tf.int64))
     weights = weights.numpy()
     assert weights.min() >= 0.5 and weights.max() <= 1.0
     assert sorted(partners.numpy().tolist()) == list(range(n))
@@ -65,6 +64,15 @@ def test_mixup_draw_weights_follow_max_of_beta():
     assert weights.mean() == pytest.approx(expected, abs=3e-3)
     # The median of max(l, 1 - l) is the 3/4 quantile of l; a Beta(1, 1) would give 0.75.
     assert np.median(weights) > 0.76
+
+
+def test_mixup_draw_is_a_function_of_its_seed():
+    seed = tf.constant([5, 17], tf.int64)
+    first = ops.mixup_draw(64, 0.75, seed)
+    for a, b in zip(first, ops.mixup_draw(64, 0.75, seed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = ops.mixup_draw(64, 0.75, tf.constant([5, 18], tf.int64))
+    assert not np.array_equal(first[0], other[0]) and not np.array_equal(first[1], other[1])
 
 
 @pytest.mark.parametrize('step,length,expected', [(0, 10, 0.0), (5, 10, 0.5), (20, 10, 1.0)])

@@ -2,6 +2,7 @@
 and inference functions that do not keep finished models alive."""
 
 import gc
+import glob
 import json
 import os
 import weakref
@@ -22,7 +23,7 @@ def test_half_cosine_schedule():
     assert float(train.HalfCosine(0.03, 1000)(1000)) == pytest.approx(0.0294, abs=1e-4)
 
 
-def _run(workdir, steps):
+def _run(workdir, steps, logs=None):
     """FixMatch on the tiny net, evaluated and checkpointed every 2 steps."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (3, 4, 2, 2, 1)).astype(np.float32)
@@ -31,7 +32,8 @@ def _run(workdir, steps):
     model.compile(optimizer=train.make_optimizer(0.03, steps))
     stream = tf.data.Dataset.from_tensors(batch).repeat()
     evaluate = lambda: {'acc/balanced': 0.5}  # noqa: E731
-    return train.train(model, stream, steps, 2, str(workdir), evaluate, log=lambda _: None)
+    log = logs.append if logs is not None else lambda _: None
+    return train.train(model, stream, steps, 2, str(workdir), evaluate, log=log)
 
 
 class Killed(Exception):
@@ -76,3 +78,24 @@ def test_predict_does_not_keep_a_net_alive():
     del net
     gc.collect()
     assert ref() is None
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    _run(tmp_path, 4)  # Checkpoints at steps 2 and 4.
+    (data_file,) = glob.glob(str(tmp_path / 'ckpt' / 'ckpt-4.data-*'))
+    with open(data_file, 'r+b') as f:
+        f.truncate(16)
+    logs = []
+    evals = _run(tmp_path, 6, logs)
+    assert any('ckpt-4: cannot be restored' in line for line in logs), logs
+    assert any('resumed from' in line and 'ckpt-2' in line for line in logs), logs
+    assert [e['step'] for e in evals] == [2, 4, 6]
+
+
+def test_leftovers_of_an_interrupted_checkpoint_are_removed(tmp_path):
+    _run(tmp_path, 2)
+    leftover = tmp_path / 'ckpt' / 'ckpt-4_temp'
+    leftover.mkdir()
+    (leftover / 'part-00000-of-00001.data-00000-of-00001').write_bytes(b'half')
+    _run(tmp_path, 4)
+    assert not leftover.exists()

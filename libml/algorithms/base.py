@@ -57,6 +57,7 @@ class SemiSupervised(keras.Model):
     `total_steps`, the length of training, is for losses whose weights follow a schedule
     (e.g. a ramp-up over a share of training). `class_weights`, one per class, weight
     each labeled example's loss by its class (class-balanced loss); None weighs all 1.
+    `seed` keys the random draws a train step makes (`step_seed`).
     """
 
     # Logged names of the scalars a train step reports, in logging order.
@@ -77,10 +78,12 @@ class SemiSupervised(keras.Model):
         da_history: int = 128,
         total_steps: int | None = None,
         class_weights=None,
+        seed: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_classes = num_classes
+        self.seed = seed
         self.total_steps = total_steps
         self.class_weights = (
             None if class_weights is None else tf.constant(class_weights, tf.float32)
@@ -136,6 +139,14 @@ class SemiSupervised(keras.Model):
 
     # ------------------------------------------------------------------------------
     # Pieces a train step is built from.
+
+    def step_seed(self):
+        """A stateless seed for the random draws of this train step: a function of the
+        model's seed, the replica and the step, so a resumed run draws the same."""
+        ctx = tf.distribute.get_replica_context()
+        replica = 0 if ctx is None else ctx.replica_id_in_sync_group
+        key = tf.cast(self.seed, tf.int64) * 1024 + tf.cast(replica, tf.int64)
+        return tf.stack([key, tf.cast(self.optimizer.iterations, tf.int64)])
 
     def labeled_loss(self, y_l, losses):
         """Mean of the labeled examples' `losses`, each weighted by its class's weight."""

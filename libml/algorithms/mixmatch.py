@@ -79,7 +79,9 @@ class MixMatch(SemiSupervised):
         # MixUp over [labeled; every unlabeled view]
         x = tf.concat([x_l, *x_u], 0)
         targets = tf.concat([tf.one_hot(y_l, self.num_classes)] + [guess] * self.K, 0)
-        x_mix, targets_mix = ops.mixup(x, targets, *ops.mixup_draw(tf.shape(x)[0], self.mixup_beta))
+        x_mix, targets_mix = ops.mixup(
+            x, targets, *ops.mixup_draw(tf.shape(x)[0], self.mixup_beta, self.step_seed())
+        )
 
         with tf.GradientTape() as tape:
             logits = self.net(x_mix, training=True)

@@ -28,17 +28,19 @@ def sharpen(probs, temperature):
     return sharpened / tf.reduce_sum(sharpened, axis=-1, keepdims=True)
 
 
-def mixup_draw(n, beta):
-    """Mixup's random choices for n examples: (weights, partners).
+def mixup_draw(n, beta, seed):
+    """Mixup's random choices for n examples, a function of the stateless `seed`:
+    (weights, partners).
 
     weights[i] = max(l, 1 - l) with l ~ Beta(beta, beta), drawn as g1 / (g1 + g2) with
     g1, g2 ~ Gamma(beta); taking the max keeps every mixed example closer to its own
     original (weight >= 0.5). partners is a random permutation of 0..n-1.
     """
-    g1 = tf.random.gamma([n], beta)
-    g2 = tf.random.gamma([n], beta)
+    gamma_seed, order_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    g1, g2 = tf.unstack(tf.random.stateless_gamma([2, n], gamma_seed, alpha=beta))
     lam = tf.math.divide_no_nan(g1, g1 + g2)  # A small beta can draw 0 twice: weight 1.
-    return tf.maximum(lam, 1.0 - lam), tf.random.shuffle(tf.range(n))
+    partners = tf.argsort(tf.random.stateless_uniform([n], order_seed))
+    return tf.maximum(lam, 1.0 - lam), partners
 
 
 def mixup(x, targets, weights, partners):

@@ -1,0 +1,113 @@
+"""Exact resume: a tiny 2-generation run, killed with SIGKILL at several moments and
+resumed each time, ends identical to the same run uninterrupted; and two uninterrupted
+runs are identical. Each run is a fresh process, with op determinism on as the driver
+sets it."""
+
+import json
+import os
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests import fakes
+
+# Runs the tiny CReST+ run in tmp/run; KILL names a moment at which the process kills
+# itself with SIGKILL (after the given number of earlier passes there).
+_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    from crest import config as config_lib, loop
+    from libml import data, datasets
+    from tests import fakes
+
+    tmp, kill = sys.argv[1], sys.argv[2]
+    datasets.DATASETS['tiny'] = fakes.tiny_fashion_mnist(tmp + '/src', 30, 3, 24)
+    cfg = config_lib.Config(
+        workdir=tmp + '/run', dataset='tiny', data_dir=tmp + '/src', imbalance=8,
+        label_fraction=0.3, arch='cnn_small', generations=2, steps_per_generation=6,
+        eval_every=2, batch_size=8, uratio=2, ema_warmup=True, seed=3)
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def wrap(owner, name, before=None, after=None):
+        original = getattr(owner, name)
+        def wrapped(*args, **kwargs):
+            if before and before(*args, **kwargs): die()
+            result = original(*args, **kwargs)
+            if after and after(*args, **kwargs): die()
+            return result
+        setattr(owner, name, wrapped)
+
+    saves = []
+    def nth_save(n):
+        def check(*args, **kwargs):
+            saves.append(1)
+            return len(saves) == n
+        return check
+
+    if kill == 'data':  # The fold half written: labeled.tfrecord done, the rest not.
+        wrap(data, 'write_records', before=lambda path, *_: path.endswith('unlabeled.tfrecord'))
+    elif kill == 'mid_generation':  # Between checkpoints (at step 2, not 4).
+        wrap(tf.train.CheckpointManager, 'save', before=nth_save(2))
+    elif kill == 'after_checkpoint':  # Right after a checkpoint (step 4).
+        wrap(tf.train.CheckpointManager, 'save', after=nth_save(2))
+    elif kill == 'export':  # Labeled set exported, picks.json not yet.
+        wrap(data, 'write_json', before=lambda path, *_: path.endswith('picks.json'))
+    elif kill == 'next_generation':  # Generation 1, after its first checkpoint.
+        def first_of_gen1(self, checkpoint_number=None):
+            return 'gen_01' in self.directory and checkpoint_number == 2
+        wrap(tf.train.CheckpointManager, 'save', after=first_of_gen1)
+    loop.run(cfg, log=lambda _: None)
+    print('RESULT ' + json.dumps({'finished': True}))
+    """
+)
+
+KILLS = ['data', 'mid_generation', 'after_checkpoint', 'export', 'next_generation']
+
+
+def _run(tmp, kill=''):
+    return fakes.run_process(_SCRIPT, str(tmp), kill)
+
+
+def _outcome(run_dir):
+    """Everything a run decides, without its timings."""
+    from libml import data
+
+    with open(os.path.join(run_dir, 'results.json')) as f:
+        results = json.load(f)
+    for gen in results['generations']:
+        del gen['seconds']
+    for where in ('workdir', 'data_dir'):  # Each run is in a folder of its own.
+        del results['args'][where]
+    outcome = {'results': results}
+    for g in (0, 1):
+        gen_dir = os.path.join(run_dir, f'gen_{g:02d}')
+        with open(os.path.join(gen_dir, 'picks.json')) as f:
+            outcome[f'picks_{g}'] = json.load(f)
+        exported = data.read_records(os.path.join(gen_dir, 'labeled.tfrecord'))
+        outcome[f'export_{g}'] = [exported.ids.tolist(), exported.labels.tolist()]
+        outcome[f'confidence_{g}'] = exported.confidence.tolist()
+        outcome[f'test_probs_{g}'] = np.load(os.path.join(gen_dir, 'test_probs.npy')).tolist()
+    return outcome
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_runs_end_identical_to_an_uninterrupted_one(tmp_path):
+    assert _run(tmp_path / 'a').returncode == 0
+    expected = _outcome(tmp_path / 'a' / 'run')
+    assert expected['results']['generations'][0]['picks']['total_picked'] > 0
+
+    # A second uninterrupted run: the same, bit for bit.
+    assert _run(tmp_path / 'b').returncode == 0
+    assert _outcome(tmp_path / 'b' / 'run') == expected
+
+    # One run killed at each moment in turn, every re-run resuming the previous crash.
+    for kill in KILLS:
+        proc = _run(tmp_path / 'c', kill)
+        assert proc.returncode == -9, (kill, proc.returncode, proc.stderr[-2000:])
+    assert _run(tmp_path / 'c').returncode == 0
+    assert _outcome(tmp_path / 'c' / 'run') == expected

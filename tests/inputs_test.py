@@ -1,0 +1,249 @@
+"""Every bad input a one-line error: a table of cases run through the driver
+(scripts/crest.py, in this process), each with the message it must give, and nothing
+left behind that a later run would trust (no args.json, no fold marked complete)."""
+
+import errno
+import gzip
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+from absl import flags
+
+from libml import data, datasets
+from tests import fakes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def cli():
+    """scripts/crest.py loaded once (its flags can be defined only once per process)."""
+    spec = importlib.util.spec_from_file_location('crest_cli', f'{ROOT}/scripts/crest.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _error(cli, *argv) -> str | None:
+    """The message the driver exits with for these flags, or None if it ran through."""
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(['crest.py', '--nodeterministic', *argv])
+    try:
+        cli.main(['crest.py'])
+    except SystemExit as e:
+        return str(e.code)
+    return None
+
+
+# (flags, the start of the message). Each runs with its own --workdir.
+FLAG_CASES = [
+    (['--lr=inf'], '--lr must be a finite number, got inf'),
+    (['--lr=nan'], '--lr must be a finite number, got nan'),
+    (['--lr=0'], '--lr must be > 0'),
+    (['--fixmatch.wu=nan'], '--fixmatch.wu must be a finite number, got nan'),
+    (['--fixmatch.wu=-1'], '--fixmatch.wu must be >= 0, got -1.0'),
+    (['--fixmatch.threshold=1.5'], '--fixmatch.threshold must be in [0, 1]'),
+    (['--wd=-1'], '--wd must be >= 0'),
+    (['--wd=inf'], '--wd must be a finite number'),
+    (['--ema_decay=1'], '--ema_decay must be in [0, 1)'),
+    (['--lr_decay_level=9'], '--lr_decay_level must be in [0, 8]'),
+    (['--lr_decay_level=nan'], '--lr_decay_level must be a finite number'),
+    (['--seed=5000000'], '--seed must be in [0, 4000000], got 5000000'),
+    (['--seed=-1'], '--seed must be in [0, 4000000]'),
+    (['--imbalance=10000'], '--imbalance must be in [1, 5000] for cifar10lt'),
+    (['--imbalance=0.5'], '--imbalance must be in [1, 5000]'),
+    (['--imbalance=inf'], '--imbalance must be a finite number'),
+    (['--label_fraction=1'], '--label_fraction must be in (0, 1) (1 would leave no unlabeled'),
+    (['--label_fraction=0'], '--label_fraction must be in (0, 1)'),
+    (['--alpha=-1'], '--alpha must be >= 0'),
+    (['--alpha=nan'], '--alpha must be a finite number'),
+    (['--t_min=1.5'], '--t_min must be in [0, 1]'),
+    (['--fold=0'], '--fold must be >= 1'),
+    (['--generations=0'], '--generations must be >= 1'),
+    (['--steps_per_generation=0'], '--steps_per_generation must be >= 1'),
+    (['--eval_every=0'], '--eval_every must be >= 1'),
+    (['--batch_size=0'], '--batch_size must be >= 1'),
+    (['--uratio=0'], '--uratio must be >= 1'),
+    (['--cb_beta=1'], '--cb_beta must be in [0, 1)'),
+    (['--dataset=mnist'], '--dataset must be one of'),
+    (['--arch=resnet'], '--arch must be one of'),
+    (['--algorithm=mixmatch', '--mixmatch.T=0'], '--mixmatch.T must be > 0'),
+    (['--algorithm=mixmatch', '--mixmatch.K=0'], '--mixmatch.K must be an integer >= 1'),
+    (['--algorithm=mixmatch', '--fixmatch.threshold=0.9'], '--fixmatch.threshold applies to'),
+    (['--method=nope'], '--method must be one of'),
+    (['--method=mixmatch', '--mixmatch.T=0'], '--mixmatch.T must be > 0'),
+    (['--method=fixmatch_da05', '--t_min=2'], '--t_min must be in [0, 1], got 2.0'),
+    (['--total_steps=100'], '--total_steps applies with --method only'),
+]
+
+
+@pytest.mark.parametrize(
+    'argv,message', FLAG_CASES, ids=lambda v: ' '.join(v) if isinstance(v, list) else ''
+)
+def test_bad_flag(cli, argv, message, tmp_path):
+    error = _error(cli, *argv, f'--workdir={tmp_path / "run"}')
+    assert error is not None and error.startswith(f'error: {message}'), error
+    assert '\n' not in error
+    assert not (tmp_path / 'run').exists()  # Refused before any work.
+
+
+# Run folders that cannot be written.
+def _file(tmp_path):
+    (tmp_path / 'file').write_text('')
+    return str(tmp_path / 'file')
+
+
+WORKDIR_CASES = [
+    (_file, 'exists and is not a folder'),
+    (lambda tmp_path: _file(tmp_path) + '/run', 'cannot write there'),
+    (lambda tmp_path: '/proc/crest-run', 'cannot write there'),
+]
+
+
+@pytest.mark.parametrize('workdir,message', WORKDIR_CASES)
+def test_unwritable_workdir(cli, workdir, message, tmp_path):
+    error = _error(cli, f'--workdir={workdir(tmp_path)}')
+    assert error is not None and message in error and error.startswith('error: --workdir'), error
+
+
+# Broken source files, read through the real loaders.
+def _fashion(tmp_path, broken: str):
+    src = tmp_path / 'src'
+    fakes.write_fashion_mnist(str(src), 1, 1)
+    images = src / 'train-images-idx3-ubyte.gz'
+    if broken == 'missing':
+        os.remove(images)
+    elif broken == 'deflate':  # A gzip header, then a corrupt deflate stream.
+        images.write_bytes(gzip.compress(b'\0' * 1000)[:20] + b'\xff' * 200)
+    elif broken == 'header_only':
+        images.write_bytes(gzip.compress(b'\0\0\x08\x03' + (60000).to_bytes(4, 'big') * 3))
+    elif broken == 'header_cut':
+        images.write_bytes(gzip.compress(b'\0\0\x08\x03\0\0'))
+    elif broken == 'magic':
+        images.write_bytes(gzip.compress(b'PK\x03\x04 not idx'))
+    return ['--dataset=fashion_mnist_lt', f'--data_dir={src}']
+
+
+def _cifar(tmp_path, broken: str):
+    src = tmp_path / 'src'
+    src.mkdir()
+    if broken == 'archive':
+        (src / 'cifar-10-binary.tar.gz').write_bytes(b'\x1f\x8b\x08 not a tar.gz')
+    elif broken == 'batch_length':  # Extracted files; the third train batch one byte short.
+        for b in range(1, 6):
+            payload = fakes.cifar_records([0, 1])
+            (src / f'data_batch_{b}.bin').write_bytes(payload[:-1] if b == 3 else payload)
+        (src / 'test_batch.bin').write_bytes(fakes.cifar_records([0]))
+        (src / 'batches.meta.txt').write_text('a\nb\n')
+    return ['--dataset=cifar10lt', f'--data_dir={src}']
+
+
+DATA_CASES = [
+    (_fashion, 'missing', 'train-images-idx3-ubyte[.gz]: not found'),
+    (_fashion, 'deflate', 'train-images-idx3-ubyte.gz: cannot read'),
+    (_fashion, 'header_only', 'train-images-idx3-ubyte.gz: header says'),
+    (_fashion, 'header_cut', 'train-images-idx3-ubyte.gz: IDX header cut short'),
+    (_fashion, 'magic', 'train-images-idx3-ubyte.gz: not an IDX file'),
+    (_cifar, 'archive', 'cifar-10-binary.tar.gz: not a readable .tar.gz archive'),
+    (_cifar, 'batch_length', 'data_batch_3.bin: 6145 bytes is not a whole number'),
+    (_cifar, 'missing', 'missing CIFAR binary file(s) batches.meta.txt, data_batch_1.bin'),
+]
+
+
+@pytest.mark.parametrize(
+    'source,broken,message', DATA_CASES, ids=lambda v: getattr(v, '__name__', v)
+)
+def test_bad_source_data(cli, source, broken, message, tmp_path):
+    argv = source(tmp_path, broken)
+    error = _error(cli, *argv, f'--workdir={tmp_path / "run"}')
+    assert error is not None and error.startswith('error: ') and message in error, error
+    assert not (tmp_path / 'run' / 'args.json').exists()
+    assert not (tmp_path / 'run' / 'data' / 'counts.json').exists()
+
+
+# A small run of the driver on tiny data, and what may go wrong with its folder.
+@pytest.fixture
+def tiny(cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(
+        datasets.DATASETS, 'tiny', fakes.tiny_fashion_mnist(tmp_path / 'src', 30, 3, 24)
+    )
+    argv = [
+        '--dataset=tiny',
+        f'--data_dir={tmp_path / "src"}',
+        '--imbalance=8',
+        '--label_fraction=0.3',
+        '--arch=cnn_small',
+        '--generations=1',
+        '--steps_per_generation=4',
+        '--eval_every=2',
+        '--batch_size=8',
+        '--uratio=2',
+        f'--workdir={tmp_path / "run"}',
+    ]
+    return argv, tmp_path / 'run'
+
+
+def test_disk_full_is_one_line_error_and_marks_nothing_complete(cli, tiny, monkeypatch):
+    argv, run = tiny
+
+    def full(path, records):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(data, 'write_records', full)
+    error = _error(cli, *argv)
+    assert error.startswith('error: [Errno 28] No space left on device'), error
+    assert not (run / 'args.json').exists() and not (run / 'data' / 'counts.json').exists()
+
+
+def test_an_imbalance_that_empties_a_class_is_refused_before_any_work(cli, tiny):
+    argv, run = tiny
+    error = _error(cli, *argv, '--imbalance=30')  # 24 / 30: the last class keeps nothing.
+    assert error.startswith('error: --imbalance must be in [1, 24] for tiny'), error
+    assert not run.exists()
+
+
+@pytest.mark.parametrize('name', ['args.json', 'data/counts.json', 'gen_00/evals.json'])
+def test_a_record_file_that_is_not_json_is_named(cli, tiny, name):
+    argv, run = tiny
+    assert _error(cli, *argv) is None
+    os.remove(run / 'gen_00' / 'metrics.json')  # So that the generation is read again.
+    (run / name).write_text('{"cut short')
+    error = _error(cli, *argv)
+    assert error.startswith(f'error: {run / name}: not valid JSON'), error
+
+
+def test_a_diverging_loss_stops_at_the_evaluation_keeping_the_last_checkpoint(cli, tiny):
+    argv, run = tiny
+    error = _error(cli, *argv, '--fixmatch.threshold=0', '--fixmatch.wu=1e38')
+    assert error.startswith('error: [gen 0/0] the training loss became nan by step 2'), error
+    assert 'the last checkpoint (none yet) is kept' in error
+    assert not (run / 'gen_00' / 'ckpt' / 'checkpoint').exists()
+    assert not (run / 'gen_00' / 'evals.json').exists()
+
+
+def test_a_rerun_with_other_settings_is_refused(cli, tiny):
+    argv, run = tiny
+    assert _error(cli, *argv) is None
+    error = _error(cli, *argv, '--alpha=0.5')
+    assert error.startswith(f'error: {run / "args.json"}: this run directory was made with other')
+
+
+def test_files_cut_at_a_record_boundary_are_rebuilt(cli, tiny, capsys):
+    argv, run = tiny
+    assert _error(cli, *argv, '--generations=2') is None
+    results = data.read_json(str(run / 'results.json'))
+    for name in ('data/unlabeled.tfrecord', 'gen_00/labeled.tfrecord'):
+        records = data.read_records(str(run / name))
+        data.write_records(str(run / name), records.take(np.arange(len(records) - 3)))
+    os.remove(run / 'results.json')
+    capsys.readouterr()
+    assert _error(cli, *argv, '--generations=2') is None
+    log = capsys.readouterr().out
+    assert 'unlabeled.tfrecord: not the file' in log and 'rebuilding the fold' in log
+    assert 'gen_00/labeled.tfrecord: not the file' in log and 'redoing the pseudo-labels' in log
+    assert (
+        data.read_json(str(run / 'results.json'))['generations'][0]['picks']
+        == (results['generations'][0]['picks'])
+    )
