@@ -157,8 +157,10 @@ def train(
     restored = _restore(checkpoint, manager, log, prefix)
     if restored:
         step = int(model.optimizer.iterations.numpy())
-        saved = data.read_json(evals_path) if tf.io.gfile.exists(evals_path) else []
-        evals = [e for e in saved if e['step'] <= step]
+        if tf.io.gfile.exists(evals_path):
+            evals = [e for e in data.read_json(evals_path) if e['step'] <= step]
+        else:  # Written before every checkpoint: someone removed it.
+            log(f'{prefix}{evals_path} is missing: the evaluations up to step {step} are lost')
         log(f'{prefix}resumed from {restored} at step {step}')
     step = int(model.optimizer.iterations.numpy())
 

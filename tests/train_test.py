@@ -60,8 +60,10 @@ def test_a_crash_right_after_a_checkpoint_loses_no_evaluation(tmp_path, monkeypa
 def test_missing_evaluations_file_does_not_block_a_resume(tmp_path):
     _run(tmp_path, 2)
     os.remove(tmp_path / 'evals.json')
-    evals = _run(tmp_path, 4)
-    assert [e['step'] for e in evals] == [4]  # Step 2's record is lost, the run is not.
+    logs = []
+    evals = _run(tmp_path, 4, logs)
+    assert [e['step'] for e in evals] == [4]  # Step 2's record is lost, the run is not...
+    assert any('evaluations up to step 2 are lost' in line for line in logs)  # ...and it says so.
 
 
 def test_evaluations_record_training_losses(tmp_path):
