@@ -141,7 +141,9 @@ def write_records(path: str, records: Records) -> dict:
                         float_list=tf.train.FloatList(value=[conf])
                     )
                 example = tf.train.Example(features=tf.train.Features(feature=feature))
-                writer.write(example.SerializeToString())
+                # Map fields serialize in an order that changes with the process's
+                # hash seed unless asked to sort: the same records, the same bytes.
+                writer.write(example.SerializeToString(deterministic=True))
         written = {'records': len(records), 'sha256': file_digest(tmp)}
     return written
 

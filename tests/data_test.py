@@ -162,6 +162,27 @@ def test_records_roundtrip_and_corruption(tmp_path):
         data.read_records(str(tmp_path / 'missing.tfrecord'))
 
 
+_WRITE_SCRIPT = """
+import sys
+import numpy as np
+from libml import data
+records = data.Records(
+    np.arange(2 * 4 * 4 * 1, dtype=np.uint8).reshape(2, 4, 4, 1), np.array([0, 1]),
+    np.array([7, 8]), np.array([0, 1]), np.array([1, 0.5], np.float32))
+print('RESULT ' + repr(data.write_records(sys.argv[1], records)['sha256']).replace("'", '"'))
+"""
+
+
+def test_the_same_records_are_written_as_the_same_bytes_in_any_process(tmp_path, monkeypatch):
+    # Python's hash seed changes the order in which an Example's feature map is
+    # serialized unless the writer sorts it.
+    digests = set()
+    for hash_seed in ('1', '2', '3'):
+        monkeypatch.setenv('PYTHONHASHSEED', hash_seed)
+        digests.add(fakes.run_python(_WRITE_SCRIPT, str(tmp_path / f'{hash_seed}.tfrecord')))
+    assert len(digests) == 1
+
+
 def test_train_dataset_shapes_and_ranges():
     rng = np.random.RandomState(0)
     labeled = data.Records(
