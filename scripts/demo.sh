@@ -3,10 +3,10 @@
 # small CNN, 2 generations: FixMatch with alignment to the labeled class distribution
 # (t=1), then, with the first generation's class-rebalanced pseudo-labels added to the
 # labeled set, FixMatch with alignment to a flatter target (t=0.5). Sets up the machine
-# first (scripts/setup.sh). On 2 CPU cores (AMD EPYC) after setup: 5.0 minutes, balanced
-# test accuracy 63.5 -> 66.4 from generation 0 to 1, Ankle boot (5 labeled images)
-# recall 4.8% -> 1.7%. Numbers vary between runs and machines: an earlier run gave
-# 64.4 -> 67.0 and Ankle boot 5.2% -> 11.5%.
+# first (scripts/setup.sh). On 2 CPU cores (AMD EPYC) after setup: 4.8-4.9 minutes,
+# balanced test accuracy 64.7 -> 69.0 from generation 0 to 1, Ankle boot (5 labeled
+# images) recall 10.5% -> 28.4%. A second run on the same machine and software gives
+# the same numbers bit for bit; another CPU or TensorFlow build may not.
 #
 # Prints a progress line every 90 steps and, per generation, the balanced test accuracy
 # (mean of the last 5 evaluations), the recall of the three smallest classes and the
