@@ -31,6 +31,8 @@ class Config:
     algorithm: str = 'fixmatch'
     hparams: dict = dataclasses.field(default_factory=dict)  # The algorithm's own.
     arch: str = 'wrn28_2'
+    precision: str = 'float32'  # Or 'bf16': bfloat16 compute, float32 variables.
+    xla: bool = False  # Compile the train step with XLA.
     generations: int = 6
     alpha: float | None = None  # None here and below: ALGORITHM_DEFAULTS.
     dist_align: str = 'progressive'
@@ -64,8 +66,9 @@ ALGORITHM_DEFAULTS = {
 
 MAX_SEED = 4_000_000
 
-# Settings that do not change what a run computes, so a resumed run may change them.
-RUNTIME_ONLY = ('workdir', 'data_dir', 'method')
+# Settings that do not change what a run computes (XLA at most reorders float
+# arithmetic), so a resumed run may change them.
+RUNTIME_ONLY = ('workdir', 'data_dir', 'method', 'xla')
 
 
 def resolve(cfg: Config) -> Config:
@@ -108,6 +111,12 @@ def validate(cfg: Config) -> None:
         cfg.dataset,
     )
     _check(cfg.arch in models.ARCHS, 'arch', f'one of {list(models.ARCHS)}', cfg.arch)
+    _check(
+        cfg.precision in models.PRECISIONS,
+        'precision',
+        f'one of {list(models.PRECISIONS)}',
+        cfg.precision,
+    )
     _check(cfg.algorithm in ALGORITHMS, 'algorithm', f'one of {list(ALGORITHMS)}', cfg.algorithm)
     _check(cfg.dist_align in DIST_ALIGN, 'dist_align', f'one of {list(DIST_ALIGN)}', cfg.dist_align)
     _check(
@@ -188,6 +197,13 @@ def default_workdir(cfg: Config, root: str = 'runs') -> str:
 
 
 def changed_settings(saved: dict, cfg: Config) -> list[str]:
-    """Names of settings that differ from a saved args.json, ignoring runtime-only ones."""
+    """Names of settings that differ from a saved args.json, ignoring runtime-only ones.
+
+    A setting the saved file lacks was added after that run was made, which therefore
+    ran with its default.
+    """
     saved, current = flat_settings(saved), flat_settings(dataclasses.asdict(cfg))
-    return [k for k in current if k not in RUNTIME_ONLY and saved.get(k) != current[k]]
+    default = dataclasses.asdict(Config())
+    return [
+        k for k in current if k not in RUNTIME_ONLY and saved.get(k, default.get(k)) != current[k]
+    ]

@@ -122,7 +122,7 @@ def run_generation(
     keras.utils.set_random_seed(seed)
     with strategy.scope():
         model = ALGORITHMS[cfg.algorithm](
-            lambda: models.build_model(cfg.arch, info.num_classes, info.image_shape),
+            lambda: models.build_model(cfg.arch, info.num_classes, info.image_shape, cfg.precision),
             info.num_classes,
             wd=cfg.wd,
             ema_decay=cfg.ema_decay,
@@ -179,6 +179,7 @@ def run_generation(
         strategy=strategy,
         log=log,
         prefix=prefix,
+        jit_compile=cfg.xla,
     )
 
     # The final model's test probabilities, from which every test number can be redone.

@@ -133,10 +133,14 @@ def _bn_lrelu(x, name, momentum=BN_MOMENTUM):
 
 
 def _head(x, num_classes, bn_momentum=BN_MOMENTUM):
-    """BN -> LReLU -> global average pool -> Dense (bias, Keras default init)."""
+    """BN -> LReLU -> global average pool -> Dense (bias, Keras default init).
+
+    The Dense layer computes in float32 under any precision: logits, softmax and losses
+    stay float32 (its cost is negligible).
+    """
     x = _bn_lrelu(x, 'head', bn_momentum)
     x = keras.layers.GlobalAveragePooling2D(name='head_pool')(x)
-    return keras.layers.Dense(num_classes, name='logits')(x)
+    return keras.layers.Dense(num_classes, name='logits', dtype='float32')(x)
 
 
 def _wrn_block(x, filters, strides, first, name):
@@ -225,12 +229,24 @@ def cnn_small(num_classes, input_shape):
 
 ARCHS = {'wrn28_2': wrn28, 'cnn_small': cnn_small}
 
+# --precision -> the Keras dtype policy of the backbone's layers. 'bf16' is mixed
+# precision: float32 variables, bfloat16 compute, the logits layer in float32.
+PRECISIONS = {'float32': 'float32', 'bf16': 'mixed_bfloat16'}
 
-def build_model(arch, num_classes, input_shape):
-    """The backbone registered as `arch` in `ARCHS`."""
+
+def build_model(arch, num_classes, input_shape, precision='float32'):
+    """The backbone registered as `arch` in `ARCHS`, computing in `precision`."""
     if arch not in ARCHS:
         raise ValueError(f'Unknown arch {arch!r}; allowed: {", ".join(sorted(ARCHS))}.')
-    return ARCHS[arch](num_classes, input_shape)
+    if precision not in PRECISIONS:
+        raise ValueError(f'Unknown precision {precision!r}; allowed: {", ".join(PRECISIONS)}.')
+    # Layers take the global policy when created: set it for this build only.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        return ARCHS[arch](num_classes, input_shape)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _layers(model):

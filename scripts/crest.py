@@ -77,6 +77,17 @@ flags.DEFINE_enum(
     'Semi-supervised learner; its own settings are the --<algorithm>.<name> flags.',
 )
 flags.DEFINE_string('arch', _DEFAULT.arch, 'wrn28_2 (paper) or cnn_small (CPU).')
+flags.DEFINE_string(
+    'precision',
+    _DEFAULT.precision,
+    'float32, or bf16: mixed precision (bfloat16 compute, float32 variables, logits and '
+    'losses), for GPUs and CPUs with bfloat16 instructions.',
+)
+flags.DEFINE_bool(
+    'xla',
+    _DEFAULT.xla,
+    'Compile the train step with XLA: for GPUs (on CPUs it was slower, see README).',
+)
 flags.DEFINE_integer('generations', _DEFAULT.generations, 'Self-training generations G.')
 flags.DEFINE_float(
     'alpha',

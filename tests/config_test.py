@@ -61,3 +61,19 @@ def test_changed_settings_reads_runs_made_before_algorithm_settings():
     assert config_lib.changed_settings(saved, cfg) == []
     saved['threshold'] = 0.9
     assert config_lib.changed_settings(saved, cfg) == ['fixmatch.threshold']
+
+
+def test_a_setting_added_after_a_run_was_made_counts_as_its_default():
+    cfg = config_lib.resolve(config_lib.Config())
+    saved = dataclasses.asdict(cfg)
+    del saved['precision']  # args.json of a run made before --precision existed.
+    assert config_lib.changed_settings(saved, cfg) == []
+    assert config_lib.changed_settings(saved, dataclasses.replace(cfg, precision='bf16')) == [
+        'precision'
+    ]
+    # XLA only changes how the step is compiled: a resumed run may turn it on.
+    assert config_lib.changed_settings(saved, dataclasses.replace(cfg, xla=True)) == []
+    assert config_lib.default_workdir(dataclasses.replace(cfg, xla=True)) == 'runs/paper'
+    assert config_lib.default_workdir(dataclasses.replace(cfg, precision='bf16')) == (
+        'runs/precision=bf16'
+    )

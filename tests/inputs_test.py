@@ -69,6 +69,7 @@ FLAG_CASES = [
     (['--cb_beta=1'], '--cb_beta must be in [0, 1)'),
     (['--dataset=mnist'], '--dataset must be one of'),
     (['--arch=resnet'], '--arch must be one of'),
+    (['--precision=fp16'], "--precision must be one of ['float32', 'bf16'], got 'fp16'"),
     (['--algorithm=mixmatch', '--mixmatch.T=0'], '--mixmatch.T must be > 0'),
     (['--algorithm=mixmatch', '--mixmatch.K=0'], '--mixmatch.K must be an integer >= 1'),
     (['--algorithm=mixmatch', '--fixmatch.threshold=0.9'], '--fixmatch.threshold applies to'),

@@ -7,6 +7,7 @@ import json
 import os
 import weakref
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -23,7 +24,7 @@ def test_half_cosine_schedule():
     assert float(train.HalfCosine(0.03, 1000)(1000)) == pytest.approx(0.0294, abs=1e-4)
 
 
-def _run(workdir, steps, logs=None):
+def _run(workdir, steps, logs=None, jit_compile=False):
     """FixMatch on the tiny net, evaluated and checkpointed every 2 steps."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (3, 4, 2, 2, 1)).astype(np.float32)
@@ -33,7 +34,9 @@ def _run(workdir, steps, logs=None):
     stream = tf.data.Dataset.from_tensors(batch).repeat()
     evaluate = lambda: {'acc/balanced': 0.5}  # noqa: E731
     log = logs.append if logs is not None else lambda _: None
-    return train.train(model, stream, steps, 2, str(workdir), evaluate, log=log)
+    return train.train(
+        model, stream, steps, 2, str(workdir), evaluate, log=log, jit_compile=jit_compile
+    )
 
 
 class Killed(Exception):
@@ -101,3 +104,12 @@ def test_leftovers_of_an_interrupted_checkpoint_are_removed(tmp_path):
     (leftover / 'part-00000-of-00001.data-00000-of-00001').write_bytes(b'half')
     _run(tmp_path, 4)
     assert not leftover.exists()
+
+
+def test_an_xla_compiled_step_trains_as_the_plain_one(tmp_path):
+    keras.utils.set_random_seed(0)
+    plain = _run(tmp_path / 'plain', 4)
+    keras.utils.set_random_seed(0)
+    compiled = _run(tmp_path / 'xla', 4, jit_compile=True)
+    for a, b in zip(plain, compiled, strict=True):
+        assert a['loss/total'] == pytest.approx(b['loss/total'], rel=1e-4)
