@@ -1,5 +1,6 @@
 """The command-line scripts, run as a user runs them: bad flags, and a fold on disk."""
 
+import json
 import os
 import subprocess
 import sys
@@ -80,3 +81,32 @@ def test_create_datasets_refuses_an_output_under_a_file(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last == f'error: {tmp_path}/file is not a directory', result.stderr[-2000:]
+
+
+def test_step_benchmark_records_every_configuration(tmp_path):
+    """A tiny run of every part of the step benchmark (figures are not checked here)."""
+    output = tmp_path / 'bench.json'
+    result = _run(
+        'benchmark_step.py',
+        '--algorithms=supervised,mixmatch',
+        '--shapes=cnn_small:28x28x1:4:1',
+        '--precisions=float32,bf16',
+        '--steps=1',
+        '--end_to_end=supervised:cnn_small:28x28x1:4:1',
+        '--end_to_end_steps=2',
+        '--pipeline_batches=1',
+        f'--output={output}',
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(output) as f:
+        bench = json.load(f)
+    assert set(bench['matmul_gflop_per_second']) == {'float32', 'bf16'}
+    steps = {(r['algorithm'], r['precision']): r for r in bench['steps']}
+    assert set(steps) == {(a, p) for a in ('supervised', 'mixmatch') for p in ('float32', 'bf16')}
+    for r in steps.values():
+        assert r['seconds_per_step'] > 0 and r['peak_rss_mb'] > 0 and r['utilization'] > 0
+        assert r['top_ops'] and all(op['seconds'] > 0 for op in r['top_ops'])
+    assert steps['mixmatch', 'float32']['batch'] == '4+2x4'  # K = 2 weak views.
+    assert [r['precision'] for r in bench['end_to_end']] == ['float32', 'bf16']
+    assert all(r['steps_per_second'] > 0 for r in bench['end_to_end'])
+    assert [r['algorithm'] for r in bench['pipeline']] == ['supervised', 'mixmatch']
