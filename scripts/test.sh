@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up the machine (scripts/setup.sh), checks lint and formatting, runs the tests.
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k fold`. About 7 minutes on
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k fold`. About 8 minutes on
 # 2 CPU cores after setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
