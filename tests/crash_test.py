@@ -1,7 +1,7 @@
 """Exact resume: a tiny 2-generation run, killed with SIGKILL at several moments and
 resumed each time, ends identical to the same run uninterrupted; and two uninterrupted
-runs are identical. Each run is a fresh process, with op determinism on as the driver
-sets it."""
+runs are identical, in float32 and in bf16. Each run is a fresh process, with op
+determinism on as the driver sets it."""
 
 import json
 import os
@@ -23,12 +23,12 @@ _SCRIPT = textwrap.dedent(
     from libml import data, datasets
     from tests import fakes
 
-    tmp, kill = sys.argv[1], sys.argv[2]
+    tmp, kill, precision = sys.argv[1], sys.argv[2], sys.argv[3]
     datasets.DATASETS['tiny'] = fakes.tiny_fashion_mnist(tmp + '/src', 30, 3, 24)
     cfg = config_lib.Config(
         workdir=tmp + '/run', dataset='tiny', data_dir=tmp + '/src', imbalance=8,
         label_fraction=0.3, arch='cnn_small', generations=2, steps_per_generation=6,
-        eval_every=2, batch_size=8, uratio=2, ema_warmup=True, seed=3)
+        eval_every=2, batch_size=8, uratio=2, ema_warmup=True, seed=3, precision=precision)
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -69,8 +69,8 @@ _SCRIPT = textwrap.dedent(
 KILLS = ['data', 'mid_generation', 'after_checkpoint', 'export', 'next_generation']
 
 
-def _run(tmp, kill=''):
-    return fakes.run_process(_SCRIPT, str(tmp), kill)
+def _run(tmp, kill='', precision='float32'):
+    return fakes.run_process(_SCRIPT, str(tmp), kill, precision)
 
 
 def _outcome(run_dir):
@@ -111,3 +111,12 @@ def test_killed_and_resumed_runs_end_identical_to_an_uninterrupted_one(tmp_path)
         assert proc.returncode == -9, (kill, proc.returncode, proc.stderr[-2000:])
     assert _run(tmp_path / 'c').returncode == 0
     assert _outcome(tmp_path / 'c' / 'run') == expected
+
+
+def test_two_bf16_runs_are_identical(tmp_path):
+    for run in ('a', 'b'):
+        proc = _run(tmp_path / run, precision='bf16')
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    first = _outcome(tmp_path / 'a' / 'run')
+    assert first['results']['args']['precision'] == 'bf16'
+    assert first == _outcome(tmp_path / 'b' / 'run')
