@@ -43,25 +43,29 @@ def tiny_source(tmp_path_factory):
     return fakes.tiny_fashion_mnist(src, 30, 3, 24), str(src)
 
 
-@pytest.mark.parametrize('name', list(methods.METHODS))
-def test_preset_runs_end_to_end(name, tiny_source, tmp_path, monkeypatch):
-    info, src = tiny_source
-    monkeypatch.setitem(datasets.DATASETS, 'tiny', info)
-    preset = methods.settings(name, total_steps=8, generations=2)
-    cfg = config_lib.Config(
+def _tiny_config(tmp_path, src, **settings):
+    """A run on the tiny data set with the small CNN and small batches."""
+    return config_lib.Config(
         workdir=str(tmp_path / 'run'),
         dataset='tiny',
         data_dir=src,
         imbalance=8,
         label_fraction=0.3,
         arch='cnn_small',
-        eval_every=2,
         batch_size=8,
         uratio=2,
         ema_warmup=True,
         seed=1,
-        **preset,
+        **settings,
     )
+
+
+@pytest.mark.parametrize('name', list(methods.METHODS))
+def test_preset_runs_end_to_end(name, tiny_source, tmp_path, monkeypatch):
+    info, src = tiny_source
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', info)
+    preset = methods.settings(name, total_steps=8, generations=2)
+    cfg = _tiny_config(tmp_path, src, eval_every=2, **preset)
     results = loop.run(cfg, log=lambda _: None)
     expected = 2 if methods.METHODS[name].generations > 1 else 1
     assert len(results['generations']) == preset['generations'] == expected
@@ -78,20 +82,8 @@ def test_logit_adjusted_numbers_are_recomputed_from_the_saved_probabilities(
 ):
     info, src = tiny_source
     monkeypatch.setitem(datasets.DATASETS, 'tiny', info)
-    cfg = config_lib.Config(
-        workdir=str(tmp_path / 'run'),
-        dataset='tiny',
-        data_dir=src,
-        imbalance=8,
-        label_fraction=0.3,
-        arch='cnn_small',
-        eval_every=3,
-        batch_size=8,
-        uratio=2,
-        ema_warmup=True,
-        seed=1,
-        **methods.settings('fixmatch_crest_plus', total_steps=12, generations=2),
-    )
+    preset = methods.settings('fixmatch_crest_plus', total_steps=12, generations=2)
+    cfg = _tiny_config(tmp_path, src, eval_every=3, **preset)
     results = loop.run(cfg, log=lambda _: None)
     test = data.read_records(os.path.join(cfg.workdir, 'data', 'test.tfrecord'))
     for g, gen in enumerate(results['generations']):
