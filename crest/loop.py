@@ -17,6 +17,7 @@ Run layout:
   WORKDIR/gen_XX/picks.json     per-class counts, precision and recall of the picks
   WORKDIR/gen_XX/metrics.json   the generation's numbers (written last)
   WORKDIR/results.json          every generation's numbers
+  WORKDIR/.worker_<i>/          worker i's own copy of all this, in a multi-machine run
 """
 
 import dataclasses
@@ -136,11 +137,11 @@ def run_generation(
         model.compile(
             optimizer=train.make_optimizer(cfg.lr, cfg.steps_per_generation, cfg.lr_decay_level)
         )
-    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    # The global batch, split across the replicas inside the train step.
     stream = data.train_dataset(
         labeled,
         stream_images,
-        global_batch,
+        cfg.batch_size,
         cfg.uratio,
         model.views,
         seed=seed,
@@ -233,14 +234,75 @@ def run_generation(
     return result
 
 
+def worker_folder(strategy) -> str | None:
+    """The sub-folder of WORKDIR a non-chief worker of a multi-machine run writes to
+    (e.g. '.worker_1'); None on the chief and on a single machine."""
+    resolver = getattr(strategy, 'cluster_resolver', None)
+    if resolver is None or strategy.extended.should_checkpoint:
+        return None
+    return f'.{resolver.task_type}_{resolver.task_id}'
+
+
+def _progress(cfg) -> int:
+    """Training steps this run folder holds: every finished generation's, plus the
+    latest checkpoint's step in the first unfinished one."""
+    done = 0
+    for g in range(cfg.generations):
+        gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
+        if tf.io.gfile.exists(os.path.join(gen_dir, 'metrics.json')):
+            done += cfg.steps_per_generation
+            continue
+        latest = tf.train.latest_checkpoint(os.path.join(gen_dir, 'ckpt'))
+        return done + (int(latest.rsplit('-', 1)[1]) if latest else 0)
+    return done
+
+
+def _check_workers_agree(cfg, strategy) -> None:
+    """Stops a multi-machine run whose workers would resume from different points
+    (one crashed before its last checkpoint), which would pair their collective ops
+    wrongly. Every worker keeps its own copy of the run; the copies agree when they
+    stopped together."""
+    progress = tf.constant([_progress(cfg)], tf.int64)
+
+    @tf.function
+    def gather():
+        def local():
+            return tf.distribute.get_replica_context().all_gather(progress, axis=0)
+
+        return strategy.experimental_local_results(strategy.run(local))[0]
+
+    every = gather().numpy()
+    low, high = int(every.min()), int(every.max())
+    if low != high:
+        raise ValueError(
+            f"the workers' copies of the run stopped at different points ({low} and {high} "
+            "training steps done): copy the chief's WORKDIR (without its .worker_* folders) "
+            "over each worker's copy, then start every worker again"
+        )
+
+
 def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
-    """Runs (or resumes) all generations; returns and writes WORKDIR/results.json."""
+    """Runs (or resumes) all generations; returns and writes WORKDIR/results.json.
+
+    Under MultiWorkerMirroredStrategy every worker runs this in lockstep on the same
+    data; the chief writes WORKDIR, each other worker its own copy of the run in
+    WORKDIR/.worker_<i> (`worker_folder`), which it resumes from.
+    """
     cfg = config_lib.resolve(cfg)
     config_lib.validate(cfg)
     if not cfg.workdir:
         cfg = dataclasses.replace(cfg, workdir=config_lib.default_workdir(cfg))
         log(f'run folder: {cfg.workdir}')
     strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise ValueError(
+            f'--batch_size {cfg.batch_size} (the global batch) must be a multiple of the '
+            f'{replicas} replicas'
+        )
+    worker = worker_folder(strategy)
+    if worker:
+        cfg = dataclasses.replace(cfg, workdir=os.path.join(cfg.workdir, worker))
     _check_workdir(cfg.workdir, log)
     _check_args(cfg)
     fold_dir = os.path.join(cfg.workdir, 'data')
@@ -255,6 +317,8 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         raise ValueError(f'no labeled example of class(es) {empty}: raise --label_fraction')
     # Written once every check has passed, so that a mistake does not lock the folder.
     data.write_json(os.path.join(cfg.workdir, 'args.json'), dataclasses.asdict(cfg))
+    if replicas > 1 and getattr(strategy, 'cluster_resolver', None) is not None:
+        _check_workers_agree(cfg, strategy)
     prior = _class_prior(cfg, counts)
     rates = rebalance.sampling_rates(prior, cfg.alpha)
     # The unlabeled stream is the whole long-tailed train set, labels unused.
@@ -267,7 +331,8 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
     log(
         f'{cfg.algorithm} {cfg.hparams}: {cfg.generations} generation(s) of '
         f'{cfg.steps_per_generation} steps, {cfg.batch_size} labeled + '
-        f'{cfg.batch_size * cfg.uratio} unlabeled images per step and replica'
+        f'{cfg.batch_size * cfg.uratio} unlabeled images per step'
+        + (f', split over {replicas} replicas' if replicas > 1 else '')
     )
 
     generations = []

@@ -22,12 +22,17 @@ after post-hoc logit adjustment (LA).
 
 CPU demo on Fashion-MNIST-LT: see scripts/demo.sh.
 
+Several GPUs are used as replicas of one model; several machines when TF_CONFIG names
+a cluster (run the same command on each; README, "Several GPUs and machines").
+--batch_size is the global batch however many replicas there are.
+
 Writes WORKDIR/args.json, the fold under WORKDIR/data, one WORKDIR/gen_XX folder per
 generation (checkpoints, TensorBoard logs, exported labeled.tfrecord, picks.json,
 metrics.json) and WORKDIR/results.json. Re-running on the same workdir skips finished
 generations and resumes an unfinished one from its last checkpoint.
 """
 
+import json
 import os
 import sys
 
@@ -116,7 +121,11 @@ flags.DEFINE_integer(
     'steps_per_generation', None, 'Train steps. ' + _per_algorithm('steps_per_generation')
 )
 flags.DEFINE_integer('eval_every', _DEFAULT.eval_every, 'Steps between evaluations.')
-flags.DEFINE_integer('batch_size', _DEFAULT.batch_size, 'Labeled images per step and replica.')
+flags.DEFINE_integer(
+    'batch_size',
+    _DEFAULT.batch_size,
+    'Labeled images per step in all (the global batch, split over the GPUs and machines).',
+)
 flags.DEFINE_integer(
     'uratio', None, 'Unlabeled images per labeled image. ' + _per_algorithm('uratio')
 )
@@ -215,6 +224,27 @@ def _config() -> config_lib.Config:
     return config_lib.Config(**values)
 
 
+def _strategy() -> tf.distribute.Strategy | None:
+    """Across machines when TF_CONFIG describes a cluster (one replica per GPU of every
+    worker, or one per CPU-only worker); else one replica per GPU of this machine."""
+    tf_config = os.environ.get('TF_CONFIG')
+    if tf_config:
+        try:
+            cluster = json.loads(tf_config)
+            task = cluster['task']
+            workers = [*cluster['cluster'].get('chief', []), *cluster['cluster']['worker']]
+            str(task['type']), int(task['index'])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(
+                'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", '
+                f'"host2:port"]}}, "task": {{"type": "worker", "index": 0}}}} ({e!r})'
+            ) from e
+        print(f'{task["type"]} {task["index"]} of a {len(workers)}-machine cluster', flush=True)
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices('GPU')
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -230,11 +260,14 @@ def main(argv):
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.cpu_threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.cpu_threads)
     logging.set_verbosity(logging.WARNING)
-    # One replica per GPU; --batch_size is per replica.
-    gpus = tf.config.list_physical_devices('GPU')
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
     try:
-        loop.run(cfg, strategy=strategy, log=lambda msg: print(msg, flush=True))
+        strategy = _strategy()
+        log = lambda msg: print(msg, flush=True)  # noqa: E731
+        worker = loop.worker_folder(strategy)
+        if worker:  # Progress is the chief's to report.
+            print(f'{worker[1:]}: training in lockstep with the chief; output in {worker}/')
+            log = lambda msg: None  # noqa: E731
+        loop.run(cfg, strategy=strategy, log=log)
     except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
         # OSError and TensorFlow's errors: a disk that is full or a file that cannot be
         # written, mostly; their message names the file.

@@ -1,6 +1,6 @@
 """CReST under MirroredStrategy with two replicas (two logical CPUs), as on a multi-GPU
-machine, for every algorithm: each replica gets --batch_size labeled images, the run
-finishes with picks in every generation and the replicas' weights stay identical."""
+machine, for every algorithm: each replica gets half of the --batch_size labeled images,
+the run finishes with picks in every generation and the replicas' weights stay identical."""
 
 import textwrap
 
@@ -25,7 +25,7 @@ _SCRIPT = textwrap.dedent(
     cfg = config_lib.Config(
         workdir=tmp + '/run', dataset='tiny', data_dir=tmp + '/src', imbalance=8,
         label_fraction=0.3, arch='cnn_small', generations=2, steps_per_generation=4,
-        eval_every=2, batch_size=4, uratio=2, ema_warmup=True, seed=1, algorithm=algorithm)
+        eval_every=2, batch_size=8, uratio=2, ema_warmup=True, seed=1, algorithm=algorithm)
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
 
     shapes = set()  # per-replica batch sizes seen while tracing the train step
@@ -43,6 +43,11 @@ _SCRIPT = textwrap.dedent(
         models.append(build(*args))
         return models[-1]
     loop.models.build_model = spy
+    try:  # the global batch must split evenly over the replicas
+        loop.run(config_lib.Config(**{**cfg.__dict__, 'batch_size': 5}), strategy=strategy)
+        uneven = None
+    except ValueError as e:
+        uneven = str(e)
     results = loop.run(cfg, strategy=strategy, log=lambda m: None)
 
     net = models[-2]  # the last generation's trained (non-EMA) network
@@ -57,6 +62,7 @@ _SCRIPT = textwrap.dedent(
         'replica_spread': spread,
         'shapes': sorted(shapes),
         'views': sorted(views),
+        'uneven': uneven,
     }))
     """
 )
@@ -71,8 +77,12 @@ def test_two_replica_run_keeps_replicas_in_sync(algorithm, tmp_path):
     assert all(p > 0 for p in result['picked'])
     # Mirrored training applies the same all-reduced update on both replicas.
     assert result['replica_spread'] < 1e-5
-    # --batch_size is per replica: 4 labeled images (x_l, y_l) and 2 * 4 unlabeled
-    # images in each of its views on each (in tf.nest order: x_l, x_u, y_l).
+    # --batch_size is the global batch: 8 labeled images split into 4 (x_l, y_l) and
+    # 2 * 4 unlabeled images in each of its views per replica (tf.nest order: x_l, x_u,
+    # y_l).
     (views,) = result['views']
     assert result['shapes'] == [[4, *[8] * views, 4]]
     assert views == {'supervised': 0, 'pseudo_label': 1}.get(algorithm, 2)
+    assert result['uneven'] == (
+        '--batch_size 5 (the global batch) must be a multiple of the 2 replicas'
+    )
