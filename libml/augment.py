@@ -1,4 +1,4 @@
-"""Weak and strong image augmentations of FixMatch / CReST (SPEC B section 2), in pure TF.
+"""Weak and strong image augmentations of FixMatch / CReST, in pure TF.
 
 `weak` is the labeled / weak-unlabeled view (pad-and-crop, then horizontal flip), `strong` the
 strong-unlabeled view (weak, then RandAugment, then Cutout). Both take one float image [H, W, C]
@@ -216,7 +216,7 @@ SIGNED = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY')
 
 
 def _to_uint8(image):
-    # Saturating cast truncates, so a pixel can lose one level (SPEC B section 9, item 14).
+    # Saturating cast truncates, so a pixel can lose one level, as in the reference.
     return tf.saturate_cast((image + 1.0) * 127.5, tf.uint8)
 
 

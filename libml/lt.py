@@ -1,6 +1,6 @@
 """Long-tailed subsets and labeled/unlabeled folds, as pure NumPy index arithmetic.
 
-Follows the CIFAR-LT protocol of the paper (SPEC B section 1.1): class l (0-indexed, the
+Follows the CIFAR-LT protocol of the paper: class l (0-indexed, the
 source's label order) keeps N_l = floor(N_1 * gamma^(-l/(L-1))) images; a fold splits
 each class into ceil(beta * N_l) labeled images and the rest unlabeled.
 

@@ -2,7 +2,7 @@
 
 Each RandAugment op is compared with an independent expectation: the PIL function it imitates
 (Pillow comes with matplotlib), a NumPy formula, or, for the geometric ops, NumPy nearest
-sampling of the SPEC B section 2 8-vectors for both signs of the random sign.
+sampling of the reference's 8-vectors for both signs of the random sign.
 """
 
 import math

@@ -1,4 +1,4 @@
-"""Long-tail counts and folds (SPEC B section 1.1)."""
+"""Long-tail counts and folds, as the paper's CIFAR-LT protocol."""
 
 import numpy as np
 import pytest

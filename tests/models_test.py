@@ -1,4 +1,5 @@
-"""Tests for libml/models.py: fused BatchNorm vs Keras BN, backbone shapes and counts."""
+"""Tests for libml/models.py: fused BatchNorm vs Keras BN, the memory-saving LeakyReLU and
+BN -> LReLU -> conv layers vs the plain ones, backbone shapes and counts."""
 
 import textwrap
 
@@ -153,11 +154,11 @@ def _count(variables):
 
 
 def test_wrn28_size_and_output(wrn):
-    # SPEC B section 3's 1.468M counts trainable variables (FixMatch's WRN-28-2 has the
+    # The paper's 1.468M counts trainable variables (FixMatch's WRN-28-2 has the
     # same 1,467,610); the BN moving statistics add 2 per BN channel.
     assert _count(wrn.trainable_variables) == 1_467_610
     bn_channels = sum(
-        layer.gamma.shape[0] for layer in wrn.layers if isinstance(layer, models.BatchNorm)
+        layer.gamma.shape[0] for layer in models._layers(wrn) if isinstance(layer, models.BatchNorm)
     )
     assert bn_channels == 1_808
     assert wrn.count_params() == 1_467_610 + 2 * bn_channels == 1_471_226
@@ -165,19 +166,25 @@ def test_wrn28_size_and_output(wrn):
     logits = wrn(x, training=False)
     assert logits.shape == (3, 10) and logits.dtype == tf.float32
     assert np.all(np.isfinite(logits))
-    assert 213e6 < models.macs_per_image(wrn) < 216e6  # SPEC: about 214M MACs
+    assert 213e6 < models.macs_per_image(wrn) < 216e6  # about 214M MACs
     assert models.flops_per_image(wrn) == 2 * models.macs_per_image(wrn)
 
 
 def test_wrn28_layer_conventions(wrn):
-    layers = wrn.layers
+    layers = list(models._layers(wrn))
     convs = [layer for layer in layers if isinstance(layer, keras.layers.Conv2D)]
-    lrelus = [layer for layer in layers if isinstance(layer, keras.layers.LeakyReLU)]
+    fused = [layer for layer in convs if isinstance(layer, models.BNLReLUConv)]
+    # Every activation is a LeakyReLU layer or inside a fused BN -> LReLU -> conv layer.
+    lrelus = [layer for layer in layers if isinstance(layer, models.LeakyReLU)] + fused
     bns = [layer for layer in layers if isinstance(layer, models.BatchNorm)]
     # Stem + 2 per block x 12 blocks, + a 1x1 projection shortcut in each stage.
     assert len(convs) == 1 + 24 + 3
     assert sum(conv.kernel_size == (1, 1) for conv in convs) == 3
     assert len(bns) == len(lrelus) == 2 * 12 + 1
+    # All but the first block's first conv of each stage (its pre-activation also feeds
+    # the shortcut) are fused with the BN -> LReLU before them.
+    assert len(fused) == 24 - 3
+    assert all(conv.bn in bns for conv in fused)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
     for conv in convs:
         assert not conv.use_bias and conv.bias is None
@@ -214,6 +221,66 @@ def test_wrn28_shortcuts(wrn):
             add = wrn.get_layer(f'stage{stage}_block{block}_add')
             previous = wrn.get_layer(f'stage{stage}_block{block - 1}_add').output
             assert add.input[0] is previous
+
+
+def test_leaky_relu_matches_keras():
+    x = tf.constant([[-3.0, -1e-30, 0.0, 1e-30, 2.5]])
+    ours, ref = models.LeakyReLU(0.1), keras.layers.LeakyReLU(negative_slope=0.1)
+    for dtype in (tf.float32, tf.bfloat16):
+        xs = tf.cast(x, dtype)
+        grads = []
+        for layer in (ours, ref):
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                y = layer(xs)
+            grads.append(tape.gradient(y, xs, output_gradients=tf.ones_like(y) * 3))
+            np.testing.assert_array_equal(y, ref(xs))
+        np.testing.assert_array_equal(grads[0], grads[1])
+        np.testing.assert_allclose(grads[0][0], [0.3, 0.3, 0.3, 3.0, 3.0], rtol=1e-2)
+
+
+@pytest.mark.parametrize('policy', ['float32', 'mixed_bfloat16'])
+def test_bn_lrelu_conv_is_the_three_layers(policy):
+    """Same outputs, gradients and moving statistics, bit for bit, as BatchNorm ->
+    LeakyReLU -> Conv2D with the same weights, in training and inference mode."""
+    shape = (4, 6, 6, 5)
+    fused = models.BNLReLUConv(7, 3, bn_momentum=0.5, dtype=policy)
+    bn = models.BatchNorm(momentum=0.5, dtype=policy)
+    act = models.LeakyReLU(0.1, dtype=policy)
+    conv = keras.layers.Conv2D(7, 3, padding='same', use_bias=False, dtype=policy)
+    fused.build(shape)
+    bn.build(shape)
+    conv.build(shape)
+    rng = np.random.RandomState(3)
+    for layer in (fused.bn, bn):
+        layer.gamma.assign(np.linspace(0.5, 1.5, 5))
+        layer.beta.assign(np.linspace(-0.5, 0.5, 5))
+    kernel = rng.randn(3, 3, 5, 7).astype('float32') * 0.3
+    fused.kernel.assign(kernel)
+    conv.kernel.assign(kernel)
+    upstream = tf.constant(rng.randn(4, 6, 6, 7).astype('float32'))
+
+    def plain(x, training):
+        return conv(act(bn(x, training=training)))
+
+    for x in _batches(shape, count=2):
+        results = []
+        for f, variables in (
+            (fused, [fused.bn.gamma, fused.bn.beta, fused.kernel]),
+            (plain, [bn.gamma, bn.beta, conv.kernel]),
+        ):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = f(x, training=True)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+            results.append([y, *tape.gradient(loss, [x, *variables])])
+        for ours, theirs in zip(*results, strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+        assert results[0][0].dtype == (tf.float32 if policy == 'float32' else tf.bfloat16)
+        np.testing.assert_array_equal(fused.bn.moving_mean.numpy(), bn.moving_mean.numpy())
+        np.testing.assert_array_equal(fused.bn.moving_variance.numpy(), bn.moving_variance.numpy())
+        np.testing.assert_array_equal(fused(x, training=False), plain(x, training=False))
+    assert np.abs(bn.moving_mean.numpy()).max() > 0.1  # the updates did happen
 
 
 def test_model_training_flag_reaches_batchnorm():
@@ -288,8 +355,12 @@ def test_l2_variables_of_wrn_exclude_batchnorm(wrn):
     chosen = models.l2_variables(wrn)
     assert len(chosen) == 28 + 2  # conv kernels + Dense kernel and bias
     bn_ids = {
-        id(v) for layer in wrn.layers if isinstance(layer, models.BatchNorm) for v in layer.weights
+        id(v)
+        for layer in models._layers(wrn)
+        if isinstance(layer, models.BatchNorm)
+        for v in layer.weights
     }
+    assert len(bn_ids) == 25 * 4  # inside the fused layers too
     assert not bn_ids & {id(v) for v in chosen}
     assert any(v is wrn.get_layer('logits').bias for v in chosen)
 

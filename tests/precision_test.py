@@ -14,9 +14,10 @@ from libml.algorithms import ALGORITHMS
 def test_bf16_backbone_computes_in_bfloat16_and_keeps_float32_variables(arch):
     net = models.build_model(arch, 10, (32, 32, 3), precision='bf16')
     assert {v.dtype for v in net.weights} == {'float32'}
-    convs = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+    layers = list(models._layers(net))
+    convs = [layer for layer in layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs and all(layer.compute_dtype == 'bfloat16' for layer in convs)
-    norms = [layer for layer in net.layers if isinstance(layer, models.BatchNorm)]
+    norms = [layer for layer in layers if isinstance(layer, models.BatchNorm)]
     assert norms and all(layer.compute_dtype == 'bfloat16' for layer in norms)
     logits = net(tf.zeros([2, 32, 32, 3]), training=True)
     assert logits.dtype == tf.float32

@@ -1,4 +1,4 @@
-"""Hand-computed cases for the CReST math (SPEC B section 6, paper eqs. 1 and 2)."""
+"""Hand-computed cases for the CReST math (paper eqs. 1 and 2)."""
 
 import numpy as np
 import pytest
