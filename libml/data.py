@@ -96,9 +96,13 @@ def _atomic(path: str):
 
 
 def remove_temporary_files(folder: str) -> list[str]:
-    """Removes the temporary files an interrupted write left anywhere under `folder`."""
+    """Removes the temporary files an interrupted write left anywhere under `folder`,
+    except in hidden sub-folders (another process's, e.g. a worker's copy of a run)."""
     removed = []
     for root, _, files in tf.io.gfile.walk(folder):
+        relative = os.path.relpath(root, folder)
+        if any(part.startswith('.') and part != '.' for part in relative.split(os.sep)):
+            continue
         for name in fnmatch.filter(files, TEMPORARY):
             tf.io.gfile.remove(os.path.join(root, name))
             removed.append(os.path.join(root, name))

@@ -301,9 +301,13 @@ def test_temporary_files_left_by_a_crash_are_removed(tmp_path):
     for path in left:
         path.write_text('')
     (tmp_path / 'gen_00' / 'picks.json').write_text('{}')
+    # Another worker's copy of the run, beside ours on a shared disk, writing right now.
+    (tmp_path / '.worker_1' / 'data').mkdir(parents=True)
+    (tmp_path / '.worker_1' / 'data' / 'labeled.tfrecord.tmp-7').write_text('')
     removed = data.remove_temporary_files(str(tmp_path))
     assert sorted(removed) == sorted(str(p) for p in left)
     assert os.listdir(tmp_path / 'gen_00') == ['picks.json']
+    assert os.listdir(tmp_path / '.worker_1' / 'data') == ['labeled.tfrecord.tmp-7']
 
 
 def test_a_fold_file_replaced_or_cut_is_refused_by_a_checked_read(tiny, tmp_path):
