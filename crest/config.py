@@ -140,6 +140,13 @@ def validate(cfg: Config) -> None:
         cfg.label_fraction,
     )
     _check(cfg.fold >= 1, 'fold', '>= 1', cfg.fold)
+    if datasets.DATASETS[cfg.dataset].darp_unlabeled_head:
+        _check(
+            cfg.fold == 1,
+            'fold',
+            f'1 for {cfg.dataset}: its split is fixed, runs differ by --seed',
+            cfg.fold,
+        )
     _check(cfg.alpha >= 0, 'alpha', '>= 0', cfg.alpha)
     _check(0 <= cfg.t_min <= 1, 't_min', 'in [0, 1]', cfg.t_min)
     _check(cfg.generations >= 1, 'generations', '>= 1', cfg.generations)

@@ -324,7 +324,13 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
     # The unlabeled stream is the whole long-tailed train set, labels unused.
     stream_images = np.concatenate([labeled0.images, unlabeled.images])
     log(
-        f'{cfg.dataset} fold {cfg.fold}: {len(labeled0)} labeled, {len(unlabeled)} unlabeled, '
+        f'{cfg.dataset} '
+        + (
+            "(DARP's fixed split; --label_fraction unused)"
+            if datasets.get_dataset(cfg.dataset).darp_unlabeled_head
+            else f'fold {cfg.fold}'
+        )
+        + f': {len(labeled0)} labeled, {len(unlabeled)} unlabeled, '
         f'{len(test)} test; labeled per class {counts.tolist()}'
     )
     log(f'sampling rates mu: {np.round(rates, 3).tolist()}')

@@ -246,13 +246,19 @@ def create_fold(
         raise datasets.DataError(
             f'{dataset}: images are {source.train_images.shape[1:]}, expected {info.image_shape}'
         )
-    keep = lt.longtail_subset(source.train_labels, counts)
-    labeled_pos, unlabeled_pos = lt.split_fold(source.train_labels[keep], label_fraction, fold)
+    if info.darp_unlabeled_head:  # DARP: fixed split, label_fraction and fold unused.
+        unlabeled_counts = lt.longtail_counts(info.darp_unlabeled_head, info.num_classes, imbalance)
+        labeled, unlabeled = lt.darp_split(source.train_labels, counts, unlabeled_counts)
+        counts = [n + m for n, m in zip(counts, unlabeled_counts, strict=True)]
+    else:
+        keep = lt.longtail_subset(source.train_labels, counts)
+        labeled_pos, unlabeled_pos = lt.split_fold(source.train_labels[keep], label_fraction, fold)
+        labeled, unlabeled = keep[labeled_pos], keep[unlabeled_pos]
     train_ids = np.arange(len(source.train_labels), dtype=np.int64)
     train = Records(source.train_images, source.train_labels, train_ids)
     splits = {
-        'labeled': train.take(keep[labeled_pos]),
-        'unlabeled': train.take(keep[unlabeled_pos]),
+        'labeled': train.take(labeled),
+        'unlabeled': train.take(unlabeled),
         'test': Records(
             source.test_images,
             source.test_labels,

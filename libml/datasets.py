@@ -54,8 +54,12 @@ class DatasetInfo:
     name: str
     num_classes: int
     image_shape: tuple[int, int, int]
-    head_count: int  # N_1, images kept in the largest class.
+    head_count: int  # N_1, images kept in the largest class (labeled ones under DARP).
     load: Callable[[str | None], Source]
+    # DARP's protocol when set: M_1, the unlabeled images of the largest class; the
+    # labeled and unlabeled sets follow the long-tail law separately, and the split is
+    # fixed (lt.darp_split) instead of a random fold.
+    darp_unlabeled_head: int | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -254,6 +258,7 @@ DATASETS = {
     'cifar10lt': DatasetInfo('cifar10lt', 10, (32, 32, 3), 5000, load_cifar10),
     'cifar100lt': DatasetInfo('cifar100lt', 100, (32, 32, 3), 500, load_cifar100),
     'fashion_mnist_lt': DatasetInfo('fashion_mnist_lt', 10, (28, 28, 1), 5000, load_fashion_mnist),
+    'cifar10_darp': DatasetInfo('cifar10_darp', 10, (32, 32, 3), 1500, load_cifar10, 3000),
 }
 
 

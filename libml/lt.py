@@ -4,6 +4,10 @@ Follows the CIFAR-LT protocol of the paper: class l (0-indexed, the
 source's label order) keeps N_l = floor(N_1 * gamma^(-l/(L-1))) images; a fold splits
 each class into ceil(beta * N_l) labeled images and the rest unlabeled.
 
+DARP's protocol (the paper's Table 3) instead draws N_l labeled and M_l unlabeled images
+with the same law from two head sizes, N_1 = 1500 and M_1 = 3000, without randomness
+(`darp_split`).
+
 Both random choices use NumPy's legacy `RandomState`, whose streams NumPy keeps frozen
 across versions and platforms: the same flags select the same images everywhere.
 """
@@ -49,6 +53,22 @@ def longtail_subset(labels: np.ndarray, counts: list[int], seed: int = LONGTAIL_
             raise ValueError(f'class {c} has {len(members)} images, the long tail needs {n}')
         keep.append(rng.permutation(members)[:n])
     return np.sort(np.concatenate(keep))
+
+
+def darp_split(labels: np.ndarray, labeled: list[int], unlabeled: list[int]):
+    """DARP's fixed split of a balanced train set: (labeled, unlabeled) index arrays.
+
+    Class c's first labeled[c] images in record order are labeled, its next
+    unlabeled[c] unlabeled; nothing is random, so runs of this protocol differ by seed.
+    """
+    labeled_idx, unlabeled_idx = [], []
+    for c, (n, m) in enumerate(zip(labeled, unlabeled, strict=True)):
+        members = np.flatnonzero(labels == c)
+        if len(members) < n + m:
+            raise ValueError(f'class {c} has {len(members)} images, the split needs {n + m}')
+        labeled_idx.append(members[:n])
+        unlabeled_idx.append(members[n : n + m])
+    return np.sort(np.concatenate(labeled_idx)), np.sort(np.concatenate(unlabeled_idx))
 
 
 def split_fold(labels: np.ndarray, label_fraction: float, fold: int):

@@ -160,13 +160,17 @@ class BNLReLUConv(keras.layers.Conv2D):
     (`BatchNorm`, `LeakyReLU`, `keras.layers.Conv2D`; the batch norm is the sublayer
     `bn`). Separately, the backward pass holds the batch norm input and the activation
     (the convolution's input) for the whole step. Here it holds the input only and
-    recomputes normalisation and activation when the gradient arrives (about 2% of a WRN
-    step), then runs the convolution's own backward kernels on them: the WRN-28-2 train
+    recomputes normalisation and activation when the gradient arrives (a few per cent of
+    a WRN step), then runs the convolution's own backward kernels on them: the WRN-28-2 train
     step's peak memory falls by a third. In inference mode it is the plain composition.
     """
 
     def __init__(self, filters, kernel_size, bn_momentum=BN_MOMENTUM, **kwargs):
         super().__init__(filters, kernel_size, padding='same', use_bias=False, **kwargs)
+        if self.strides != (1, 1) or self.dilation_rate != (1, 1) or self.groups != 1:
+            raise ValueError('BNLReLUConv: stride 1, no dilation and no groups only')
+        if self.data_format != 'channels_last':
+            raise ValueError('BNLReLUConv: channels_last only')
         self.bn_momentum = float(bn_momentum)
         self.bn = BatchNorm(momentum=bn_momentum, name=f'{self.name}_bn', dtype=self.dtype_policy)
         self.negative_slope = LRELU_SLOPE

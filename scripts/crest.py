@@ -65,7 +65,12 @@ flags.DEFINE_string(
     'Run folder (local or any tf.io.gfile path). Default: runs/<flags that differ '
     'from their defaults>, e.g. runs/fold=2,imbalance=50.',
 )
-flags.DEFINE_string('dataset', _DEFAULT.dataset, 'cifar10lt, cifar100lt or fashion_mnist_lt.')
+flags.DEFINE_string(
+    'dataset',
+    _DEFAULT.dataset,
+    "cifar10lt, cifar100lt, fashion_mnist_lt, or cifar10_darp (DARP's fixed split, the "
+    "paper's Table 3).",
+)
 flags.DEFINE_string(
     'data_dir',
     None,

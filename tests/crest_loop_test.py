@@ -99,3 +99,36 @@ def test_an_imbalance_that_empties_a_class_is_an_error(tiny_config):
     with pytest.raises(ValueError, match=r'--imbalance must be in \[1, 24\] for tiny'):
         loop.run(cfg, log=lambda _: None)
     assert not os.path.exists(cfg.workdir)
+
+
+def test_darp_protocol_runs_end_to_end(tmp_path, monkeypatch):
+    """A tiny data set under DARP's protocol (N_1 = 8 labeled, M_1 = 16 unlabeled):
+    the fixed split, then a generation that exports the original ids plus its picks."""
+    src = tmp_path / 'src'
+    fashion = fakes.tiny_fashion_mnist(src, 30, 3, 8)
+    darp = dataclasses.replace(fashion, name='tiny_darp', darp_unlabeled_head=16)
+    monkeypatch.setitem(datasets.DATASETS, 'tiny_darp', darp)
+    cfg = config_lib.Config(
+        workdir=str(tmp_path / 'run'),
+        dataset='tiny_darp',
+        data_dir=str(src),
+        imbalance=4,
+        arch='cnn_small',
+        generations=1,
+        steps_per_generation=2,
+        eval_every=2,
+        batch_size=8,
+        uratio=1,
+        ema_warmup=True,
+    )
+    logs = []
+    loop.run(cfg, log=logs.append)
+    assert any("tiny_darp (DARP's fixed split; --label_fraction unused)" in m for m in logs)
+    summary = data.read_json(os.path.join(cfg.workdir, 'data', 'counts.json'))
+    assert summary['labeled'] == [8, 6, 5, 5, 4, 3, 3, 2, 2, 2]
+    assert summary['unlabeled'] == [16, 13, 11, 10, 8, 7, 6, 5, 4, 4]
+    original = data.read_split(os.path.join(cfg.workdir, 'data'), 'labeled', summary)
+    exported = data.read_records(os.path.join(cfg.workdir, 'gen_00', 'labeled.tfrecord'))
+    assert sorted(exported.ids[exported.pseudo == 0]) == sorted(original.ids)
+    with pytest.raises(ValueError, match='--fold must be 1 for tiny_darp'):
+        loop.run(dataclasses.replace(cfg, fold=2, workdir=str(tmp_path / 'run2')))

@@ -322,3 +322,34 @@ def test_a_fold_file_replaced_or_cut_is_refused_by_a_checked_read(tiny, tmp_path
     data.ensure_fold('tiny', 10, 0.5, 1, out, tiny, log=logs.append)
     assert any('rebuilding the fold' in line for line in logs)
     assert len(data.read_split(out, 'unlabeled', summary)) == len(unlabeled)
+
+
+def test_darp_fold_is_the_first_images_of_each_class(tmp_path, monkeypatch):
+    """DARP's protocol (here N_1 = 4 labeled, M_1 = 8 unlabeled, gamma 4): per class the
+    first N_c images of the official order labeled, the next M_c unlabeled, whatever
+    --label_fraction says; ids are the images' indices in the archive."""
+    rng = np.random.RandomState(1)
+    labels = rng.permutation(np.arange(150) % 10)
+    fakes.write_cifar10_archive(str(tmp_path), np.split(labels, 5), [3, 1, 4, 1])
+    tiny = datasets.DatasetInfo('tiny_darp', 10, (32, 32, 3), 4, datasets.load_cifar10, 8)
+    monkeypatch.setitem(datasets.DATASETS, 'tiny_darp', tiny)
+    n = lt.longtail_counts(4, 10, 4)
+    m = lt.longtail_counts(8, 10, 4)
+    assert n == [4, 3, 2, 2, 2, 1, 1, 1, 1, 1] and m == [8, 6, 5, 5, 4, 3, 3, 2, 2, 2]
+    summaries = []
+    for beta in (0.1, 0.5):
+        out = str(tmp_path / f'fold_{beta}')
+        summary = data.create_fold('tiny_darp', 4, beta, 1, out, str(tmp_path), log=lambda _: 0)
+        summaries.append(summary)
+        assert summary['labeled'] == n and summary['unlabeled'] == m
+        assert summary['longtail'] == [a + b for a, b in zip(n, m, strict=True)]
+        labeled = data.read_split(out, 'labeled', summary)
+        unlabeled = data.read_split(out, 'unlabeled', summary)
+        for c in range(10):
+            members = np.flatnonzero(labels == c)
+            assert sorted(labeled.ids[labeled.labels == c]) == members[: n[c]].tolist()
+            assert (
+                sorted(unlabeled.ids[unlabeled.labels == c]) == members[n[c] : n[c] + m[c]].tolist()
+            )
+        assert len(data.read_split(out, 'test', summary)) == 4
+    assert summaries[0]['files'] == summaries[1]['files']  # the same bytes

@@ -42,6 +42,10 @@ FLAG_CASES = [
     (['--lr=inf'], '--lr must be a finite number, got inf'),
     (['--lr=nan'], '--lr must be a finite number, got nan'),
     (['--lr=0'], '--lr must be > 0'),
+    (
+        ['--dataset=cifar10_darp', '--fold=2'],
+        '--fold must be 1 for cifar10_darp: its split is fixed, runs differ by --seed, got 2',
+    ),
     (['--fixmatch.wu=nan'], '--fixmatch.wu must be a finite number, got nan'),
     (['--fixmatch.wu=-1'], '--fixmatch.wu must be >= 0, got -1.0'),
     (['--fixmatch.threshold=1.5'], '--fixmatch.threshold must be in [0, 1]'),

@@ -80,3 +80,28 @@ def test_fold_follows_reference_procedure():
         expected += members[:n].tolist()
     labeled, _ = lt.split_fold(labels, 0.5, fold=4)
     np.testing.assert_array_equal(labeled, np.sort(expected))
+
+
+# DARP's protocol: N_1 = 1500 labeled, M_1 = 3000 unlabeled, the same law for both.
+def test_darp_counts_gamma_100():
+    assert lt.longtail_counts(1500, 10, 100) == [1500, 899, 539, 323, 193, 116, 69, 41, 25, 15]
+    assert lt.longtail_counts(3000, 10, 100) == [3000, 1798, 1078, 646, 387, 232, 139, 83, 50, 30]
+
+
+@pytest.mark.parametrize('gamma, labeled, unlabeled', [(50, 4196, 8397), (150, 3496, 6996)])
+def test_darp_totals(gamma, labeled, unlabeled):
+    assert sum(lt.longtail_counts(1500, 10, gamma)) == labeled
+    assert sum(lt.longtail_counts(3000, 10, gamma)) == unlabeled
+
+
+def test_darp_split_takes_the_first_images_of_each_class_in_record_order():
+    labels = np.array([1, 0, 0, 1, 0, 1, 0, 1, 0, 1])
+    labeled, unlabeled = lt.darp_split(labels, [2, 1], [1, 2])
+    # Class 0 at 1, 2, 4, 6, 8: labeled 1, 2, unlabeled 4. Class 1 at 0, 3, 5, 7, 9:
+    # labeled 0, unlabeled 3, 5.
+    assert labeled.tolist() == [0, 1, 2]
+    assert unlabeled.tolist() == [3, 4, 5]
+    again = lt.darp_split(labels, [2, 1], [1, 2])  # nothing random
+    assert [a.tolist() for a in again] == [labeled.tolist(), unlabeled.tolist()]
+    with pytest.raises(ValueError, match='class 0 has 5 images, the split needs 6'):
+        lt.darp_split(labels, [3, 1], [3, 1])

@@ -380,3 +380,12 @@ def test_build_model():
     with pytest.raises(ValueError, match='wrn28_2') as error:
         models.build_model('resnet50', 10, (32, 32, 3))
     assert 'cnn_small' in str(error.value) and 'resnet50' in str(error.value)
+
+
+def test_bn_lrelu_conv_config_and_limits():
+    layer = models.BNLReLUConv(7, 3, bn_momentum=0.5, name='unit')
+    again = models.BNLReLUConv.from_config(layer.get_config())
+    assert (again.filters, again.kernel_size, again.bn_momentum) == (7, (3, 3), 0.5)
+    assert (again.padding, again.use_bias, again.bn.momentum) == ('same', False, 0.5)
+    with pytest.raises(ValueError, match='stride 1'):
+        models.BNLReLUConv(7, 3, strides=2)
