@@ -101,25 +101,15 @@ def test_an_imbalance_that_empties_a_class_is_an_error(tiny_config):
     assert not os.path.exists(cfg.workdir)
 
 
-def test_darp_protocol_runs_end_to_end(tmp_path, monkeypatch):
-    """A tiny data set under DARP's protocol (N_1 = 8 labeled, M_1 = 16 unlabeled):
+def test_darp_protocol_runs_end_to_end(tiny_config, monkeypatch):
+    """The tiny data set under DARP's protocol (N_1 = 8 labeled, M_1 = 16 unlabeled):
     the fixed split, then a generation that exports the original ids plus its picks."""
-    src = tmp_path / 'src'
-    fashion = fakes.tiny_fashion_mnist(src, 30, 3, 8)
-    darp = dataclasses.replace(fashion, name='tiny_darp', darp_unlabeled_head=16)
+    darp = dataclasses.replace(
+        datasets.DATASETS['tiny'], name='tiny_darp', head_count=8, darp_unlabeled_head=16
+    )
     monkeypatch.setitem(datasets.DATASETS, 'tiny_darp', darp)
-    cfg = config_lib.Config(
-        workdir=str(tmp_path / 'run'),
-        dataset='tiny_darp',
-        data_dir=str(src),
-        imbalance=4,
-        arch='cnn_small',
-        generations=1,
-        steps_per_generation=2,
-        eval_every=2,
-        batch_size=8,
-        uratio=1,
-        ema_warmup=True,
+    cfg = dataclasses.replace(
+        tiny_config, dataset='tiny_darp', imbalance=4, generations=1, steps_per_generation=2
     )
     logs = []
     loop.run(cfg, log=logs.append)
@@ -131,4 +121,4 @@ def test_darp_protocol_runs_end_to_end(tmp_path, monkeypatch):
     exported = data.read_records(os.path.join(cfg.workdir, 'gen_00', 'labeled.tfrecord'))
     assert sorted(exported.ids[exported.pseudo == 0]) == sorted(original.ids)
     with pytest.raises(ValueError, match='--fold must be 1 for tiny_darp'):
-        loop.run(dataclasses.replace(cfg, fold=2, workdir=str(tmp_path / 'run2')))
+        loop.run(dataclasses.replace(cfg, fold=2, workdir=cfg.workdir + '2'))
