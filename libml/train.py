@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 from libml import data
-from libml.algorithms import base
 
 
 class HalfCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -177,26 +176,13 @@ def train(
         for _ in tf.range(n):
             strategy.run(train_step, (split(next(iterator)),))
 
-    # Batch norm moving statistics are updated by each replica from its own shard; before
-    # every evaluation and checkpoint they are replaced by their mean over all replicas
-    # (and machines), so that every replica evaluates, pseudo-labels and saves the same
+    # State each replica updates from its own shard (batch norm moving statistics) is
+    # replaced by its mean over all replicas and machines before every evaluation and
+    # checkpoint, so that every replica evaluates, pseudo-labels and saves the same
     # network. A resumed run restores that same mean everywhere: resume stays exact.
-    local_state = [
-        v
-        for v in model.net.non_trainable_variables + model.ema_net.non_trainable_variables
-        if tf.as_dtype(v.dtype).is_floating
-    ]
-
     @tf.function
     def average_over_replicas():
-        def average():
-            ctx = tf.distribute.get_replica_context()
-            means = [
-                ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v)) for v in local_state
-            ]
-            base.assign_all(list(zip(local_state, means, strict=True)))
-
-        strategy.run(average)
+        strategy.run(model.average_replica_state)
 
     writer = tf.summary.create_file_writer(os.path.join(workdir, 'tb'))
     start_time, start_step = time.time(), step

@@ -204,6 +204,19 @@ class SemiSupervised(keras.Model):
         ]
         return pairs + [(self.ema_updates, self.ema_updates + 1)]
 
+    def average_replica_state(self):
+        """In replica context: sets the state each replica updates from its own shard
+        (the floating-point non-trainable variables of the net and its EMA copy, i.e. the
+        batch norm moving statistics) to its mean over all replicas."""
+        local = [
+            v
+            for v in self.net.non_trainable_variables + self.ema_net.non_trainable_variables
+            if tf.as_dtype(v.dtype).is_floating
+        ]
+        ctx = tf.distribute.get_replica_context()
+        means = [ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v)) for v in local]
+        assign_all(list(zip(local, means, strict=True)))
+
     def apply_gradients(self, tape, loss):
         """Differentiates the replica's share of `loss` w.r.t. the raw net and steps."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
