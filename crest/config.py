@@ -13,7 +13,7 @@ import math
 import os
 
 from crest import rebalance
-from libml import datasets, models
+from libml import datasets, models, user_data
 from libml.algorithms import ALGORITHMS
 
 DIST_ALIGN = ('none', 'constant', 'progressive')
@@ -25,6 +25,8 @@ class Config:
     workdir: str = ''  # '': runs/<settings that differ from the defaults>
     dataset: str = 'cifar10lt'
     data_dir: str | None = None
+    image_size: int = 0  # The user's images' side in pixels; 0: their median side.
+    bad_images: str = 'stop'  # Or 'skip': what an unreadable image file of the user's does.
     imbalance: float = 100.0
     label_fraction: float = 0.1
     fold: int = 1
@@ -68,7 +70,7 @@ MAX_SEED = 4_000_000
 
 # Settings that do not change what a run computes (XLA at most reorders float
 # arithmetic), so a resumed run may change them.
-RUNTIME_ONLY = ('workdir', 'data_dir', 'method', 'xla')
+RUNTIME_ONLY = ('workdir', 'data_dir', 'method', 'xla', 'bad_images')
 
 
 def resolve(cfg: Config) -> Config:
@@ -125,14 +127,30 @@ def validate(cfg: Config) -> None:
         f'one of {list(CLASS_PRIORS)}',
         cfg.class_prior,
     )
-    head = datasets.DATASETS[cfg.dataset].head_count
-    # gamma = N_1 / N_L: beyond N_1 the smallest class keeps no image at all.
-    _check(
-        1 <= cfg.imbalance <= head,
-        'imbalance',
-        f'in [1, {head}] for {cfg.dataset} (its largest class keeps {head} images)',
-        cfg.imbalance,
-    )
+    info = datasets.DATASETS[cfg.dataset]
+    if info.load_given:  # The user's data, used as it is.
+        _check(bool(cfg.data_dir), 'data_dir', f'set for --dataset={cfg.dataset}', cfg.data_dir)
+        _check(
+            cfg.class_prior == 'labeled',
+            'class_prior',
+            "'labeled' for the user's data (the analytic prior assumes a synthetic long tail)",
+            cfg.class_prior,
+        )
+    else:
+        # gamma = N_1 / N_L: beyond N_1 the smallest class keeps no image at all.
+        _check(
+            1 <= cfg.imbalance <= info.head_count,
+            'imbalance',
+            f'in [1, {info.head_count}] for {cfg.dataset} (its largest class keeps '
+            f'{info.head_count} images)',
+            cfg.imbalance,
+        )
+        _check(
+            cfg.image_size == 0,
+            'image_size',
+            f'0 for {cfg.dataset} (its images keep their size)',
+            cfg.image_size,
+        )
     _check(
         0 < cfg.label_fraction < 1,
         'label_fraction',
@@ -140,13 +158,20 @@ def validate(cfg: Config) -> None:
         cfg.label_fraction,
     )
     _check(cfg.fold >= 1, 'fold', '>= 1', cfg.fold)
-    if datasets.DATASETS[cfg.dataset].darp_unlabeled_head:
+    if info.fixed_split:
         _check(
             cfg.fold == 1,
             'fold',
             f'1 for {cfg.dataset}: its split is fixed, runs differ by --seed',
             cfg.fold,
         )
+    _check(cfg.image_size >= 0, 'image_size', '>= 0', cfg.image_size)
+    _check(
+        cfg.bad_images in user_data.BAD_IMAGES,
+        'bad_images',
+        f'one of {list(user_data.BAD_IMAGES)}',
+        cfg.bad_images,
+    )
     _check(cfg.alpha >= 0, 'alpha', '>= 0', cfg.alpha)
     _check(0 <= cfg.t_min <= 1, 't_min', 'in [0, 1]', cfg.t_min)
     _check(cfg.generations >= 1, 'generations', '>= 1', cfg.generations)
@@ -200,6 +225,10 @@ def default_workdir(cfg: Config, root: str = 'runs') -> str:
         for k, v in current.items()
         if k not in RUNTIME_ONLY and v != default[k]
     ]
+    if cfg.dataset in datasets.DATASETS and datasets.DATASETS[cfg.dataset].load_given:
+        # The user's data is named by where it is: two folders, two run folders.
+        name = os.path.basename(os.path.normpath(cfg.data_dir or ''))
+        parts.insert(1, f'data={os.path.splitext(name)[0]}')
     return os.path.join(root, ','.join(parts) or 'paper')
 
 

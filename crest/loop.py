@@ -78,13 +78,15 @@ def _class_prior(cfg, labeled_counts) -> np.ndarray:
 
 
 def pick_summary(records: data.Records, picks: np.ndarray, predicted, rates) -> dict:
-    """Per-class counts of the picks, with their precision and recall (labels known)."""
+    """Per-class counts of the picks, with their precision and recall, both counted over
+    the images whose true class is known (all but some of the user's own)."""
     num_classes = len(rates)
     true, pred = records.labels[picks], predicted[picks]
-    picked = np.bincount(pred, minlength=num_classes)
+    known = true >= 0
+    picked = np.bincount(pred[known], minlength=num_classes)
     correct = np.bincount(pred[true == pred], minlength=num_classes)
-    pool = np.bincount(records.labels, minlength=num_classes)
-    return {
+    pool = np.bincount(records.labels[records.labels >= 0], minlength=num_classes)
+    summary = {
         'rate': np.round(rates, 6).tolist(),
         'predicted': np.bincount(predicted, minlength=num_classes).tolist(),
         'picked': picked.tolist(),
@@ -95,21 +97,29 @@ def pick_summary(records: data.Records, picks: np.ndarray, predicted, rates) -> 
         'recall': np.round(
             np.divide(correct, pool, out=np.zeros(num_classes), where=pool > 0), 6
         ).tolist(),
-        'total_picked': int(picked.sum()),
+        'total_picked': len(picks),
         'total_precision': float(correct.sum() / max(picked.sum(), 1)),
     }
+    if not known.all():
+        summary['unknown_class'] = int(len(picks) - known.sum())  # Picks no label checks.
+    if not np.any(records.labels >= 0):  # Nothing to check against.
+        for key in ('correct', 'precision', 'recall', 'total_precision'):
+            summary[key] = None
+    return summary
 
 
 def run_generation(
-    cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log
+    cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log, val=None
 ) -> dict:
-    """Trains generation g, then pseudo-labels, picks and exports; returns its metrics."""
+    """Trains generation g, then pseudo-labels, picks and exports; returns its metrics.
+
+    With `val`, every evaluation also reports the balanced accuracy on it."""
     gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
     tf.io.gfile.makedirs(gen_dir)
-    info = datasets.get_dataset(cfg.dataset)
+    num_classes, image_shape = len(rates), test.images.shape[1:]
     # The class distribution of this generation's labeled set (picks included): the
     # prior of logit adjustment and the counts of class-balanced weights.
-    labeled_counts = np.bincount(labeled.labels, minlength=info.num_classes)
+    labeled_counts = np.bincount(labeled.labels, minlength=num_classes)
     la_prior = labeled_counts / labeled_counts.sum()
     t = rebalance.temperature(g, cfg.generations, cfg.t_min)
     if cfg.dist_align == 'none':
@@ -123,8 +133,8 @@ def run_generation(
     keras.utils.set_random_seed(seed)
     with strategy.scope():
         model = ALGORITHMS[cfg.algorithm](
-            lambda: models.build_model(cfg.arch, info.num_classes, info.image_shape, cfg.precision),
-            info.num_classes,
+            lambda: models.build_model(cfg.arch, num_classes, image_shape, cfg.precision),
+            num_classes,
             wd=cfg.wd,
             ema_decay=cfg.ema_decay,
             ema_warmup=cfg.ema_warmup,
@@ -155,7 +165,7 @@ def run_generation(
         adjusted = metrics.classification_report(
             test.labels, metrics.logit_adjusted(latest['probs'], la_prior)
         )
-        return {
+        numbers = {
             'acc/balanced': report['balanced_accuracy'],
             'recall': report['recall'],
             'precision': report['precision'],
@@ -163,6 +173,12 @@ def run_generation(
             'acc/balanced_la': adjusted['balanced_accuracy'],
             'recall_la': adjusted['recall'],
         }
+        if val is not None:
+            on_val = metrics.classification_report(
+                val.labels, train.predict(model.ema_net, val.images)
+            )
+            numbers['acc/balanced_val'] = on_val['balanced_accuracy']
+        return numbers
 
     prefix = f'[gen {g}/{cfg.generations - 1}] '
     log(
@@ -226,12 +242,22 @@ def run_generation(
             'final_balanced_accuracy_la': evals[-1]['acc/balanced_la'],
             'la_prior': np.round(la_prior, 6).tolist(),
         },
-        'unlabeled': metrics.classification_report(unlabeled.labels, probs_u),
+        'unlabeled': _known_report(unlabeled.labels, probs_u),
         'picks': picks_info,
         'seconds': round(time.time() - start, 1),
     }
+    if val is not None:
+        result['balanced_accuracy_val'] = metrics.mean_of_last(
+            [e['acc/balanced_val'] for e in evals]
+        )
     data.write_json(os.path.join(gen_dir, 'metrics.json'), result)
     return result
+
+
+def _known_report(labels, probs) -> dict | None:
+    """The classification report of the images whose class is known; None if none is."""
+    known = labels >= 0
+    return metrics.classification_report(labels[known], probs[known]) if known.any() else None
 
 
 def worker_folder(strategy) -> str | None:
@@ -307,9 +333,18 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
     _check_args(cfg)
     fold_dir = os.path.join(cfg.workdir, 'data')
     fold = data.ensure_fold(
-        cfg.dataset, cfg.imbalance, cfg.label_fraction, cfg.fold, fold_dir, cfg.data_dir, log
+        cfg.dataset,
+        cfg.imbalance,
+        cfg.label_fraction,
+        cfg.fold,
+        fold_dir,
+        cfg.data_dir,
+        log,
+        image_size=cfg.image_size,
+        bad_images=cfg.bad_images,
     )
-    labeled0, unlabeled, test = (data.read_split(fold_dir, s, fold) for s in data.SPLITS)
+    splits = {s: data.read_split(fold_dir, s, fold) for s in data.fold_splits(fold)}
+    labeled0, unlabeled, test, val = (splits.get(s) for s in (*data.SPLITS, 'val'))
     names = fold['class_names']
     counts = np.bincount(labeled0.labels, minlength=len(names))
     if np.any(counts == 0):
@@ -323,15 +358,19 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
     rates = rebalance.sampling_rates(prior, cfg.alpha)
     # The unlabeled stream is the whole long-tailed train set, labels unused.
     stream_images = np.concatenate([labeled0.images, unlabeled.images])
+    info = datasets.get_dataset(cfg.dataset)
+    if info.load_given:
+        how = f'{cfg.data_dir}, split as given (--imbalance, --label_fraction unused)'
+    elif info.darp_unlabeled_head:
+        how = "DARP's fixed split; --label_fraction unused"
+    else:
+        how = f'fold {cfg.fold}'
     log(
-        f'{cfg.dataset} '
-        + (
-            "(DARP's fixed split; --label_fraction unused)"
-            if datasets.get_dataset(cfg.dataset).darp_unlabeled_head
-            else f'fold {cfg.fold}'
-        )
-        + f': {len(labeled0)} labeled, {len(unlabeled)} unlabeled, '
-        f'{len(test)} test; labeled per class {counts.tolist()}'
+        f'{cfg.dataset} ({how}): {len(labeled0)} labeled, {len(unlabeled)} unlabeled, '
+        f'{len(test)} test'
+        + (f', {len(val)} val' if val is not None else '')
+        + '; labeled per class: '
+        + ', '.join(f'{n} {c}' for n, c in zip(names, counts.tolist(), strict=True))
     )
     log(f'sampling rates mu: {np.round(rates, 3).tolist()}')
     log(
@@ -360,7 +399,7 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
                 result = None
         if result is None:
             result = run_generation(
-                cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log
+                cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log, val
             )
             exported = _read_export(gen_dir)
         labeled = exported  # The next generation's labeled set.
@@ -370,8 +409,12 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
             f'(mean of last 5 evals; with logit adjustment '
             f'{result.get("balanced_accuracy_la", float("nan")):.4f})  minority-class recall '
             f'{", ".join(f"{names[c]} {recall[c]:.3f}" for c in np.argsort(counts)[:3])}  '
-            f'picks {result["picks"]["total_picked"]} '
-            f'({result["picks"]["total_precision"]:.1%} correct)'
+            f'picks {result["picks"]["total_picked"]}'
+            + (
+                f' ({result["picks"]["total_precision"]:.1%} correct)'
+                if result['picks']['total_precision'] is not None
+                else ''
+            )
         )
         generations.append(result)
 

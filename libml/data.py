@@ -1,9 +1,11 @@
 """TFRecord folds of long-tailed data sets, and the tf.data pipelines that train on them.
 
 A fold folder holds `labeled.tfrecord`, `unlabeled.tfrecord`, `test.tfrecord` and
-`counts.json`. Each record is a tf.train.Example with `image` (PNG), `label` (int64) and
-`id` (int64, the image's index in the source's train split, or test split for test
-records); pseudo-labeled records also carry `pseudo` = 1 and their `confidence`.
+`counts.json` (and `val.tfrecord`, `paths.json` for the user's data that has them).
+Each record is a tf.train.Example with `image` (PNG), `label` (int64; -1 for an
+unlabeled image of unknown class) and `id` (int64, the image's index in the source's
+train split, or test split for test records); pseudo-labeled records also carry
+`pseudo` = 1 and their `confidence`.
 Files are written under a temporary name and renamed, so a crash never leaves a
 truncated file under the real name; `counts.json` is written last and marks a complete
 fold. It records each file's number of records and SHA-256 digest, which every read
@@ -28,6 +30,7 @@ from libml import augment, datasets, lt
 
 SPLITS = ('labeled', 'unlabeled', 'test')
 COUNTS_FILE = 'counts.json'
+PATHS_FILE = 'paths.json'  # The user's image files, by id.
 
 
 @dataclasses.dataclass
@@ -220,31 +223,32 @@ def read_json(path: str):
 # Folds.
 
 
-def fold_spec(dataset: str, imbalance: float, label_fraction: float, fold: int) -> dict:
-    """The flags that determine a fold's contents; stored in counts.json to check reuse."""
-    return dict(dataset=dataset, imbalance=imbalance, label_fraction=label_fraction, fold=fold)
-
-
-def create_fold(
+def fold_spec(
     dataset: str,
     imbalance: float,
     label_fraction: float,
     fold: int,
-    output_dir: str,
     data_dir: str | None = None,
-    log=print,
+    image_size: int = 0,
 ) -> dict:
-    """Builds one labeled/unlabeled fold of a long-tailed data set as TFRecords.
+    """The flags that determine a fold's contents; stored in counts.json to check reuse.
 
-    Returns the content of counts.json: the fold's flags, class names, and per-class
-    counts of the long-tailed train set and of each split.
+    For the user's own data (given splits) these are where it is and the image size.
     """
-    info = datasets.get_dataset(dataset)
+    if datasets.get_dataset(dataset).load_given:
+        return dict(
+            dataset=dataset, data_dir=os.path.abspath(data_dir or ''), image_size=image_size
+        )
+    return dict(dataset=dataset, imbalance=imbalance, label_fraction=label_fraction, fold=fold)
+
+
+def longtail_splits(info, imbalance, label_fraction, fold, data_dir):
+    """({split: Records}, summary entries) of a long-tailed fold of a balanced source."""
     counts = lt.longtail_counts(info.head_count, info.num_classes, imbalance)
     source = info.load(data_dir)
     if source.train_images.shape[1:] != info.image_shape:
         raise datasets.DataError(
-            f'{dataset}: images are {source.train_images.shape[1:]}, expected {info.image_shape}'
+            f'{info.name}: images are {source.train_images.shape[1:]}, expected {info.image_shape}'
         )
     if info.darp_unlabeled_head:  # DARP: fixed split, label_fraction and fold unused.
         unlabeled_counts = lt.longtail_counts(info.darp_unlabeled_head, info.num_classes, imbalance)
@@ -265,17 +269,73 @@ def create_fold(
             np.arange(len(source.test_labels), dtype=np.int64),
         ),
     }
+    return splits, dict(class_names=list(source.class_names), source=source.origin, longtail=counts)
+
+
+def _given_splits(info, data_dir, image_size, bad_images, log):
+    """({split: Records}, summary entries) of the user's own data, used as it is."""
+    if not data_dir:
+        raise datasets.DataError(f'--dataset={info.name} reads its data from --data_dir')
+    given = info.load_given(data_dir, image_size=image_size, bad_images=bad_images, log=log)
+    splits = {s: Records(given.images[s], given.labels[s], given.ids[s]) for s in given.images}
+    known = np.concatenate([splits[s].labels for s in ('labeled', 'unlabeled')])
+    entries = dict(
+        class_names=list(given.class_names),
+        source=given.origin,
+        # The class distribution of the train images whose class is known.
+        longtail=np.bincount(known[known >= 0], minlength=len(given.class_names)).tolist(),
+        image_shape=list(splits['labeled'].images.shape[1:]),
+        unknown_labels={s: int(np.sum(r.labels < 0)) for s, r in splits.items()},
+    )
+    if given.skipped:
+        entries['skipped'] = list(given.skipped)
+    return splits, entries, given.paths
+
+
+def create_fold(
+    dataset: str,
+    imbalance: float,
+    label_fraction: float,
+    fold: int,
+    output_dir: str,
+    data_dir: str | None = None,
+    log=print,
+    image_size: int = 0,
+    bad_images: str = 'stop',
+) -> dict:
+    """Builds one labeled/unlabeled fold of a data set as TFRecords.
+
+    A built-in data set is made long-tailed and split by `fold`; the user's own data
+    (`--dataset=folder` or `npz`) keeps its own split, its images resized to
+    `image_size` (0: see libml/user_data.py), unreadable files stopping or skipped per
+    `bad_images`; its files' paths per id go to paths.json.
+
+    Returns the content of counts.json: the fold's flags, class names, and per-class
+    counts of the long-tailed train set and of each split.
+    """
+    info = datasets.get_dataset(dataset)
+    paths = None
+    if info.load_given:
+        splits, entries, paths = _given_splits(info, data_dir, image_size, bad_images, log)
+    else:
+        splits, entries = longtail_splits(info, imbalance, label_fraction, fold, data_dir)
+    num_classes = len(entries['class_names'])
     tf.io.gfile.makedirs(output_dir)
-    summary = fold_spec(dataset, imbalance, label_fraction, fold)
-    summary['class_names'] = list(source.class_names)
-    summary['source'] = source.origin
-    summary['longtail'] = counts
+    summary = {
+        **fold_spec(dataset, imbalance, label_fraction, fold, data_dir, image_size),
+        **entries,
+    }
     summary['files'] = {}
+    if paths is not None:
+        path = os.path.join(output_dir, PATHS_FILE)
+        write_json(path, paths)
+        summary['files'][PATHS_FILE] = {'records': None, 'sha256': file_digest(path)}
     for name, records in splits.items():
         path = os.path.join(output_dir, f'{name}.tfrecord')
         log(f'writing {path} ({len(records)} images)')
         summary['files'][f'{name}.tfrecord'] = write_records(path, records)
-        summary[name] = np.bincount(records.labels, minlength=info.num_classes).tolist()
+        known = records.labels[records.labels >= 0]
+        summary[name] = np.bincount(known, minlength=num_classes).tolist()
     write_json(os.path.join(output_dir, COUNTS_FILE), summary)
     return summary
 
@@ -287,23 +347,47 @@ def read_split(fold_dir: str, split: str, summary: dict) -> Records:
     return read_records(os.path.join(fold_dir, name), expected, COUNTS_FILE)
 
 
-def ensure_fold(dataset, imbalance, label_fraction, fold, output_dir, data_dir=None, log=print):
+def fold_splits(summary: dict) -> tuple[str, ...]:
+    """The splits a fold holds: SPLITS, and 'val' if its data came with one."""
+    return SPLITS + (('val',) if 'val.tfrecord' in summary.get('files', {}) else ())
+
+
+def ensure_fold(
+    dataset,
+    imbalance,
+    label_fraction,
+    fold,
+    output_dir,
+    data_dir=None,
+    log=print,
+    image_size=0,
+    bad_images='stop',
+):
     """Returns counts.json of the fold in `output_dir`, creating the fold if missing and
     rebuilding it (the same images, from the source) if a file is missing or changed."""
     path = os.path.join(output_dir, COUNTS_FILE)
     if tf.io.gfile.exists(path):
         summary = read_json(path)
-        spec = fold_spec(dataset, imbalance, label_fraction, fold)
+        spec = fold_spec(dataset, imbalance, label_fraction, fold, data_dir, image_size)
         if {k: summary.get(k) for k in spec} != spec:
             raise datasets.DataError(f'{path}: holds another fold than {spec}')
         try:
-            for split in SPLITS:
-                name = f'{split}.tfrecord'
+            for name in [f'{s}.tfrecord' for s in fold_splits(summary)]:
                 check_file(os.path.join(output_dir, name), summary.get('files', {}).get(name), path)
             return summary
         except datasets.DataError as e:
             log(f'{e}; rebuilding the fold')
-    return create_fold(dataset, imbalance, label_fraction, fold, output_dir, data_dir, log)
+    return create_fold(
+        dataset,
+        imbalance,
+        label_fraction,
+        fold,
+        output_dir,
+        data_dir,
+        log,
+        image_size=image_size,
+        bad_images=bad_images,
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -49,17 +49,25 @@ class Source:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """A registered long-tailed data set: its source and the size of its head class."""
+    """A registered data set: a balanced source made long-tailed (`load`, with the size
+    of its head class), or the user's own split data used as it is (`load_given`)."""
 
     name: str
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    head_count: int  # N_1, images kept in the largest class (labeled ones under DARP).
-    load: Callable[[str | None], Source]
+    num_classes: int | None  # None: read from the data.
+    image_shape: tuple[int, int, int] | None
+    head_count: int | None  # N_1, images kept in the largest class (labeled ones under DARP).
+    load: Callable[[str | None], Source] | None
     # DARP's protocol when set: M_1, the unlabeled images of the largest class; the
     # labeled and unlabeled sets follow the long-tail law separately, and the split is
     # fixed (lt.darp_split) instead of a random fold.
     darp_unlabeled_head: int | None = None
+    # The user's data: (data_dir, image_size, bad_images, log) -> user_data.GivenSplits.
+    load_given: Callable | None = None
+
+    @property
+    def fixed_split(self) -> bool:
+        """Whether the labeled/unlabeled split is given rather than drawn per fold."""
+        return bool(self.darp_unlabeled_head or self.load_given)
 
 
 # --------------------------------------------------------------------------------------
@@ -254,11 +262,26 @@ def load_fashion_mnist(data_dir: str | None) -> Source:
     return _from_tfds('fashion_mnist', 'storage.googleapis.com')
 
 
+def _load_folder(data_dir, **options):
+    from libml import user_data  # It builds on this module.
+
+    return user_data.load_folder(data_dir, **options)
+
+
+def _load_npz(data_dir, **options):
+    from libml import user_data
+
+    return user_data.load_npz(data_dir, **options)
+
+
 DATASETS = {
     'cifar10lt': DatasetInfo('cifar10lt', 10, (32, 32, 3), 5000, load_cifar10),
     'cifar100lt': DatasetInfo('cifar100lt', 100, (32, 32, 3), 500, load_cifar100),
     'fashion_mnist_lt': DatasetInfo('fashion_mnist_lt', 10, (28, 28, 1), 5000, load_fashion_mnist),
     'cifar10_darp': DatasetInfo('cifar10_darp', 10, (32, 32, 3), 1500, load_cifar10, 3000),
+    # The user's own images: a folder, or arrays in an .npz file (libml/user_data.py).
+    'folder': DatasetInfo('folder', None, None, None, None, load_given=_load_folder),
+    'npz': DatasetInfo('npz', None, None, None, None, load_given=_load_npz),
 }
 
 

@@ -19,13 +19,15 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
-from libml import data, datasets  # noqa: E402
+from libml import data, datasets, user_data  # noqa: E402
 
 flags.DEFINE_enum('dataset', 'cifar10lt', list(datasets.DATASETS), 'Data set.')
 flags.DEFINE_float('imbalance', 100.0, 'gamma = N_1 / N_L, >= 1.')
 flags.DEFINE_float('label_fraction', 0.1, 'beta, labeled share of each class, in (0, 1).')
 flags.DEFINE_integer('fold', 1, 'Labeled/unlabeled split seed, >= 1.')
 flags.DEFINE_string('data_dir', None, 'Folder with the official files (see libml/datasets.py).')
+flags.DEFINE_integer('image_size', 0, 'folder/npz: square side to resize to; 0: median/own.')
+flags.DEFINE_enum('bad_images', 'stop', list(user_data.BAD_IMAGES), 'folder: unreadable files.')
 flags.DEFINE_string('output_dir', None, 'Where to write the fold.')
 flags.mark_flag_as_required('output_dir')
 
@@ -40,6 +42,9 @@ def main(argv):
         imbalance=FLAGS.imbalance,
         label_fraction=FLAGS.label_fraction,
         fold=FLAGS.fold,
+        data_dir=FLAGS.data_dir,
+        image_size=FLAGS.image_size,
+        bad_images=FLAGS.bad_images,
     )
     try:
         config_lib.validate(config_lib.resolve(cfg))  # The trainer's checks of these flags.
@@ -52,10 +57,12 @@ def main(argv):
             FLAGS.fold,
             FLAGS.output_dir,
             FLAGS.data_dir,
+            image_size=FLAGS.image_size,
+            bad_images=FLAGS.bad_images,
         )
     except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
         sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')
-    for split in data.SPLITS:
+    for split in data.fold_splits(summary):
         print(f'{split:10s} {sum(summary[split]):6d}  per class {summary[split]}')
 
 

@@ -44,7 +44,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
 from crest import loop, methods, rebalance  # noqa: E402
-from libml import datasets  # noqa: E402
+from libml import datasets, user_data  # noqa: E402
 from libml.algorithms import ALGORITHMS  # noqa: E402
 
 _DEFAULT = config_lib.Config()
@@ -68,14 +68,29 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     'dataset',
     _DEFAULT.dataset,
-    "cifar10lt, cifar100lt, fashion_mnist_lt, or cifar10_darp (DARP's fixed split, the "
-    "paper's Table 3).",
+    "cifar10lt, cifar100lt, fashion_mnist_lt, cifar10_darp (DARP's fixed split, the "
+    "paper's Table 3); or your own images, used as they are: folder (--data_dir with "
+    'labeled/<class>/, unlabeled/, test/<class>/) or npz (--data_dir=file.npz).',
 )
 flags.DEFINE_string(
     'data_dir',
     None,
     'Folder with the official files (CIFAR binary archives, Fashion-MNIST '
-    'IDX). Default: Debian files for Fashion-MNIST, else tensorflow-datasets.',
+    'IDX). Default: Debian files for Fashion-MNIST, else tensorflow-datasets. For '
+    '--dataset=folder or npz: your images folder or .npz file.',
+)
+flags.DEFINE_integer(
+    'image_size',
+    _DEFAULT.image_size,
+    'With --dataset=folder or npz: resize images to this square side in pixels. '
+    "Default (0): the median side of a folder's images, an npz file's own size.",
+)
+flags.DEFINE_enum(
+    'bad_images',
+    _DEFAULT.bad_images,
+    list(user_data.BAD_IMAGES),
+    'With --dataset=folder: an unreadable image file stops the run, naming it (stop), '
+    "or is left out and listed in the log and the fold's counts.json (skip).",
 )
 flags.DEFINE_float('imbalance', _DEFAULT.imbalance, 'gamma = N_1 / N_L, >= 1.')
 flags.DEFINE_float('label_fraction', _DEFAULT.label_fraction, 'beta, labeled share per class.')

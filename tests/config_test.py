@@ -1,6 +1,7 @@
 """Tests for crest/config.py: run folder names from the changed settings."""
 
 import dataclasses
+import os
 
 import pytest
 
@@ -77,3 +78,22 @@ def test_a_setting_added_after_a_run_was_made_counts_as_its_default():
     assert config_lib.default_workdir(dataclasses.replace(cfg, precision='bf16')) == (
         'runs/precision=bf16'
     )
+
+
+def test_the_users_data_needs_its_folder_and_is_named_by_it():
+    cfg = config_lib.resolve(config_lib.Config(dataset='folder'))
+    with pytest.raises(ValueError, match='--data_dir must be set for --dataset=folder'):
+        config_lib.validate(cfg)
+    cfg = config_lib.resolve(config_lib.Config(dataset='npz', data_dir='/x/my_images.npz'))
+    config_lib.validate(cfg)  # --imbalance and --label_fraction are unused, not checked.
+    assert config_lib.default_workdir(cfg) == os.path.join('runs', 'dataset=npz,data=my_images')
+    for bad, message in (
+        (dict(class_prior='analytic'), "--class_prior must be 'labeled' for the user's data"),
+        (dict(fold=2), '--fold must be 1 for npz'),
+        (dict(bad_images='ignore'), '--bad_images must be one of'),
+        (dict(image_size=-1), '--image_size must be >= 0'),
+    ):
+        with pytest.raises(ValueError, match=message):
+            config_lib.validate(dataclasses.replace(cfg, **bad))
+    with pytest.raises(ValueError, match='--image_size must be 0 for cifar10lt'):
+        config_lib.validate(config_lib.resolve(config_lib.Config(image_size=16)))

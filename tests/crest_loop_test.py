@@ -122,3 +122,63 @@ def test_darp_protocol_runs_end_to_end(tiny_config, monkeypatch):
     assert sorted(exported.ids[exported.pseudo == 0]) == sorted(original.ids)
     with pytest.raises(ValueError, match='--fold must be 1 for tiny_darp'):
         loop.run(dataclasses.replace(cfg, fold=2, workdir=cfg.workdir + '2'))
+
+
+def test_an_image_folder_runs_end_to_end_and_exports_original_plus_picks(tmp_path, monkeypatch):
+    """The user's own images (--dataset=folder), two generations: generation 1 trains on
+    exactly the original labeled files plus generation 0's picks, traced to their files."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    # Class folders named so that their order is not their labeled-count order.
+    layout = {'labeled/b': 2, 'labeled/a': 6, 'labeled/c': 3, 'unlabeled/a': 9, 'unlabeled': 9}
+    layout.update({'test/a': 2, 'test/b': 2, 'test/c': 2})
+    for folder, n in layout.items():
+        os.makedirs(tmp_path / 'images' / folder, exist_ok=True)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (14, 14, 3), np.uint8)
+            Image.fromarray(pixels).save(tmp_path / 'images' / folder / f'{i}.png')
+    selections = []
+    select = rebalance.select_pseudo_labels
+    monkeypatch.setattr(
+        loop.rebalance,
+        'select_pseudo_labels',
+        lambda probs, rates: selections.append(select(probs, rates)) or selections[-1],
+    )
+    cfg = config_lib.Config(
+        workdir=str(tmp_path / 'run'),
+        dataset='folder',
+        data_dir=str(tmp_path / 'images'),
+        image_size=12,
+        arch='cnn_small',
+        generations=2,
+        alpha=0,  # Keep every pseudo-label, so that the picks are not empty.
+        steps_per_generation=2,
+        eval_every=2,
+        batch_size=4,
+        uratio=2,
+        ema_warmup=True,
+    )
+    logs = []
+    results = loop.run(cfg, log=logs.append)
+    assert any('labeled per class: a 6, c 3, b 2' in m for m in logs)
+    assert results['class_names'] == ['a', 'c', 'b']
+    fold = os.path.join(cfg.workdir, 'data')
+    summary = data.read_json(os.path.join(fold, data.COUNTS_FILE))
+    paths = data.read_json(os.path.join(fold, data.PATHS_FILE))['train']
+    original = data.read_split(fold, 'labeled', summary)
+    unlabeled = data.read_split(fold, 'unlabeled', summary)
+    assert original.images.shape[1:] == (12, 12, 3)
+    exported = data.read_records(os.path.join(cfg.workdir, 'gen_00', 'labeled.tfrecord'))
+    pseudo = exported.pseudo == 1
+    assert len(selections[0]) == 18
+    np.testing.assert_array_equal(exported.ids[~pseudo], original.ids)
+    np.testing.assert_array_equal(exported.ids[pseudo], unlabeled.ids[selections[0]])
+    assert sorted(paths[i] for i in exported.ids) == sorted(
+        p for p in paths if p.startswith('labeled/')
+    ) + sorted(p for p in paths if p.startswith('unlabeled/'))
+    assert results['generations'][1]['labeled_size'] == 11 + 18
+    # Precision is counted over the 9 picks whose class is known (unlabeled/a).
+    picks = results['generations'][0]['picks']
+    assert picks['unknown_class'] == 9 and sum(picks['picked']) == 9
+    assert results['generations'][0]['unlabeled']['predicted'] is not None
