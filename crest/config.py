@@ -18,6 +18,7 @@ from libml.algorithms import ALGORITHMS
 
 DIST_ALIGN = ('none', 'constant', 'progressive')
 CLASS_PRIORS = ('labeled', 'analytic')
+STREAM = ('auto', 'always', 'never')
 
 
 @dataclasses.dataclass
@@ -27,6 +28,8 @@ class Config:
     data_dir: str | None = None
     image_size: int = 0  # The user's images' side in pixels; 0: their median side.
     bad_images: str = 'stop'  # Or 'skip': what an unreadable image file of the user's does.
+    # Stream images from the TFRecords instead of holding them: 'auto' above 4 GiB.
+    stream: str = 'auto'
     imbalance: float = 100.0
     label_fraction: float = 0.1
     fold: int = 1
@@ -166,6 +169,7 @@ def validate(cfg: Config) -> None:
             cfg.fold,
         )
     _check(cfg.image_size >= 0, 'image_size', '>= 0', cfg.image_size)
+    _check(cfg.stream in STREAM, 'stream', f'one of {list(STREAM)}', cfg.stream)
     _check(
         cfg.bad_images in user_data.BAD_IMAGES,
         'bad_images',

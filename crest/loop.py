@@ -63,11 +63,24 @@ def _check_args(cfg: config_lib.Config) -> None:
             )
 
 
-def _read_export(gen_dir: str) -> data.Records:
+def _read_export(gen_dir: str, images: bool = True) -> data.Records:
     """A generation's exported labeled set, checked against its picks.json."""
     picks_path = os.path.join(gen_dir, 'picks.json')
     expected = data.read_json(picks_path).get('export')  # None: written before digests.
-    return data.read_records(os.path.join(gen_dir, 'labeled.tfrecord'), expected, picks_path)
+    path = os.path.join(gen_dir, 'labeled.tfrecord')
+    return data.read_records(path, expected, picks_path, images=images)
+
+
+# Above this many bytes of decoded train and test images, --stream=auto streams them.
+IN_MEMORY_LIMIT = 4 << 30
+
+
+def _decoded_bytes(fold: dict, splits) -> int:
+    """The bytes a fold's images take decoded: records x pixels."""
+    shape = data.image_shape_of_fold(fold)
+    files = fold.get('files', {})
+    records = sum(files.get(f'{s}.tfrecord', {}).get('records') or sum(fold[s]) for s in splits)
+    return records * int(np.prod(shape))
 
 
 def _class_prior(cfg, labeled_counts) -> np.ndarray:
@@ -109,14 +122,17 @@ def pick_summary(records: data.Records, picks: np.ndarray, predicted, rates) -> 
 
 
 def run_generation(
-    cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log, val=None
+    cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log, original, val
 ) -> dict:
     """Trains generation g, then pseudo-labels, picks and exports; returns its metrics.
 
-    With `val`, every evaluation also reports the balanced accuracy on it."""
+    `original` is the fold's labeled set, which the export holds with the picks. With
+    `val`, every evaluation also reports the balanced accuracy on it. Streamed records
+    (images left in their files) are streamed throughout."""
     gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
     tf.io.gfile.makedirs(gen_dir)
-    num_classes, image_shape = len(rates), test.images.shape[1:]
+    num_classes = len(rates)
+    image_shape = data.image_shape_of(test.path) if test.streamed else test.images.shape[1:]
     # The class distribution of this generation's labeled set (picks included): the
     # prior of logit adjustment and the counts of class-balanced weights.
     labeled_counts = np.bincount(labeled.labels, minlength=num_classes)
@@ -160,7 +176,7 @@ def run_generation(
     latest = {}  # The last evaluation's test probabilities.
 
     def evaluate():
-        latest['probs'] = train.predict(model.ema_net, test.images)
+        latest['probs'] = train.predict(model.ema_net, data.image_batches(test))
         report = metrics.classification_report(test.labels, latest['probs'])
         adjusted = metrics.classification_report(
             test.labels, metrics.logit_adjusted(latest['probs'], la_prior)
@@ -175,7 +191,7 @@ def run_generation(
         }
         if val is not None:
             on_val = metrics.classification_report(
-                val.labels, train.predict(model.ema_net, val.images)
+                val.labels, train.predict(model.ema_net, data.image_batches(val))
             )
             numbers['acc/balanced_val'] = on_val['balanced_accuracy']
         return numbers
@@ -202,21 +218,24 @@ def run_generation(
     # The final model's test probabilities, from which every test number can be redone.
     probs_test = latest.get('probs')
     if probs_test is None:  # Trained before a restart: the restored EMA model is final.
-        probs_test = train.predict(model.ema_net, test.images)
+        probs_test = train.predict(model.ema_net, data.image_batches(test))
     data.write_array(os.path.join(gen_dir, 'test_probs.npy'), probs_test)
 
-    # Pseudo-label the unlabeled pool: EMA model, no augmentation, raw softmax.
-    probs_u = train.predict(model.ema_net, unlabeled.images)
-    picks = rebalance.select_pseudo_labels(probs_u, rates)
-    predicted = probs_u.argmax(axis=1)
-    picked = unlabeled.take(picks)
-    picked.labels = predicted[picks]
-    picked.pseudo = np.ones(len(picks), np.int64)
-    picked.confidence = probs_u.max(axis=1)[picks].astype(np.float32)
-    original = labeled.take(labeled.pseudo == 0)
-    exported = data.write_records(
-        os.path.join(gen_dir, 'labeled.tfrecord'), data.Records.concat([original, picked])
-    )
+    # Pseudo-label the unlabeled pool: EMA model, no augmentation, raw softmax; keep
+    # each image's predicted class and its probability only.
+    predicted, confidence = train.predict_classes(model.ema_net, data.image_batches(unlabeled))
+    picks = rebalance.select_by_confidence(predicted, confidence, rates)
+    export_path = os.path.join(gen_dir, 'labeled.tfrecord')
+    if unlabeled.streamed:
+        exported = data.export_streamed(
+            export_path, original, unlabeled, picks, predicted[picks], confidence[picks], seed
+        )
+    else:
+        picked = unlabeled.take(picks)
+        picked.labels = predicted[picks]
+        picked.pseudo = np.ones(len(picks), np.int64)
+        picked.confidence = confidence[picks].astype(np.float32)
+        exported = data.write_records(export_path, data.Records.concat([original, picked]))
     # What the export holds, checked by whoever reads it.
     picks_info = {**pick_summary(unlabeled, picks, predicted, rates), 'export': exported}
     data.write_json(os.path.join(gen_dir, 'picks.json'), picks_info)
@@ -242,7 +261,7 @@ def run_generation(
             'final_balanced_accuracy_la': evals[-1]['acc/balanced_la'],
             'la_prior': np.round(la_prior, 6).tolist(),
         },
-        'unlabeled': _known_report(unlabeled.labels, probs_u),
+        'unlabeled': _known_report(unlabeled.labels, predicted, num_classes),
         'picks': picks_info,
         'seconds': round(time.time() - start, 1),
     }
@@ -254,10 +273,12 @@ def run_generation(
     return result
 
 
-def _known_report(labels, probs) -> dict | None:
+def _known_report(labels, predicted, num_classes) -> dict | None:
     """The classification report of the images whose class is known; None if none is."""
     known = labels >= 0
-    return metrics.classification_report(labels[known], probs[known]) if known.any() else None
+    if not known.any():
+        return None
+    return metrics.prediction_report(labels[known], predicted[known], num_classes)
 
 
 def worker_folder(strategy) -> str | None:
@@ -343,7 +364,12 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         image_size=cfg.image_size,
         bad_images=cfg.bad_images,
     )
-    splits = {s: data.read_split(fold_dir, s, fold) for s in data.fold_splits(fold)}
+    stream = cfg.stream == 'always' or (
+        cfg.stream == 'auto' and _decoded_bytes(fold, data.fold_splits(fold)) > IN_MEMORY_LIMIT
+    )
+    splits = {
+        s: data.read_split(fold_dir, s, fold, images=not stream) for s in data.fold_splits(fold)
+    }
     labeled0, unlabeled, test, val = (splits.get(s) for s in (*data.SPLITS, 'val'))
     names = fold['class_names']
     counts = np.bincount(labeled0.labels, minlength=len(names))
@@ -357,7 +383,11 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
     prior = _class_prior(cfg, counts)
     rates = rebalance.sampling_rates(prior, cfg.alpha)
     # The unlabeled stream is the whole long-tailed train set, labels unused.
-    stream_images = np.concatenate([labeled0.images, unlabeled.images])
+    if stream:
+        stream_images = [labeled0.path, unlabeled.path]
+        log(f'images streamed from {fold_dir} (--stream={cfg.stream})')
+    else:
+        stream_images = np.concatenate([labeled0.images, unlabeled.images])
     info = datasets.get_dataset(cfg.dataset)
     if info.load_given:
         how = f'{cfg.data_dir}, split as given (--imbalance, --label_fraction unused)'
@@ -388,7 +418,7 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         result = data.read_json(done) if tf.io.gfile.exists(done) else None
         if result is not None:
             try:
-                exported = _read_export(gen_dir)
+                exported = _read_export(gen_dir, images=not stream)
                 log(
                     f'[gen {g}/{cfg.generations - 1}] finished earlier, skipped: '
                     f'balanced acc {result["balanced_accuracy"]:.4f}'
@@ -399,9 +429,20 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
                 result = None
         if result is None:
             result = run_generation(
-                cfg, g, labeled, unlabeled, test, stream_images, rates, prior, strategy, log, val
+                cfg,
+                g,
+                labeled,
+                unlabeled,
+                test,
+                stream_images,
+                rates,
+                prior,
+                strategy,
+                log,
+                original=labeled0,
+                val=val,
             )
-            exported = _read_export(gen_dir)
+            exported = _read_export(gen_dir, images=not stream)
         labeled = exported  # The next generation's labeled set.
         recall = result['test']['recall']
         log(

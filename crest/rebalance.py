@@ -98,8 +98,12 @@ def select_pseudo_labels(probs: np.ndarray, rates) -> np.ndarray:
     Returns:
       Indices into probs, grouped by predicted class in class order.
     """
-    predicted = probs.argmax(axis=1)
-    confidence = probs.max(axis=1)
+    return select_by_confidence(probs.argmax(axis=1), probs.max(axis=1), rates)
+
+
+def select_by_confidence(predicted: np.ndarray, confidence: np.ndarray, rates) -> np.ndarray:
+    """`select_pseudo_labels` from each example's predicted class [N] and its confidence
+    [N] alone: a per-class top-k that never needs all N x L probabilities at once."""
     picks = []
     for c, mu in enumerate(rates):
         members = np.flatnonzero(predicted == c)

@@ -31,17 +31,23 @@ from libml import augment, datasets, lt
 SPLITS = ('labeled', 'unlabeled', 'test')
 COUNTS_FILE = 'counts.json'
 PATHS_FILE = 'paths.json'  # The user's image files, by id.
+GIVEN_ORDER_SEED = 0
 
 
 @dataclasses.dataclass
 class Records:
-    """Examples in memory: uint8 images [N, H, W, C] and per-example columns [N]."""
+    """Examples: uint8 images [N, H, W, C] and per-example columns [N], in memory; or
+    the columns only, the images left in the TFRecord file `path` and read as a stream
+    (`images` None; see `read_records`)."""
 
-    images: np.ndarray
+    images: np.ndarray | None
     labels: np.ndarray
     ids: np.ndarray
     pseudo: np.ndarray | None = None  # 1 for pseudo-labeled examples.
     confidence: np.ndarray | None = None  # Model confidence of a pseudo-label.
+    path: str | None = None  # The file the records were read from.
+
+    COLUMNS = ('images', 'labels', 'ids', 'pseudo', 'confidence')
 
     def __post_init__(self):
         n = len(self.labels)
@@ -53,13 +59,18 @@ class Records:
     def __len__(self):
         return len(self.labels)
 
+    @property
+    def streamed(self) -> bool:
+        return self.images is None
+
     def take(self, index) -> 'Records':
-        return Records(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
+        if self.streamed:
+            raise ValueError(f'{self.path}: streamed records are not taken in memory')
+        return Records(*(getattr(self, c)[index] for c in Records.COLUMNS))
 
     @staticmethod
     def concat(parts: list['Records']) -> 'Records':
-        fields = dataclasses.fields(Records)
-        return Records(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields))
+        return Records(*(np.concatenate([getattr(p, c) for p in parts]) for c in Records.COLUMNS))
 
 
 # --------------------------------------------------------------------------------------
@@ -167,21 +178,28 @@ def check_file(path: str, expected: dict | None, recorded_in: str) -> None:
         )
 
 
-def read_records(path: str, expected: dict | None = None, recorded_in: str = '') -> Records:
+def read_records(
+    path: str, expected: dict | None = None, recorded_in: str = '', images: bool = True
+) -> Records:
     """Reads a whole TFRecord file into memory through tf.data; errors name the file.
 
     With `expected` ({'records', 'sha256'} from `write_records`, kept in the file
-    `recorded_in`), a file that is not the one written is refused.
+    `recorded_in`), a file that is not the one written is refused. Without `images`,
+    only the columns are read: the images stay in the file, to be streamed.
     """
     check_file(path, expected, recorded_in)
 
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, _FEATURES)
-        ex['image'] = tf.io.decode_png(ex['image'])
+        if images:
+            ex['image'] = tf.io.decode_png(ex['image'])
+        else:
+            del ex['image']
         return ex
 
     ds = tf.data.TFRecordDataset(path).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    columns = {k: [] for k in ('image', 'label', 'id', 'pseudo', 'confidence')}
+    keys = ('image',) * images + ('label', 'id', 'pseudo', 'confidence')
+    columns = {k: [] for k in keys}
     try:
         for batch in ds.batch(4096).as_numpy_iterator():
             for k, v in batch.items():
@@ -190,7 +208,88 @@ def read_records(path: str, expected: dict | None = None, recorded_in: str = '')
         raise datasets.DataError(f'{path}: corrupt TFRecord file ({e.message})') from e
     if not columns['label']:
         raise datasets.DataError(f'{path}: holds no records')
-    return Records(*(np.concatenate(columns[k]) for k in columns))
+    arrays = [np.concatenate(columns[k]) for k in keys]
+    return Records(*([] if images else [None]), *arrays, path=path)
+
+
+def _parse_image_label(serialized):
+    """(encoded image, label) of a serialized record."""
+    ex = tf.io.parse_single_example(serialized, {k: _FEATURES[k] for k in ('image', 'label')})
+    return ex['image'], ex['label']
+
+
+def image_shape_of(path: str) -> tuple[int, int, int]:
+    """The shape of the first image of a TFRecord file (all of a fold's have one shape)."""
+    for serialized in tf.data.TFRecordDataset(path).take(1):
+        return tuple(tf.io.decode_png(_parse_image_label(serialized)[0]).shape)
+    raise datasets.DataError(f'{path}: holds no records')
+
+
+def image_batches(records: Records, batch_size: int = 1000):
+    """The images of `records` in order, in batches: slices of the array in memory, or
+    a tf.data stream of uint8 batches decoded from the file."""
+    if not records.streamed:
+        return (records.images[i : i + batch_size] for i in range(0, len(records), batch_size))
+    return (
+        tf.data.TFRecordDataset(records.path)
+        .map(
+            lambda s: tf.io.decode_png(_parse_image_label(s)[0]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .batch(batch_size)
+        .prefetch(2)
+    )
+
+
+def export_streamed(
+    path: str,
+    original: Records,
+    unlabeled: Records,
+    picks: np.ndarray,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    seed: int,
+) -> dict:
+    """Writes `original`'s records plus `unlabeled`'s records at positions `picks`,
+    pseudo-labeled (`labels`, `confidence`, one per pick), from file to file without
+    holding the images; returns what `write_records` returns.
+
+    The two streams are merged in a random order (`seed`): a reader with a bounded
+    shuffle buffer then sees picks and original images mixed throughout. The picks
+    keep their order in the unlabeled file.
+    """
+    order = np.argsort(picks, kind='stable')
+    positions, labels, confidence = picks[order], labels[order], confidence[order]
+    pick_at = {int(p): i for i, p in enumerate(positions)}
+
+    def picked():
+        for position, serialized in enumerate(tf.data.TFRecordDataset(unlabeled.path)):
+            i = pick_at.get(position)
+            if i is None:
+                continue
+            example = tf.train.Example.FromString(serialized.numpy())
+            feature = example.features.feature
+            feature['label'].int64_list.value[:] = [int(labels[i])]
+            feature['pseudo'].int64_list.value[:] = [1]
+            feature['confidence'].float_list.value[:] = [float(confidence[i])]
+            yield example.SerializeToString(deterministic=True)
+
+    originals = (
+        s.numpy() for s in tf.data.TFRecordDataset(original.path)
+    )  # Already pseudo == 0 only: a fold's labeled file.
+    # Each next record is drawn from a stream with probability proportional to what it
+    # has left: a uniformly random interleaving.
+    left = [len(original), len(positions)]
+    streams = [originals, picked()]
+    rng = np.random.default_rng(seed)
+    with _atomic(path) as tmp:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            while sum(left):
+                which = int(rng.random() * sum(left) >= left[0])
+                writer.write(next(streams[which]))
+                left[which] -= 1
+        written = {'records': len(original) + len(positions), 'sha256': file_digest(tmp)}
+    return written
 
 
 def write_json(path: str, obj) -> None:
@@ -278,6 +377,10 @@ def _given_splits(info, data_dir, image_size, bad_images, log):
         raise datasets.DataError(f'--dataset={info.name} reads its data from --data_dir')
     given = info.load_given(data_dir, image_size=image_size, bad_images=bad_images, log=log)
     splits = {s: Records(given.images[s], given.labels[s], given.ids[s]) for s in given.images}
+    # Stored in a fixed random order, not the files' (grouped by class): a stream read
+    # through a bounded shuffle buffer then mixes the classes.
+    rng = np.random.default_rng(GIVEN_ORDER_SEED)
+    splits = {s: r.take(rng.permutation(len(r))) for s, r in splits.items()}
     known = np.concatenate([splits[s].labels for s in ('labeled', 'unlabeled')])
     entries = dict(
         class_names=list(given.class_names),
@@ -340,11 +443,19 @@ def create_fold(
     return summary
 
 
-def read_split(fold_dir: str, split: str, summary: dict) -> Records:
-    """One split of a fold, checked against its counts.json `summary`."""
+def read_split(fold_dir: str, split: str, summary: dict, images: bool = True) -> Records:
+    """One split of a fold, checked against its counts.json `summary`; without
+    `images`, the images are left in the file (see `read_records`)."""
     name = f'{split}.tfrecord'
     expected = summary.get('files', {}).get(name)  # Folds made before digests: unchecked.
-    return read_records(os.path.join(fold_dir, name), expected, COUNTS_FILE)
+    return read_records(os.path.join(fold_dir, name), expected, COUNTS_FILE, images=images)
+
+
+def image_shape_of_fold(summary: dict) -> tuple[int, int, int]:
+    """The shape of a fold's images, from its counts.json `summary`."""
+    if 'image_shape' in summary:
+        return tuple(summary['image_shape'])
+    return datasets.get_dataset(summary['dataset']).image_shape
 
 
 def fold_splits(summary: dict) -> tuple[str, ...]:
@@ -411,6 +522,9 @@ class Views:
     unlabeled: tuple[str, ...] = ()
 
 
+STREAM_BUFFER = 10_000  # Records a stream's shuffle buffer holds (encoded).
+
+
 def _class_balanced(labeled: Records, seed: int) -> tf.data.Dataset:
     """Endless (image, label) pairs, each class drawn with the same probability, each
     class's images in a reshuffled cycle."""
@@ -418,10 +532,18 @@ def _class_balanced(labeled: Records, seed: int) -> tf.data.Dataset:
     per_class = []
     for i, c in enumerate(classes):
         members = np.flatnonzero(labeled.labels == c)
+        if labeled.streamed:
+            one_class = (
+                tf.data.TFRecordDataset(labeled.path)
+                .map(_parse_image_label)
+                .filter(lambda _, y, c=c: tf.equal(y, c))
+            )
+        else:
+            one_class = tf.data.Dataset.from_tensor_slices(
+                (labeled.images[members], labeled.labels[members])
+            )
         per_class.append(
-            tf.data.Dataset.from_tensor_slices((labeled.images[members], labeled.labels[members]))
-            .shuffle(len(members), seed=seed + i)
-            .repeat()
+            one_class.shuffle(min(len(members), STREAM_BUFFER), seed=seed + i).repeat()
         )
     weights = [1.0 / len(classes)] * len(classes)
     return tf.data.Dataset.sample_from_datasets(per_class, weights, seed=seed)
@@ -429,7 +551,7 @@ def _class_balanced(labeled: Records, seed: int) -> tf.data.Dataset:
 
 def train_dataset(
     labeled: Records,
-    unlabeled_images: np.ndarray,
+    unlabeled_images: np.ndarray | list[str],
     batch_size: int,
     uratio: int,
     views: Views,
@@ -441,6 +563,11 @@ def train_dataset(
     x_l, y_l: `batch_size` labeled images in their view, and their labels;
     x_u: a tuple with one batch per unlabeled view, each of the same `batch_size * uratio`
       unlabeled images (absent when `views.unlabeled` is empty).
+
+    Images come from memory (`labeled.images`, the `unlabeled_images` array, each fully
+    reshuffled every epoch) or are streamed from TFRecord files (streamed `labeled`,
+    a list of files for the unlabeled ones) through a shuffle buffer of
+    STREAM_BUFFER encoded records, which then sits in the iterator's checkpoints.
 
     With `resample`, labeled images are drawn class-balanced (re-sampling, RS): every
     class equally often, i.e. each image with probability inversely proportional to its
@@ -461,16 +588,23 @@ def train_dataset(
         reps = 1
     labeled_aug = augment.AUGMENTATIONS[views.labeled]
     unlabeled_augs = [augment.AUGMENTATIONS[name] for name in views.unlabeled]
+    shape = image_shape_of(labeled.path) if labeled.streamed else labeled.images.shape[1:]
+
+    def decoded(x):
+        """A streamed image is decoded after the shuffle, which holds it encoded."""
+        if x.dtype != tf.string:
+            return x
+        return tf.ensure_shape(tf.io.decode_png(x, channels=shape[-1]), shape)
 
     def element_seed(stream, index):
         return tf.stack([tf.constant(2 * seed + stream, tf.int64), index])
 
     def labeled_view(index, example):
         x, y = example
-        return labeled_aug(to_float(x), element_seed(0, index)), y
+        return labeled_aug(to_float(decoded(x)), element_seed(0, index)), y
 
     def unlabeled_views(index, x):
-        x = to_float(x)
+        x = to_float(decoded(x))
         seeds = tf.random.experimental.stateless_split(element_seed(1, index), len(unlabeled_augs))
         return tuple(aug(x, seeds[v]) for v, aug in enumerate(unlabeled_augs))
 
@@ -479,6 +613,14 @@ def train_dataset(
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.FAIL
     if resample:
         ds_l = _class_balanced(labeled, seed)
+    elif labeled.streamed:
+        ds_l = (
+            tf.data.TFRecordDataset(labeled.path)
+            .repeat(reps)
+            .shuffle(min(len(labeled) * reps, STREAM_BUFFER), seed=seed)
+            .repeat()
+            .map(_parse_image_label)
+        )
     else:
         ds_l = (
             tf.data.Dataset.from_tensor_slices((labeled.images, labeled.labels))
@@ -494,10 +636,19 @@ def train_dataset(
     if not unlabeled_augs:
         ds = ds_l.map(lambda x, y: dict(x_l=x, y_l=y))
         return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+    if isinstance(unlabeled_images, np.ndarray):
+        ds_u = tf.data.Dataset.from_tensor_slices(unlabeled_images).shuffle(
+            len(unlabeled_images), seed=seed
+        )
+    else:  # Files: the unlabeled stream mixes them record by record.
+        files = tf.data.Dataset.from_tensor_slices(list(unlabeled_images))
+        ds_u = (
+            files.interleave(tf.data.TFRecordDataset, cycle_length=len(unlabeled_images))
+            .shuffle(STREAM_BUFFER, seed=seed)
+            .map(lambda s: _parse_image_label(s)[0])
+        )
     ds_u = (
-        tf.data.Dataset.from_tensor_slices(unlabeled_images)
-        .shuffle(len(unlabeled_images), seed=seed)
-        .repeat()
+        ds_u.repeat()
         .enumerate()
         .map(unlabeled_views, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size * uratio, drop_remainder=True)

@@ -26,8 +26,12 @@ def per_class_precision(cm: np.ndarray) -> np.ndarray:
 def classification_report(labels, probs) -> dict:
     """Balanced accuracy, accuracy, per-class recall, precision and prediction counts of
     argmax(probs)."""
-    num_classes = probs.shape[1]
-    cm = confusion_matrix(labels, probs.argmax(axis=1), num_classes)
+    return prediction_report(labels, probs.argmax(axis=1), probs.shape[1])
+
+
+def prediction_report(labels, predicted, num_classes: int) -> dict:
+    """`classification_report` from the predicted classes."""
+    cm = confusion_matrix(labels, predicted, num_classes)
     recall = per_class_recall(cm)
     present = cm.sum(axis=1) > 0
     return {

@@ -60,17 +60,36 @@ def _inference_fn(net):
     return _INFERENCE_FNS[net]
 
 
-def predict(net, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+def _batches(images, batch_size):
+    if isinstance(images, np.ndarray):
+        return (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+    return images  # Already batches: e.g. `data.image_batches` of streamed records.
+
+
+def predict(net, images, batch_size: int = 1000) -> np.ndarray:
     """Softmax of `net` in inference mode over uint8 `images`, without augmentation.
 
+    `images`: an array, or an iterable of uint8 batches (e.g. `data.image_batches`).
     A plain compiled loop over slices: `keras.Model.predict` over a tf.data pipeline
     took 5.1 s for 10,000 Fashion-MNIST images with cnn_small on 2 cores, this 2.8 s.
     """
     infer = _inference_fn(net)
-    probs = [infer(images[i : i + batch_size]).numpy() for i in range(0, len(images), batch_size)]
+    probs = [infer(batch).numpy() for batch in _batches(images, batch_size)]
     if not probs:
         return np.zeros((0, net.output_shape[-1]), np.float32)
     return np.concatenate(probs)
+
+
+def predict_classes(net, images, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class [N], its probability [N]) of `predict`, batch by batch: the
+    N x L probabilities are never all held at once."""
+    infer = _inference_fn(net)
+    predicted, confidence = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    for batch in _batches(images, batch_size):
+        probs = infer(batch).numpy()
+        predicted.append(probs.argmax(axis=1))
+        confidence.append(probs.max(axis=1))
+    return np.concatenate(predicted), np.concatenate(confidence)
 
 
 class TrainingDiverged(ValueError):

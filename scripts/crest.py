@@ -113,6 +113,14 @@ flags.DEFINE_bool(
     _DEFAULT.xla,
     'Compile the train step with XLA: for GPUs (on CPUs it was slower, see README).',
 )
+flags.DEFINE_enum(
+    'stream',
+    _DEFAULT.stream,
+    list(config_lib.STREAM),
+    "Stream images from the fold's TFRecords instead of holding them in memory: "
+    'always, never, or auto (when they take over 4 GiB decoded). A streamed stream is '
+    'shuffled through a buffer of 10,000 records, kept in every checkpoint.',
+)
 flags.DEFINE_integer('generations', _DEFAULT.generations, 'Self-training generations G.')
 flags.DEFINE_float(
     'alpha',

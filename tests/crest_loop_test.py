@@ -38,15 +38,15 @@ def tiny_config(tmp_path, monkeypatch):
 @pytest.mark.parametrize('algorithm', sorted(ALGORITHMS))
 def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monkeypatch):
     cfg = dataclasses.replace(tiny_config, algorithm=algorithm)
-    selections = []  # (probs, picks) of each generation, spied on.
-    select = rebalance.select_pseudo_labels
+    selections = []  # (predicted, confidence, picks) of each generation, spied on.
+    select = rebalance.select_by_confidence
 
-    def spy(probs, rates):
-        picks = select(probs, rates)
-        selections.append((probs, picks))
+    def spy(predicted, confidence, rates):
+        picks = select(predicted, confidence, rates)
+        selections.append((predicted, confidence, picks))
         return picks
 
-    monkeypatch.setattr(loop.rebalance, 'select_pseudo_labels', spy)
+    monkeypatch.setattr(loop.rebalance, 'select_by_confidence', spy)
     logs = []
     results = loop.run(cfg, log=logs.append)
 
@@ -54,7 +54,7 @@ def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monk
     original = data.read_records(os.path.join(fold, 'labeled.tfrecord'))
     unlabeled = data.read_records(os.path.join(fold, 'unlabeled.tfrecord'))
     assert len(selections) == 2
-    for g, (probs, picks) in enumerate(selections):
+    for g, (predicted, confidence, picks) in enumerate(selections):
         exported = data.read_records(os.path.join(cfg.workdir, f'gen_{g:02d}', 'labeled.tfrecord'))
         pseudo = exported.pseudo == 1
         # Exactly the original labeled ids, with their true labels, plus the picked ids.
@@ -62,15 +62,15 @@ def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monk
         np.testing.assert_array_equal(exported.labels[~pseudo], original.labels)
         np.testing.assert_array_equal(exported.ids[pseudo], unlabeled.ids[picks])
         # Picks carry the predicted class and its confidence.
-        np.testing.assert_array_equal(exported.labels[pseudo], probs[picks].argmax(1))
-        np.testing.assert_allclose(exported.confidence[pseudo], probs[picks].max(1), rtol=1e-6)
+        np.testing.assert_array_equal(exported.labels[pseudo], predicted[picks])
+        np.testing.assert_allclose(exported.confidence[pseudo], confidence[picks], rtol=1e-6)
         assert results['generations'][g]['picks']['total_picked'] == len(picks)
 
     # Generation 1 trained on generation 0's export; temperatures follow eq. 2 (G=2) down
     # to the algorithm's t_min (0.5 for FixMatch, 0.8 for MixMatch).
     t_min = config_lib.ALGORITHM_DEFAULTS[algorithm]['t_min']
     gen0, gen1 = results['generations']
-    assert gen1['labeled_size'] == len(original) + len(selections[0][1])
+    assert gen1['labeled_size'] == len(original) + len(selections[0][2])
     assert (gen0['temperature'], gen1['temperature']) == (1.0, t_min)
     assert results['args']['t_min'] == t_min
     assert [e['step'] for e in gen1['evals']] == [2, 4]
@@ -139,11 +139,11 @@ def test_an_image_folder_runs_end_to_end_and_exports_original_plus_picks(tmp_pat
             pixels = rng.integers(0, 256, (14, 14, 3), np.uint8)
             Image.fromarray(pixels).save(tmp_path / 'images' / folder / f'{i}.png')
     selections = []
-    select = rebalance.select_pseudo_labels
+    select = rebalance.select_by_confidence
     monkeypatch.setattr(
         loop.rebalance,
-        'select_pseudo_labels',
-        lambda probs, rates: selections.append(select(probs, rates)) or selections[-1],
+        'select_by_confidence',
+        lambda *args: selections.append(select(*args)) or selections[-1],
     )
     cfg = config_lib.Config(
         workdir=str(tmp_path / 'run'),
@@ -182,3 +182,37 @@ def test_an_image_folder_runs_end_to_end_and_exports_original_plus_picks(tmp_pat
     picks = results['generations'][0]['picks']
     assert picks['unknown_class'] == 9 and sum(picks['picked']) == 9
     assert results['generations'][0]['unlabeled']['predicted'] is not None
+
+
+def test_a_streamed_run_exports_original_plus_picks_and_resumes(tiny_config, monkeypatch):
+    """--stream=always: images never held in memory; the export holds the original ids
+    and the picks; a finished run is skipped on a re-run."""
+    selections = []
+    select = rebalance.select_by_confidence
+    monkeypatch.setattr(
+        loop.rebalance,
+        'select_by_confidence',
+        lambda *args: selections.append(select(*args)) or selections[-1],
+    )
+    read = data.read_records
+
+    def no_images(*args, images=True, **kwargs):
+        assert not images, 'a streamed run read images into memory'
+        return read(*args, images=images, **kwargs)
+
+    monkeypatch.setattr(loop.data, 'read_records', no_images)
+    cfg = dataclasses.replace(tiny_config, stream='always')
+    logs = []
+    results = loop.run(cfg, log=logs.append)
+    assert any('images streamed from' in m for m in logs)
+    fold = os.path.join(cfg.workdir, 'data')
+    original, unlabeled = (read(os.path.join(fold, f'{s}.tfrecord')) for s in data.SPLITS[:2])
+    for g, picks in enumerate(selections):
+        exported = read(os.path.join(cfg.workdir, f'gen_{g:02d}', 'labeled.tfrecord'))
+        pseudo = exported.pseudo == 1
+        np.testing.assert_array_equal(exported.ids[~pseudo], original.ids)
+        assert sorted(exported.ids[pseudo]) == sorted(unlabeled.ids[picks])
+    assert results['generations'][1]['labeled_size'] == len(original) + len(selections[0])
+    logs.clear()
+    assert loop.run(cfg, log=logs.append)['generations'] == results['generations']
+    assert sum('finished earlier, skipped' in line for line in logs) == 2

@@ -353,3 +353,88 @@ def test_darp_fold_is_the_first_images_of_each_class(tmp_path, monkeypatch):
             )
         assert len(data.read_split(out, 'test', summary)) == 4
     assert summaries[0]['files'] == summaries[1]['files']  # the same bytes
+
+
+def streamed_records(tmp_path, name, images, labels, ids):
+    path = str(tmp_path / f'{name}.tfrecord')
+    expected = data.write_records(path, data.Records(images, labels, ids))
+    return data.read_records(path, expected, images=False)
+
+
+def test_streamed_records_keep_their_columns_and_images_in_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (30, 12, 12, 1), np.uint8)
+    records = streamed_records(tmp_path, 'x', images, np.arange(30) % 3, np.arange(100, 130))
+    assert records.streamed and records.images is None
+    np.testing.assert_array_equal(records.ids, np.arange(100, 130))
+    assert data.image_shape_of(records.path) == (12, 12, 1)
+    batches = [b.numpy() for b in data.image_batches(records, 8)]
+    assert [len(b) for b in batches] == [8, 8, 8, 6]
+    np.testing.assert_array_equal(np.concatenate(batches), images)
+    with pytest.raises(ValueError, match='streamed records are not taken'):
+        records.take([0])
+
+
+@pytest.mark.parametrize('resample', [False, True])
+def test_a_streamed_train_dataset_sees_every_image_and_resumes_exactly(tmp_path, resample):
+    # Each image is flat with its own value, so a weak view shows which image it is.
+    values = np.arange(0, 240, 8, dtype=np.uint8)
+    images = np.broadcast_to(values[:, None, None, None], (30, 12, 12, 1)).copy()
+    labels = np.repeat([0, 1, 2], [20, 6, 4])
+    labeled = streamed_records(tmp_path, 'labeled', images[:10], labels[:10] % 2, np.arange(10))
+    unlabeled = streamed_records(tmp_path, 'unlabeled', images[10:], labels[10:], np.arange(20))
+    views = data.Views('weak', ('weak', 'strong'))
+    stream = data.train_dataset(
+        labeled, [labeled.path, unlabeled.path], 5, 2, views, seed=2, resample=resample
+    )
+    iterator = iter(stream)
+    first = [next(iterator) for _ in range(6)]  # 30 labeled and 60 unlabeled draws.
+
+    def seen(x):
+        return set(np.round((x[:, 0, 0, 0] + 1) * 127.5).astype(int).tolist())
+
+    assert seen(np.concatenate([b['x_u'][0] for b in first])) == set(values.tolist())
+    if not resample:
+        assert seen(np.concatenate([b['x_l'] for b in first])) == set(values[:10].tolist())
+    assert first[0]['x_u'][1].shape == (10, 12, 12, 1)
+    path = tf.train.Checkpoint(iterator=iterator).save(str(tmp_path / 'ckpt'))
+    expected = [next(iterator) for _ in range(3)]
+    restored = iter(stream)
+    tf.train.Checkpoint(iterator=restored).restore(path)
+    for batch in expected:
+        again = next(restored)
+        np.testing.assert_array_equal(again['x_l'].numpy(), batch['x_l'].numpy())
+        np.testing.assert_array_equal(again['x_u'][1].numpy(), batch['x_u'][1].numpy())
+
+
+def test_a_streamed_export_holds_the_originals_and_the_relabeled_picks(tmp_path):
+    rng = np.random.default_rng(1)
+    original = streamed_records(
+        tmp_path,
+        'labeled',
+        rng.integers(0, 256, (6, 8, 8, 3), np.uint8),
+        np.arange(6) % 2,
+        np.arange(6),
+    )
+    pool = rng.integers(0, 256, (20, 8, 8, 3), np.uint8)
+    unlabeled = streamed_records(tmp_path, 'unlabeled', pool, np.zeros(20, int), np.arange(6, 26))
+    picks = np.array([13, 2, 7, 19])  # As selected: grouped by class, not by position.
+    labels, confidence = np.array([1, 0, 0, 1]), np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    path = str(tmp_path / 'export.tfrecord')
+    written = data.export_streamed(path, original, unlabeled, picks, labels, confidence, seed=0)
+    exported = data.read_records(path, written)
+    assert written['records'] == 10
+    pseudo = exported.pseudo == 1
+    # The originals in their order, the picks in the unlabeled file's order.
+    np.testing.assert_array_equal(exported.ids[~pseudo], original.ids)
+    np.testing.assert_array_equal(exported.ids[pseudo], unlabeled.ids[[2, 7, 13, 19]])
+    np.testing.assert_array_equal(exported.labels[pseudo], [0, 0, 1, 1])
+    np.testing.assert_allclose(exported.confidence[pseudo], [0.8, 0.7, 0.9, 0.6])
+    np.testing.assert_array_equal(exported.images[pseudo], pool[[2, 7, 13, 19]])
+    # Mixed, in an order that follows the seed.
+    assert np.flatnonzero(pseudo)[0] < np.flatnonzero(~pseudo)[-1]  # Not simply appended.
+    orders = set()
+    for seed in range(4):
+        data.export_streamed(path, original, unlabeled, picks, labels, confidence, seed=seed)
+        orders.add(tuple(data.read_records(path).pseudo))
+    assert len(orders) > 1

@@ -70,6 +70,9 @@ def test_select_keeps_most_confident_per_predicted_class():
     # Class 2: floor(2 * 1) = 2 -> rows 6, 7.
     picks = rebalance.select_pseudo_labels(probs, [0.5, 0.4, 1.0])
     np.testing.assert_array_equal(picks, [3, 0, 6, 7])
+    # The same from each row's predicted class and confidence alone.
+    picks = rebalance.select_by_confidence(probs.argmax(1), probs.max(1), [0.5, 0.4, 1.0])
+    np.testing.assert_array_equal(picks, [3, 0, 6, 7])
 
 
 def test_select_with_rate_one_keeps_all():

@@ -75,6 +75,17 @@ def test_evaluations_record_training_losses(tmp_path):
     assert all(np.isfinite(evals[0][name]) for name in FixMatch.TRACKED)
 
 
+def test_predict_classes_is_predict_batch_by_batch():
+    net = fakes.tiny_net()
+    images = np.random.default_rng(0).integers(0, 256, (7, 2, 2, 1), np.uint8)
+    probs = train.predict(net, images)
+    predicted, confidence = train.predict_classes(net, images, batch_size=3)
+    np.testing.assert_array_equal(predicted, probs.argmax(1))
+    np.testing.assert_array_equal(confidence, probs.max(1))
+    batches = [images[:4], images[4:]]  # Any iterable of batches, e.g. a stream.
+    np.testing.assert_array_equal(train.predict(net, batches), probs)
+
+
 def test_predict_does_not_keep_a_net_alive():
     net = fakes.tiny_net()
     probs = train.predict(net, np.zeros((3, 2, 2, 1), np.uint8))

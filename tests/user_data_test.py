@@ -246,7 +246,13 @@ def test_a_folder_fold_records_paths_and_its_source(tmp_path):
     assert summary['unknown_labels'] == {'labeled': 0, 'unlabeled': 3, 'test': 0}
     paths = data.read_json(os.path.join(out, data.PATHS_FILE))
     unlabeled = data.read_split(out, 'unlabeled', summary)
-    assert [paths['train'][i] for i in unlabeled.ids][-1] == 'unlabeled/zebra/1.png'
+    # Stored in a fixed random order; each record is its file's image, with its label.
+    assert sorted(paths['train'][i] for i in unlabeled.ids) == paths['train'][6:]
+    given = user_data.load_folder(str(src), log=lambda m: None)
+    order = np.argsort(unlabeled.ids)
+    np.testing.assert_array_equal(unlabeled.images[order], given.images['unlabeled'])
+    np.testing.assert_array_equal(unlabeled.labels[order], given.labels['unlabeled'])
+    assert not np.array_equal(unlabeled.ids, np.sort(unlabeled.ids))
     # Reused as it is; another folder or size is refused.
     assert data.ensure_fold('folder', 5, 0.5, 1, out, str(src), log=print) == summary
     with pytest.raises(DataError, match='holds another fold'):
