@@ -57,6 +57,7 @@ class Config:
     resample: bool = False  # Class-balanced labeled batches (RS).
     seed: int = 0  # Of every random draw: initialisation, data order, augmentation.
     method: str = ''  # The preset these settings came from, if any (crest/methods.py).
+    preset: str = ''  # The experiment preset they came from, if any (crest/presets.py).
 
 
 # Values of the settings left None, by algorithm; an algorithm not listed takes FixMatch's.
@@ -73,7 +74,7 @@ MAX_SEED = 4_000_000
 
 # Settings that do not change what a run computes (XLA at most reorders float
 # arithmetic), so a resumed run may change them.
-RUNTIME_ONLY = ('workdir', 'data_dir', 'method', 'xla', 'bad_images')
+RUNTIME_ONLY = ('workdir', 'data_dir', 'method', 'preset', 'xla', 'bad_images')
 
 
 def resolve(cfg: Config) -> Config:
@@ -131,12 +132,18 @@ def validate(cfg: Config) -> None:
         cfg.class_prior,
     )
     info = datasets.DATASETS[cfg.dataset]
-    if info.load_given:  # The user's data, used as it is.
+    if info.load_given or info.write_fold:  # The user's data, ImageNet127: as they are.
         _check(bool(cfg.data_dir), 'data_dir', f'set for --dataset={cfg.dataset}', cfg.data_dir)
+        _check(
+            '://' in cfg.data_dir or os.path.exists(cfg.data_dir),
+            'data_dir',
+            'an existing folder or file',
+            cfg.data_dir,
+        )
         _check(
             cfg.class_prior == 'labeled',
             'class_prior',
-            "'labeled' for the user's data (the analytic prior assumes a synthetic long tail)",
+            f"'labeled' for {cfg.dataset} (the analytic prior assumes a synthetic long tail)",
             cfg.class_prior,
         )
     else:

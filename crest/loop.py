@@ -393,6 +393,8 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         how = f'{cfg.data_dir}, split as given (--imbalance, --label_fraction unused)'
     elif info.darp_unlabeled_head:
         how = "DARP's fixed split; --label_fraction unused"
+    elif info.write_fold:
+        how = f'fold {cfg.fold}, its own long tail; --imbalance unused'
     else:
         how = f'fold {cfg.fold}'
     log(

@@ -2,7 +2,8 @@
 
 A fold folder holds `labeled.tfrecord`, `unlabeled.tfrecord`, `test.tfrecord` and
 `counts.json` (and `val.tfrecord`, `paths.json` for the user's data that has them).
-Each record is a tf.train.Example with `image` (PNG), `label` (int64; -1 for an
+Each record is a tf.train.Example with `image` (PNG; JPEG for ImageNet127),
+`label` (int64; -1 for an
 unlabeled image of unknown class) and `id` (int64, the image's index in the source's
 train split, or test split for test records); pseudo-labeled records also carry
 `pseudo` = 1 and their `confidence`.
@@ -138,16 +139,26 @@ def write_records(path: str, records: Records) -> dict:
     pngs = tf.data.Dataset.from_tensor_slices(records.images).map(
         tf.io.encode_png, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
+    return write_examples(
+        path,
+        zip(
+            pngs.as_numpy_iterator(),
+            records.labels,
+            records.ids,
+            records.pseudo,
+            records.confidence,
+            strict=True,
+        ),
+    )
+
+
+def write_examples(path: str, rows) -> dict:
+    """`write_records` from an iterable of (encoded image, label, id, pseudo, confidence)
+    rows, e.g. a stream of images too many to hold."""
+    count = 0
     with _atomic(path) as tmp:
         with tf.io.TFRecordWriter(tmp) as writer:
-            for png, label, id_, pseudo, conf in zip(
-                pngs.as_numpy_iterator(),
-                records.labels,
-                records.ids,
-                records.pseudo,
-                records.confidence,
-                strict=True,
-            ):
+            for png, label, id_, pseudo, conf in rows:
                 feature = {
                     'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
                     'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
@@ -162,7 +173,8 @@ def write_records(path: str, records: Records) -> dict:
                 # Map fields serialize in an order that changes with the process's
                 # hash seed unless asked to sort: the same records, the same bytes.
                 writer.write(example.SerializeToString(deterministic=True))
-        written = {'records': len(records), 'sha256': file_digest(tmp)}
+                count += 1
+        written = {'records': count, 'sha256': file_digest(tmp)}
     return written
 
 
@@ -192,7 +204,7 @@ def read_records(
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, _FEATURES)
         if images:
-            ex['image'] = tf.io.decode_png(ex['image'])
+            ex['image'] = decode(ex['image'])
         else:
             del ex['image']
         return ex
@@ -212,6 +224,11 @@ def read_records(
     return Records(*([] if images else [None]), *arrays, path=path)
 
 
+def decode(image, channels: int = 0):
+    """An image of a record: PNG, or JPEG (ImageNet127's, see libml/imagenet.py)."""
+    return tf.io.decode_image(image, channels=channels, expand_animations=False)
+
+
 def _parse_image_label(serialized):
     """(encoded image, label) of a serialized record."""
     ex = tf.io.parse_single_example(serialized, {k: _FEATURES[k] for k in ('image', 'label')})
@@ -221,7 +238,7 @@ def _parse_image_label(serialized):
 def image_shape_of(path: str) -> tuple[int, int, int]:
     """The shape of the first image of a TFRecord file (all of a fold's have one shape)."""
     for serialized in tf.data.TFRecordDataset(path).take(1):
-        return tuple(tf.io.decode_png(_parse_image_label(serialized)[0]).shape)
+        return tuple(decode(_parse_image_label(serialized)[0]).shape)
     raise datasets.DataError(f'{path}: holds no records')
 
 
@@ -233,7 +250,7 @@ def image_batches(records: Records, batch_size: int = 1000):
     return (
         tf.data.TFRecordDataset(records.path)
         .map(
-            lambda s: tf.io.decode_png(_parse_image_label(s)[0]),
+            lambda s: decode(_parse_image_label(s)[0]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         .batch(batch_size)
@@ -334,9 +351,14 @@ def fold_spec(
 
     For the user's own data (given splits) these are where it is and the image size.
     """
-    if datasets.get_dataset(dataset).load_given:
+    info = datasets.get_dataset(dataset)
+    if info.load_given:
         return dict(
             dataset=dataset, data_dir=os.path.abspath(data_dir or ''), image_size=image_size
+        )
+    if info.write_fold:  # ImageNet127: a random fold of a natural long tail, resized.
+        return dict(
+            dataset=dataset, label_fraction=label_fraction, fold=fold, image_size=image_size
         )
     return dict(dataset=dataset, imbalance=imbalance, label_fraction=label_fraction, fold=fold)
 
@@ -417,6 +439,17 @@ def create_fold(
     counts of the long-tailed train set and of each split.
     """
     info = datasets.get_dataset(dataset)
+    spec = fold_spec(dataset, imbalance, label_fraction, fold, data_dir, image_size)
+    if info.write_fold:  # Written file by file, never held whole.
+        if not data_dir:
+            raise datasets.DataError(f'--dataset={dataset} reads its data from --data_dir')
+        tf.io.gfile.makedirs(output_dir)
+        entries = info.write_fold(
+            data_dir, label_fraction, fold, image_size, bad_images, output_dir, log
+        )
+        summary = {**spec, **entries}
+        write_json(os.path.join(output_dir, COUNTS_FILE), summary)
+        return summary
     paths = None
     if info.load_given:
         splits, entries, paths = _given_splits(info, data_dir, image_size, bad_images, log)
@@ -424,10 +457,7 @@ def create_fold(
         splits, entries = longtail_splits(info, imbalance, label_fraction, fold, data_dir)
     num_classes = len(entries['class_names'])
     tf.io.gfile.makedirs(output_dir)
-    summary = {
-        **fold_spec(dataset, imbalance, label_fraction, fold, data_dir, image_size),
-        **entries,
-    }
+    summary = {**spec, **entries}
     summary['files'] = {}
     if paths is not None:
         path = os.path.join(output_dir, PATHS_FILE)
@@ -594,7 +624,7 @@ def train_dataset(
         """A streamed image is decoded after the shuffle, which holds it encoded."""
         if x.dtype != tf.string:
             return x
-        return tf.ensure_shape(tf.io.decode_png(x, channels=shape[-1]), shape)
+        return tf.ensure_shape(decode(x, channels=shape[-1]), shape)
 
     def element_seed(stream, index):
         return tf.stack([tf.constant(2 * seed + stream, tf.int64), index])

@@ -63,6 +63,9 @@ class DatasetInfo:
     darp_unlabeled_head: int | None = None
     # The user's data: (data_dir, image_size, bad_images, log) -> user_data.GivenSplits.
     load_given: Callable | None = None
+    # Data too large to hold, whose fold is written file by file: (data_dir,
+    # label_fraction, fold, image_size, bad_images, output_dir, log) -> counts.json entries.
+    write_fold: Callable | None = None
 
     @property
     def fixed_split(self) -> bool:
@@ -274,6 +277,12 @@ def _load_npz(data_dir, **options):
     return user_data.load_npz(data_dir, **options)
 
 
+def _write_imagenet127(*args):
+    from libml import imagenet
+
+    return imagenet.write_fold(*args)
+
+
 DATASETS = {
     'cifar10lt': DatasetInfo('cifar10lt', 10, (32, 32, 3), 5000, load_cifar10),
     'cifar100lt': DatasetInfo('cifar100lt', 100, (32, 32, 3), 500, load_cifar100),
@@ -282,6 +291,8 @@ DATASETS = {
     # The user's own images: a folder, or arrays in an .npz file (libml/user_data.py).
     'folder': DatasetInfo('folder', None, None, None, None, load_given=_load_folder),
     'npz': DatasetInfo('npz', None, None, None, None, load_given=_load_npz),
+    # ImageNet's 1000 classes in 127 groups, naturally long-tailed (libml/imagenet.py).
+    'imagenet127': DatasetInfo('imagenet127', 127, None, None, None, write_fold=_write_imagenet127),
 }
 
 

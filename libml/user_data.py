@@ -59,7 +59,7 @@ def _rank_classes(names: list[str], labeled: np.ndarray) -> list[int]:
     return sorted(range(len(names)), key=lambda c: (-counts[c], names[c]))
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
+def resize(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[:2] == (size, size):
         return image
     resized = tf.image.resize(image, (size, size), method='bilinear', antialias=True)
@@ -101,7 +101,7 @@ def _list_images(root: str, split: str) -> tuple[list[str], list[str]]:
     return sorted(images), sorted(others)
 
 
-def _decode(path: str) -> np.ndarray | str:
+def decode_file(path: str) -> np.ndarray | str:
     """The image in `path` as uint8 [H, W, C], or the reason it cannot be read."""
     try:
         with open(path, 'rb') as f:
@@ -200,7 +200,7 @@ def load_folder(
         decoded = dict(
             zip(
                 everything,
-                pool.map(lambda p: _decode(os.path.join(data_dir, p)), everything),
+                pool.map(lambda p: decode_file(os.path.join(data_dir, p)), everything),
                 strict=True,
             )
         )
@@ -234,7 +234,7 @@ def load_folder(
     )
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         resized = dict(
-            zip(decoded, pool.map(lambda p: _resize(decoded[p], image_size), decoded), strict=True)
+            zip(decoded, pool.map(lambda p: resize(decoded[p], image_size), decoded), strict=True)
         )
 
     # Classes by rank, and each split's images, labels and ids in id order.
@@ -335,7 +335,7 @@ def load_npz(path: str, image_size: int = 0, bad_images: str = 'stop', log=print
         raise DataError(f'{path}: images of {image_size} px are too small (min {MIN_IMAGE_SIZE})')
     if shapes != {(image_size, image_size)}:
         log(f'images resized to {image_size}x{image_size} (--image_size)')
-        images = {s: np.stack([_resize(im, image_size) for im in x]) for s, x in images.items()}
+        images = {s: np.stack([resize(im, image_size) for im in x]) for s, x in images.items()}
 
     labels = {}
     for split in splits:

@@ -43,7 +43,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
-from crest import loop, methods, rebalance  # noqa: E402
+from crest import loop, methods, presets, rebalance  # noqa: E402
 from libml import datasets, user_data  # noqa: E402
 from libml.algorithms import ALGORITHMS  # noqa: E402
 
@@ -200,6 +200,13 @@ flags.DEFINE_string(
     + ', '.join(methods.METHODS)
     + '. Sets the settings that make it; flags given explicitly win.',
 )
+flags.DEFINE_string(
+    'preset',
+    '',
+    "A data protocol's whole setting by name (crest/presets.py): "
+    + ', '.join(presets.PRESETS)
+    + " (the paper's Table 4). Flags given explicitly win.",
+)
 flags.DEFINE_integer(
     'total_steps',
     methods.PAPER_BUDGET,
@@ -231,6 +238,11 @@ def _config() -> config_lib.Config:
     algorithm-dependent settings not given stay None."""
     fields = config_lib.Config.__dataclass_fields__
     values = {field: FLAGS[field].value for field in fields if field in FLAGS}
+    preset_hparams = {}
+    if FLAGS.preset:
+        preset = presets.settings(FLAGS.preset)
+        preset_hparams = preset.pop('hparams', {})
+        values.update({k: v for k, v in preset.items() if k not in FLAGS or not FLAGS[k].present})
     if FLAGS.method:
         explicit = FLAGS['generations'].present
         preset = methods.settings(
@@ -240,7 +252,7 @@ def _config() -> config_lib.Config:
         values['method'] = preset['method']
     elif FLAGS['total_steps'].present:
         raise ValueError('--total_steps applies with --method only')
-    values['hparams'] = {}
+    values['hparams'] = dict(preset_hparams) if values['algorithm'] == 'fixmatch' else {}
     for name, algorithm in ALGORITHMS.items():
         for hparam in algorithm.HPARAMS:
             flag = FLAGS[f'{name}.{hparam}']

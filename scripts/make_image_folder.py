@@ -30,7 +30,7 @@ from libml import data, datasets  # noqa: E402
 flags.DEFINE_enum(
     'dataset',
     'fashion_mnist_lt',
-    [n for n, info in datasets.DATASETS.items() if not info.load_given],
+    [n for n, info in datasets.DATASETS.items() if info.load is not None],
     'Built-in data set.',
 )
 flags.DEFINE_float('imbalance', 100.0, 'gamma = N_1 / N_L, >= 1.')

@@ -80,15 +80,19 @@ def test_a_setting_added_after_a_run_was_made_counts_as_its_default():
     )
 
 
-def test_the_users_data_needs_its_folder_and_is_named_by_it():
+def test_the_users_data_needs_its_folder_and_is_named_by_it(tmp_path):
     cfg = config_lib.resolve(config_lib.Config(dataset='folder'))
     with pytest.raises(ValueError, match='--data_dir must be set for --dataset=folder'):
         config_lib.validate(cfg)
-    cfg = config_lib.resolve(config_lib.Config(dataset='npz', data_dir='/x/my_images.npz'))
+    with pytest.raises(ValueError, match='--data_dir must be an existing folder or file'):
+        config_lib.validate(dataclasses.replace(cfg, data_dir=str(tmp_path / 'missing')))
+    (tmp_path / 'my_images.npz').write_bytes(b'')
+    path = str(tmp_path / 'my_images.npz')
+    cfg = config_lib.resolve(config_lib.Config(dataset='npz', data_dir=path))
     config_lib.validate(cfg)  # --imbalance and --label_fraction are unused, not checked.
     assert config_lib.default_workdir(cfg) == os.path.join('runs', 'dataset=npz,data=my_images')
     for bad, message in (
-        (dict(class_prior='analytic'), "--class_prior must be 'labeled' for the user's data"),
+        (dict(class_prior='analytic'), "--class_prior must be 'labeled' for npz"),
         (dict(fold=2), '--fold must be 1 for npz'),
         (dict(bad_images='ignore'), '--bad_images must be one of'),
         (dict(image_size=-1), '--image_size must be >= 0'),

@@ -81,6 +81,12 @@ FLAG_CASES = [
     (['--method=mixmatch', '--mixmatch.T=0'], '--mixmatch.T must be > 0'),
     (['--method=fixmatch_da05', '--t_min=2'], '--t_min must be in [0, 1], got 2.0'),
     (['--total_steps=100'], '--total_steps applies with --method only'),
+    (['--preset=nope'], '--preset must be one of'),
+    (['--preset=imagenet127'], '--data_dir must be set for --dataset=imagenet127'),
+    (['--dataset=folder'], '--data_dir must be set for --dataset=folder'),
+    (['--dataset=folder', '--data_dir=/no/such'], '--data_dir must be an existing folder or'),
+    (['--dataset=npz', '--data_dir=/no/such.npz'], '--data_dir must be an existing folder or'),
+    (['--image_size=64'], '--image_size must be 0 for cifar10lt'),
 ]
 
 
@@ -95,6 +101,24 @@ def test_bad_flag(cli, argv, message, tmp_path):
 
 
 # Run folders that cannot be written.
+def test_a_preset_sets_the_paper_setting_and_explicit_flags_win(cli):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(['crest.py', '--preset=imagenet127', '--generations=1', '--fixmatch.wu=1'])
+    cfg = cli._config()
+    assert (cfg.dataset, cfg.arch, cfg.image_size, cfg.preset) == (
+        'imagenet127',
+        'resnet50',
+        224,
+        'imagenet127',
+    )
+    assert (cfg.batch_size, cfg.uratio, cfg.lr, cfg.alpha, cfg.t_min) == (1024, 5, 0.4, 0.7, 0.5)
+    assert cfg.generations == 1 and cfg.hparams == {'threshold': 0.7, 'wu': 1.0}
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(['crest.py', '--preset=imagenet127', '--algorithm=mixmatch'])
+    assert cli._config().hparams == {}  # FixMatch's settings do not go to MixMatch.
+    flags.FLAGS.unparse_flags()
+
+
 def _file(tmp_path):
     (tmp_path / 'file').write_text('')
     return str(tmp_path / 'file')

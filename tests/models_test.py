@@ -376,10 +376,25 @@ def test_l2_variables_and_macs_recurse_into_nested_models():
 def test_build_model():
     model = models.build_model('cnn_small', 7, (32, 32, 3))
     assert model.output.shape == (None, 7)
-    assert set(models.ARCHS) == {'wrn28_2', 'cnn_small'}
+    assert set(models.ARCHS) == {'wrn28_2', 'cnn_small', 'resnet50'}
     with pytest.raises(ValueError, match='wrn28_2') as error:
-        models.build_model('resnet50', 10, (32, 32, 3))
-    assert 'cnn_small' in str(error.value) and 'resnet50' in str(error.value)
+        models.build_model('resnet18', 10, (32, 32, 3))
+    assert 'cnn_small' in str(error.value) and 'resnet18' in str(error.value)
+
+
+def test_resnet50_size_and_mixed_precision_logits():
+    model = models.build_model('resnet50', 127, (64, 64, 3), 'bf16')
+    # Keras' ResNet-50 without its top has 23,534,592 trainable parameters; the head
+    # adds 2048 x 127 + 127.
+    assert _count(model.trainable_variables) == 23_534_592 + 2048 * 127 + 127
+    # 3.8 G multiply-adds at 224 x 224 (He et al. 2016, Table 1); (64 / 224)^2 of it here,
+    # every feature map's side being 3.5 times smaller.
+    at_224 = models.macs_per_image(models.build_model('resnet50', 127, (224, 224, 3)))
+    assert at_224 == pytest.approx(3.8e9, rel=0.03)
+    assert models.macs_per_image(model) == pytest.approx(at_224 * (64 / 224) ** 2, rel=1e-3)
+    logits = model(np.zeros((2, 64, 64, 3), np.float32), training=False)
+    assert logits.shape == (2, 127) and logits.dtype == 'float32'
+    assert len(models.l2_variables(model)) == 53 + 2  # 53 conv kernels, Dense kernel and bias
 
 
 def test_bn_lrelu_conv_config_and_limits():
