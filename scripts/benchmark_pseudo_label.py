@@ -19,7 +19,6 @@ and the picks, with the CPU's name. 1M images: about 15 minutes on 2 cores, most
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from crest import rebalance  # noqa: E402
-from libml import data, models, train  # noqa: E402
+from libml import data, machine, models, train  # noqa: E402
 
 flags.DEFINE_integer('images', 1_000_000, 'Unlabeled images.')
 flags.DEFINE_integer('classes', 127, 'Classes (outputs of the network).')
@@ -45,17 +44,6 @@ FLAGS = flags.FLAGS
 
 SIZE = 16
 CHUNK = 50_000
-
-
-def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 def _write_pool(folder: str, n: int, classes: int) -> None:
@@ -144,7 +132,7 @@ def main(argv):
         print(results[-1], flush=True)
     report = {
         'command': ' '.join(['python scripts/benchmark_pseudo_label.py', *sys.argv[1:]]),
-        'cpu': _cpu_name(),
+        'cpu': machine.cpu_model(),
         'cores': os.cpu_count(),
         'tensorflow': tf.__version__,
         'image_shape': [SIZE, SIZE, 1],

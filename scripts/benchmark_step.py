@@ -20,7 +20,6 @@ About 15 minutes on 2 CPU cores with the defaults (WRN-28-2 steps take 2-9 s eac
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from libml import data, models, train  # noqa: E402
+from libml import data, machine, models, train  # noqa: E402
 from libml.algorithms import ALGORITHMS  # noqa: E402
 
 flags.DEFINE_list('algorithms', list(ALGORITHMS), 'Algorithms to time.')
@@ -291,7 +290,7 @@ def main(argv):
     if FLAGS.child:
         _child(FLAGS.child)
         return
-    cpu = _cpu_model()
+    cpu = machine.cpu_model()
     peaks = {p: matmul_peak(models.PRECISIONS[p].replace('mixed_', '')) for p in FLAGS.precisions}
     print(
         f'{cpu}, {os.cpu_count()} CPUs: matmul peak '
@@ -362,18 +361,6 @@ def main(argv):
         os.makedirs(os.path.dirname(FLAGS.output) or '.', exist_ok=True)
         with open(FLAGS.output, 'w') as f:
             json.dump(results, f, indent=1)
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (speeds compare only on one machine)."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
 
 
 if __name__ == '__main__':

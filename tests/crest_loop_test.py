@@ -35,6 +35,18 @@ def tiny_config(tmp_path, monkeypatch):
     )
 
 
+def spy_on_picks(monkeypatch) -> list:
+    """The list every generation's picks are appended to, as the loop selects them."""
+    selections = []
+    select = rebalance.select_by_confidence
+    monkeypatch.setattr(
+        loop.rebalance,
+        'select_by_confidence',
+        lambda *args: selections.append(select(*args)) or selections[-1],
+    )
+    return selections
+
+
 @pytest.mark.parametrize('algorithm', sorted(ALGORITHMS))
 def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monkeypatch):
     cfg = dataclasses.replace(tiny_config, algorithm=algorithm)
@@ -138,13 +150,7 @@ def test_an_image_folder_runs_end_to_end_and_exports_original_plus_picks(tmp_pat
         for i in range(n):
             pixels = rng.integers(0, 256, (14, 14, 3), np.uint8)
             Image.fromarray(pixels).save(tmp_path / 'images' / folder / f'{i}.png')
-    selections = []
-    select = rebalance.select_by_confidence
-    monkeypatch.setattr(
-        loop.rebalance,
-        'select_by_confidence',
-        lambda *args: selections.append(select(*args)) or selections[-1],
-    )
+    selections = spy_on_picks(monkeypatch)
     cfg = config_lib.Config(
         workdir=str(tmp_path / 'run'),
         dataset='folder',
@@ -187,13 +193,7 @@ def test_an_image_folder_runs_end_to_end_and_exports_original_plus_picks(tmp_pat
 def test_a_streamed_run_exports_original_plus_picks_and_resumes(tiny_config, monkeypatch):
     """--stream=always: images never held in memory; the export holds the original ids
     and the picks; a finished run is skipped on a re-run."""
-    selections = []
-    select = rebalance.select_by_confidence
-    monkeypatch.setattr(
-        loop.rebalance,
-        'select_by_confidence',
-        lambda *args: selections.append(select(*args)) or selections[-1],
-    )
+    selections = spy_on_picks(monkeypatch)
     read = data.read_records
 
     def no_images(*args, images=True, **kwargs):
