@@ -92,7 +92,7 @@ def _image_rows(data_dir, paths, labels, ids, image_size, bad_images, log, skipp
         image = user_data.decode_file(os.path.join(data_dir, path))
         if isinstance(image, str):
             return image
-        if image.shape[-1] == 1:  # A few ILSVRC JPEGs are gray (and a few CMYK).
+        if image.shape[-1] == 1:  # A few ILSVRC JPEGs are gray.
             image = np.repeat(image, 3, axis=-1)
         resized = user_data.resize(image[..., :3], image_size)
         return tf.io.encode_jpeg(resized, quality=JPEG_QUALITY).numpy()
