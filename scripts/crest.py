@@ -238,10 +238,10 @@ def _config() -> config_lib.Config:
     algorithm-dependent settings not given stay None."""
     fields = config_lib.Config.__dataclass_fields__
     values = {field: FLAGS[field].value for field in fields if field in FLAGS}
-    preset_hparams = {}
+    preset_hparams, preset_algorithm = {}, None
     if FLAGS.preset:
         preset = presets.settings(FLAGS.preset)
-        preset_hparams = preset.pop('hparams', {})
+        preset_hparams, preset_algorithm = preset.pop('hparams', {}), preset.get('algorithm')
         values.update({k: v for k, v in preset.items() if k not in FLAGS or not FLAGS[k].present})
     if FLAGS.method:
         explicit = FLAGS['generations'].present
@@ -252,7 +252,8 @@ def _config() -> config_lib.Config:
         values['method'] = preset['method']
     elif FLAGS['total_steps'].present:
         raise ValueError('--total_steps applies with --method only')
-    values['hparams'] = dict(preset_hparams) if values['algorithm'] == 'fixmatch' else {}
+    # A preset's algorithm settings apply only if its algorithm is the one that runs.
+    values['hparams'] = dict(preset_hparams) if values['algorithm'] == preset_algorithm else {}
     for name, algorithm in ALGORITHMS.items():
         for hparam in algorithm.HPARAMS:
             flag = FLAGS[f'{name}.{hparam}']
