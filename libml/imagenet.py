@@ -19,7 +19,6 @@ in paths.json.
 """
 
 import collections
-import concurrent.futures
 import csv
 import os
 
@@ -84,35 +83,19 @@ def _list_split(data_dir: str, split: str, classes: dict[str, int]):
 
 
 def _image_rows(data_dir, paths, labels, ids, image_size, bad_images, log, skipped):
-    """(JPEG, label, id, 0, 1.0) rows of the images, decoded and resized CHUNK at a time
-    on all cores; unreadable files stop (naming the file) or are skipped."""
+    """(JPEG, label, id, 0, 1.0) rows of the images, decoded, resized and encoded a
+    chunk at a time on all cores; unreadable files stop (naming the file) or are skipped."""
     import tensorflow as tf  # Only where images are written.
 
-    def load(path):
-        image = user_data.decode_file(os.path.join(data_dir, path))
-        if isinstance(image, str):
-            return image
+    def encode(image):
         if image.shape[-1] == 1:  # A few ILSVRC JPEGs are gray.
             image = np.repeat(image, 3, axis=-1)
         resized = user_data.resize(image[..., :3], image_size)
         return tf.io.encode_jpeg(resized, quality=JPEG_QUALITY).numpy()
 
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for start in range(0, len(paths), CHUNK):
-            chunk = range(start, min(start + CHUNK, len(paths)))
-            for i, encoded in zip(chunk, pool.map(lambda i: load(paths[i]), chunk), strict=True):
-                if isinstance(encoded, str):
-                    message = (
-                        f'{os.path.join(data_dir, paths[i])}: not a readable image ({encoded})'
-                    )
-                    if bad_images == 'stop':
-                        raise datasets.DataError(f'{message}; --bad_images=skip leaves it out')
-                    log(f'skipped {message}')
-                    skipped.append(paths[i])
-                    continue
-                yield encoded, int(labels[i]), int(ids[i]), 0, 1.0
-            if (start // CHUNK) % 100 == 99:
-                log(f'  {chunk.stop}/{len(paths)} images')
+    images = user_data.read_images(data_dir, paths, bad_images, log, skipped, encode, CHUNK)
+    for i, encoded in images:
+        yield encoded, int(labels[i]), int(ids[i]), 0, 1.0
 
 
 def write_fold(data_dir, label_fraction, fold, image_size, bad_images, output_dir, log) -> dict:

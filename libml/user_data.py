@@ -112,6 +112,33 @@ def decode_file(path: str) -> np.ndarray | str:
         return reason.splitlines()[0] if reason else type(e).__name__
 
 
+def read_images(root, paths, bad_images, log, skipped, transform=None, chunk=512):
+    """Yields (position in `paths`, image) for the files root/path, decoded (then passed
+    through `transform`, e.g. resize and encode) on all cores `chunk` at a time, in
+    order, so that no more than a chunk is held. An unreadable file raises DataError
+    naming it (`bad_images` 'stop') or is left out and appended to `skipped` ('skip')."""
+
+    def load(path):
+        image = decode_file(os.path.join(root, path))
+        return image if isinstance(image, str) or transform is None else transform(image)
+
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for start in range(0, len(paths), chunk):
+            positions = range(start, min(start + chunk, len(paths)))
+            loaded = pool.map(lambda i: load(paths[i]), positions)
+            for i, image in zip(positions, loaded, strict=True):
+                if isinstance(image, str):
+                    message = f'{os.path.join(root, paths[i])}: not a readable image ({image})'
+                    if bad_images == 'stop':
+                        raise DataError(f'{message}; --bad_images=skip leaves such files out')
+                    log(f'skipped {message}')
+                    skipped.append(paths[i])
+                    continue
+                yield i, image
+            if (start // chunk) % 100 == 99:
+                log(f'  {positions.stop}/{len(paths)} images')
+
+
 def _class_of(path: str) -> str | None:
     """'labeled/cat/x.png' -> 'cat'; None for a file directly in the split's folder."""
     parts = path.split('/')
@@ -196,23 +223,11 @@ def load_folder(
 
     everything = [p for split in splits for p in files[split]]
     log(f'{data_dir}: reading {len(everything)} images')
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        decoded = dict(
-            zip(
-                everything,
-                pool.map(lambda p: decode_file(os.path.join(data_dir, p)), everything),
-                strict=True,
-            )
-        )
     skipped = []
-    for path in everything:
-        if isinstance(decoded[path], str):
-            message = f'{os.path.join(data_dir, path)}: not a readable image ({decoded[path]})'
-            if bad_images == 'stop':
-                raise DataError(f'{message}; --bad_images=skip leaves such files out')
-            log(f'skipped {message}')
-            skipped.append(path)
-            del decoded[path]
+    decoded = {
+        everything[i]: image
+        for i, image in read_images(data_dir, everything, bad_images, log, skipped)
+    }
     channels = {}
     for path, image in decoded.items():
         channels.setdefault(image.shape[2], os.path.join(data_dir, path))
