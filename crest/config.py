@@ -31,6 +31,9 @@ class Config:
     # Stream images from the TFRecords instead of holding them: 'auto' above 4 GiB.
     stream: str = 'auto'
     imbalance: float = 100.0
+    # Which classes are rare: 0 keeps the source's label order (class 0 the head), k > 0
+    # ranks the classes by a permutation seeded by k. Built-in long-tailed data only.
+    class_order: int = 0
     label_fraction: float = 0.1
     fold: int = 1
     algorithm: str = 'fixmatch'
@@ -146,7 +149,14 @@ def validate(cfg: Config) -> None:
             f"'labeled' for {cfg.dataset} (the analytic prior assumes a synthetic long tail)",
             cfg.class_prior,
         )
+        _check(
+            cfg.class_order == 0,
+            'class_order',
+            f'0 for {cfg.dataset} (its classes keep their own frequencies)',
+            cfg.class_order,
+        )
     else:
+        _check(cfg.class_order >= 0, 'class_order', '>= 0', cfg.class_order)
         # gamma = N_1 / N_L: beyond N_1 the smallest class keeps no image at all.
         _check(
             1 <= cfg.imbalance <= info.head_count,

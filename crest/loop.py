@@ -363,6 +363,7 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         log,
         image_size=cfg.image_size,
         bad_images=cfg.bad_images,
+        class_order=cfg.class_order,
     )
     stream = cfg.stream == 'always' or (
         cfg.stream == 'auto' and _decoded_bytes(fold, data.fold_splits(fold)) > IN_MEMORY_LIMIT
@@ -397,6 +398,8 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         how = f'fold {cfg.fold}, its own long tail; --imbalance unused'
     else:
         how = f'fold {cfg.fold}'
+    if cfg.class_order:
+        how += f', class order {cfg.class_order}'
     log(
         f'{cfg.dataset} ({how}): {len(labeled0)} labeled, {len(unlabeled)} unlabeled, '
         f'{len(test)} test'

@@ -346,10 +346,13 @@ def fold_spec(
     fold: int,
     data_dir: str | None = None,
     image_size: int = 0,
+    class_order: int = 0,
 ) -> dict:
     """The flags that determine a fold's contents; stored in counts.json to check reuse.
 
-    For the user's own data (given splits) these are where it is and the image size.
+    For the user's own data (given splits) these are where it is and the image size. A
+    class order other than the source's (seed 0) is named only when used, so that folds
+    made before it existed still match.
     """
     info = datasets.get_dataset(dataset)
     if info.load_given:
@@ -360,16 +363,31 @@ def fold_spec(
         return dict(
             dataset=dataset, label_fraction=label_fraction, fold=fold, image_size=image_size
         )
-    return dict(dataset=dataset, imbalance=imbalance, label_fraction=label_fraction, fold=fold)
+    spec = dict(dataset=dataset, imbalance=imbalance, label_fraction=label_fraction, fold=fold)
+    return {**spec, 'class_order': class_order} if class_order else spec
 
 
-def longtail_splits(info, imbalance, label_fraction, fold, data_dir):
-    """({split: Records}, summary entries) of a long-tailed fold of a balanced source."""
+def longtail_splits(info, imbalance, label_fraction, fold, data_dir, class_order=0):
+    """({split: Records}, summary entries) of a long-tailed fold of a balanced source.
+
+    With `class_order` k > 0 the classes are first relabeled by a seeded permutation
+    (`lt.class_order`): label r is the source class of rank r, so that label 0 stays the
+    head and the class names follow their images.
+    """
     counts = lt.longtail_counts(info.head_count, info.num_classes, imbalance)
     source = info.load(data_dir)
     if source.train_images.shape[1:] != info.image_shape:
         raise datasets.DataError(
             f'{info.name}: images are {source.train_images.shape[1:]}, expected {info.image_shape}'
+        )
+    if class_order:
+        order = lt.class_order(info.num_classes, class_order)
+        rank = np.argsort(order)  # rank[source class] = its new label
+        source = dataclasses.replace(
+            source,
+            train_labels=rank[source.train_labels],
+            test_labels=rank[source.test_labels],
+            class_names=tuple(source.class_names[c] for c in order),
         )
     if info.darp_unlabeled_head:  # DARP: fixed split, label_fraction and fold unused.
         unlabeled_counts = lt.longtail_counts(info.darp_unlabeled_head, info.num_classes, imbalance)
@@ -427,10 +445,12 @@ def create_fold(
     log=print,
     image_size: int = 0,
     bad_images: str = 'stop',
+    class_order: int = 0,
 ) -> dict:
     """Builds one labeled/unlabeled fold of a data set as TFRecords.
 
-    A built-in data set is made long-tailed and split by `fold`; the user's own data
+    A built-in data set is made long-tailed (its classes ranked by `class_order`, see
+    `longtail_splits`) and split by `fold`; the user's own data
     (`--dataset=folder` or `npz`) keeps its own split, its images resized to
     `image_size` (0: see libml/user_data.py), unreadable files stopping or skipped per
     `bad_images`; its files' paths per id go to paths.json.
@@ -439,7 +459,7 @@ def create_fold(
     counts of the long-tailed train set and of each split.
     """
     info = datasets.get_dataset(dataset)
-    spec = fold_spec(dataset, imbalance, label_fraction, fold, data_dir, image_size)
+    spec = fold_spec(dataset, imbalance, label_fraction, fold, data_dir, image_size, class_order)
     if info.write_fold:  # Written file by file, never held whole.
         if not data_dir:
             raise datasets.DataError(f'--dataset={dataset} reads its data from --data_dir')
@@ -454,7 +474,9 @@ def create_fold(
     if info.load_given:
         splits, entries, paths = _given_splits(info, data_dir, image_size, bad_images, log)
     else:
-        splits, entries = longtail_splits(info, imbalance, label_fraction, fold, data_dir)
+        splits, entries = longtail_splits(
+            info, imbalance, label_fraction, fold, data_dir, class_order
+        )
     num_classes = len(entries['class_names'])
     tf.io.gfile.makedirs(output_dir)
     summary = {**spec, **entries}
@@ -503,14 +525,18 @@ def ensure_fold(
     log=print,
     image_size=0,
     bad_images='stop',
+    class_order=0,
 ):
     """Returns counts.json of the fold in `output_dir`, creating the fold if missing and
     rebuilding it (the same images, from the source) if a file is missing or changed."""
     path = os.path.join(output_dir, COUNTS_FILE)
     if tf.io.gfile.exists(path):
         summary = read_json(path)
-        spec = fold_spec(dataset, imbalance, label_fraction, fold, data_dir, image_size)
-        if {k: summary.get(k) for k in spec} != spec:
+        spec = fold_spec(
+            dataset, imbalance, label_fraction, fold, data_dir, image_size, class_order
+        )
+        stored = {k: summary.get(k) for k in spec}
+        if stored != spec or summary.get('class_order', 0) != class_order:
             raise datasets.DataError(f'{path}: holds another fold than {spec}')
         try:
             for name in [f'{s}.tfrecord' for s in fold_splits(summary)]:
@@ -528,6 +554,7 @@ def ensure_fold(
         log,
         image_size=image_size,
         bad_images=bad_images,
+        class_order=class_order,
     )
 
 

@@ -27,6 +27,7 @@ flags.DEFINE_float('label_fraction', 0.1, 'beta, labeled share of each class, in
 flags.DEFINE_integer('fold', 1, 'Labeled/unlabeled split seed, >= 1.')
 flags.DEFINE_string('data_dir', None, 'Folder with the official files (see libml/datasets.py).')
 flags.DEFINE_integer('image_size', 0, 'folder/npz: square side to resize to; 0: median/own.')
+flags.DEFINE_integer('class_order', 0, 'Rare classes: 0 source order, k > 0 seeded permutation.')
 flags.DEFINE_enum('bad_images', 'stop', list(user_data.BAD_IMAGES), 'folder: unreadable files.')
 flags.DEFINE_string('output_dir', None, 'Where to write the fold.')
 flags.mark_flag_as_required('output_dir')
@@ -45,6 +46,7 @@ def main(argv):
         data_dir=FLAGS.data_dir,
         image_size=FLAGS.image_size,
         bad_images=FLAGS.bad_images,
+        class_order=FLAGS.class_order,
     )
     try:
         config_lib.validate(config_lib.resolve(cfg))  # The trainer's checks of these flags.
@@ -59,6 +61,7 @@ def main(argv):
             FLAGS.data_dir,
             image_size=FLAGS.image_size,
             bad_images=FLAGS.bad_images,
+            class_order=FLAGS.class_order,
         )
     except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
         sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')

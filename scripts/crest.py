@@ -93,6 +93,12 @@ flags.DEFINE_enum(
     "or is left out and listed in the log and the fold's counts.json (skip).",
 )
 flags.DEFINE_float('imbalance', _DEFAULT.imbalance, 'gamma = N_1 / N_L, >= 1.')
+flags.DEFINE_integer(
+    'class_order',
+    _DEFAULT.class_order,
+    'Which classes are rare: 0 keeps the source label order (class 0 the largest), k > 0 '
+    'ranks the classes by a permutation seeded by k. Built-in long-tailed data sets only.',
+)
 flags.DEFINE_float('label_fraction', _DEFAULT.label_fraction, 'beta, labeled share per class.')
 flags.DEFINE_integer('fold', _DEFAULT.fold, 'Labeled/unlabeled split, 1..5 in the paper.')
 flags.DEFINE_enum(

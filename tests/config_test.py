@@ -96,8 +96,13 @@ def test_the_users_data_needs_its_folder_and_is_named_by_it(tmp_path):
         (dict(fold=2), '--fold must be 1 for npz'),
         (dict(bad_images='ignore'), '--bad_images must be one of'),
         (dict(image_size=-1), '--image_size must be >= 0'),
+        (dict(class_order=2), '--class_order must be 0 for npz'),
     ):
         with pytest.raises(ValueError, match=message):
             config_lib.validate(dataclasses.replace(cfg, **bad))
     with pytest.raises(ValueError, match='--image_size must be 0 for cifar10lt'):
         config_lib.validate(config_lib.resolve(config_lib.Config(image_size=16)))
+    with pytest.raises(ValueError, match='--class_order must be >= 0'):
+        config_lib.validate(config_lib.resolve(config_lib.Config(class_order=-1)))
+    permuted = config_lib.resolve(config_lib.Config(class_order=2))
+    assert config_lib.default_workdir(permuted) == os.path.join('runs', 'class_order=2')

@@ -115,6 +115,28 @@ def test_create_fold_files_and_ids(tiny, tmp_path):
     np.testing.assert_array_equal(test.images, source.test_images)
 
 
+def test_class_order_relabels_so_that_other_classes_are_rare(tiny, tmp_path):
+    out = str(tmp_path / 'fold')
+    summary = data.create_fold('tiny', 10, 0.5, 1, out, tiny, log=lambda _: None, class_order=3)
+    order = lt.class_order(10, 3)
+    assert sorted(order) == list(range(10)) and list(order) != list(range(10))
+    source = datasets.load_fashion_mnist(tiny)
+    assert summary['class_names'] == [source.class_names[c] for c in order]
+    # Label r is source class order[r], and rank 0 keeps the head's count.
+    assert summary['longtail'] == lt.longtail_counts(20, 10, 10)
+    for split in ('labeled', 'unlabeled', 'test'):
+        records = data.read_records(os.path.join(out, f'{split}.tfrecord'))
+        labels = (source.test_labels if split == 'test' else source.train_labels)[records.ids]
+        np.testing.assert_array_equal(order[records.labels], labels)
+    # Seed 0 is the source's order and leaves the fold's spec as before.
+    np.testing.assert_array_equal(lt.class_order(10, 0), np.arange(10))
+    assert 'class_order' not in data.fold_spec('tiny', 10, 0.5, 1)
+    with pytest.raises(datasets.DataError, match='another fold'):
+        data.ensure_fold('tiny', 10, 0.5, 1, out, tiny)
+    with pytest.raises(ValueError, match='>= 0'):
+        lt.class_order(10, -1)
+
+
 def test_fold_determinism_through_files(tiny, tmp_path):
     def ids(fold, name):
         out = str(tmp_path / name)
