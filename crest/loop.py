@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from crest import config as config_lib
-from crest import rebalance
+from crest import evidence, rebalance
 from libml import data, datasets, metrics, models, train
 from libml.algorithms import ALGORITHMS
 
@@ -474,4 +474,13 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         'generations': generations,
     }
     data.write_json(os.path.join(cfg.workdir, 'results.json'), results)
+    split = 'unlabeled' if generations[0].get('unlabeled') else 'test'
+    bias = evidence.minority_bias(results, split, generation=0)
+    precision = bias['minority_precision']
+    log(
+        f'generation 0 on the {split} set, minority half of the classes: precision '
+        f'{"undefined (never predicted)" if precision is None else f"{precision:.1%}"}, '
+        f'recall {bias["minority_recall"]:.1%}; will class-rebalancing pay off? '
+        f'python scripts/diagnose.py --run={cfg.workdir}'
+    )
     return results

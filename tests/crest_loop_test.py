@@ -90,6 +90,9 @@ def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monk
     assert len(gen1['unlabeled']['recall']) == 10
     saved = data.read_json(os.path.join(cfg.workdir, 'results.json'))
     assert saved['balanced_accuracy'] == results['balanced_accuracy']
+    # The last line points to the diagnosis, with FixMatch's minority-half numbers.
+    assert logs[-1].startswith('generation 0 on the unlabeled set, minority half')
+    assert logs[-1].endswith(f'python scripts/diagnose.py --run={cfg.workdir}')
 
     # A re-run skips finished generations and returns the same numbers.
     logs.clear()

@@ -1,0 +1,278 @@
+"""The evidence study: when does class-rebalancing pay off, at converged generations?
+
+Three stages, each a list of training runs ("cells") of scripts/crest.py on
+Fashion-MNIST-LT, every one a folder ROOT/<setting>/total_<steps>/<method>/fold_<f>:
+
+1. The convergence curve. FixMatch on fold 1 of the base setting for 2,400, 4,800,
+   9,600, ... steps, doubling until doubling changes balanced accuracy by less than
+   MIN_EFFECT. The first such length S is the length of every generation below.
+2. The regime map. For each setting (imbalance, label fraction, which classes are rare),
+   fold 1: FixMatch for S steps (the paper's Table 1 rule compares G generations of S
+   with one), FixMatch for G x S (its Table 2 rule: equal total budget), CReST+ and
+   CReST for G generations of S. FixMatch's bias is read off its S-step run.
+3. Table 2. At the setting where FixMatch is most biased, every preset of
+   crest/methods.py at the total budget G x S on folds 1-3, most telling first.
+
+`plan(root)` lists the cells in the order they should run, as far as the finished
+ones decide it (the curve decides S; the map's FixMatch runs decide Table 2's setting),
+so that a study stopped anywhere and started again goes on where it was. This module
+imports nothing heavy: the runner and the report read it.
+"""
+
+import dataclasses
+import json
+import os
+
+from crest import methods
+
+# Doubling the steps must change balanced accuracy by less than this (1 point).
+MIN_EFFECT = 0.01
+# Generations of the self-training methods; the paper trains 6, of 2^16 steps each.
+GENERATIONS = 2
+CURVE_START = 2400
+CURVE_MAX = 38400
+EVALS_PER_GENERATION = 30  # eval_every = steps per generation / this.
+FOLDS = (1, 2, 3)
+
+# Flags every cell shares: the CPU benchmark's model and batch (32 labeled + 32 unlabeled
+# images per step), the paper's other settings.
+COMMON_FLAGS = (
+    '--dataset=fashion_mnist_lt',
+    '--arch=cnn_small',
+    '--batch_size=32',
+    '--uratio=1',
+    '--lr_decay_level=7',
+    '--ema_warmup',
+    '--seed=1',
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """How long-tailed the data is: gamma, beta and which classes are rare (0: source
+    order, k > 0: the permutation seeded by k, see libml/lt.py)."""
+
+    imbalance: int
+    label_fraction: float
+    class_order: int = 0
+
+    @property
+    def name(self) -> str:
+        return f'g{self.imbalance}_b{round(100 * self.label_fraction)}_o{self.class_order}'
+
+    @property
+    def title(self) -> str:
+        order = 'index order' if not self.class_order else f'permutation {self.class_order}'
+        return f'gamma {self.imbalance}, beta {100 * self.label_fraction:g}%, {order}'
+
+    def flags(self) -> list[str]:
+        return [
+            f'--imbalance={self.imbalance}',
+            f'--label_fraction={self.label_fraction}',
+            f'--class_order={self.class_order}',
+        ]
+
+
+BASE = Setting(100, 0.1, 0)
+# One change at a time from the base: which classes are rare, a longer tail, fewer labels.
+SETTINGS = (
+    BASE,
+    Setting(100, 0.1, 1),
+    Setting(100, 0.1, 2),
+    Setting(200, 0.1, 0),
+    Setting(100, 0.03, 0),
+)
+
+# Table 2's presets, the ones its claims and orderings need most first. The "+ LA" ones
+# are read off these runs.
+TABLE2_FIRST = ('fixmatch', 'fixmatch_crest_plus', 'fixmatch_crest')
+TABLE2_THEN = (
+    'fixmatch_da05',
+    'alpha0',
+    'fixmatch_da1',
+    'fixmatch_rs',
+    'fixmatch_cb',
+    'mixmatch',
+    'mixmatch_crest_plus',
+    'mixmatch_crest',
+    'supervised',
+    'pseudo_label',
+    'mean_teacher',
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One training run: a preset at a setting, a total budget and a fold."""
+
+    setting: Setting
+    method: str
+    total_steps: int
+    fold: int = 1
+    stage: str = 'map'
+
+    @property
+    def generations(self) -> int:
+        return GENERATIONS if methods.kind(self.method) == 'self_training' else 1
+
+    @property
+    def steps_per_generation(self) -> int:
+        return self.total_steps // self.generations
+
+    def workdir(self, root: str) -> str:
+        return os.path.join(
+            root,
+            self.setting.name,
+            f'total_{self.total_steps}',
+            self.method,
+            f'fold_{self.fold}',
+        )
+
+    def flags(self, threads: int) -> list[str]:
+        """scripts/crest.py's flags for this cell, but --workdir."""
+        flags = [*COMMON_FLAGS, *self.setting.flags(), f'--method={self.method}']
+        flags += [f'--total_steps={self.total_steps}', f'--fold={self.fold}']
+        if self.generations > 1:
+            flags.append(f'--generations={self.generations}')
+        eval_every = max(1, self.steps_per_generation // EVALS_PER_GENERATION)
+        return flags + [f'--eval_every={eval_every}', f'--cpu_threads={threads}']
+
+
+def results(root: str, cell: Cell) -> dict | None:
+    """The cell's results.json, None while it is unfinished."""
+    path = os.path.join(cell.workdir(root), 'results.json')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def accuracy(root: str, cell: Cell) -> float | None:
+    found = results(root, cell)
+    return None if found is None else found['balanced_accuracy']
+
+
+def curve_cell(steps: int) -> Cell:
+    return Cell(BASE, 'fixmatch', steps, 1, 'curve')
+
+
+def curve(root: str) -> tuple[list[Cell], int | None]:
+    """The curve's cells so far and the converged length S (None until known).
+
+    S is the first length whose doubling changes balanced accuracy by less than
+    MIN_EFFECT; the curve grows by one doubling while that is not found, up to CURVE_MAX.
+    """
+    cells = [curve_cell(CURVE_START), curve_cell(2 * CURVE_START)]
+    while True:
+        short, long = cells[-2], cells[-1]
+        a, b = accuracy(root, short), accuracy(root, long)
+        if a is None or b is None:
+            return cells, None
+        if b - a < MIN_EFFECT:
+            return cells, short.total_steps
+        if long.total_steps >= CURVE_MAX:
+            return cells, None
+        cells.append(curve_cell(2 * long.total_steps))
+
+
+def minority_bias(result: dict, split: str = 'unlabeled', generation: int = -1) -> dict | None:
+    """FixMatch's bias as in the paper's Fig. 2, on the minority half of the classes
+    (the smaller half by labeled count): mean precision, mean recall and their
+    difference, from `split` ('unlabeled' or 'test') of a generation, the last by default.
+    When no minority class is ever predicted, precision counts as 1 in the bias."""
+    report = result['generations'][generation].get(split)
+    if not report:
+        return None
+    counts = result['labeled_counts']
+    order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
+    minority = order[len(order) - len(order) // 2 :]
+    # Precision of a class never predicted is undefined, not 0: left out of the mean.
+    predicted = [c for c in minority if report['predicted'][c] > 0]
+    precision = sum(report['precision'][c] for c in predicted) / max(len(predicted), 1)
+    recall = sum(report['recall'][c] for c in minority) / len(minority)
+    smallest = order[-1]
+    return {
+        'split': split,
+        'minority_precision': precision if predicted else None,
+        'minority_recall': recall,
+        'bias': (precision if predicted else 1.0) - recall,
+        'never_predicted': [result['class_names'][c] for c in minority if c not in predicted],
+        'smallest_class': result['class_names'][smallest],
+        'smallest_recall': report['recall'][smallest],
+        'smallest_precision': report['precision'][smallest] if smallest in predicted else None,
+    }
+
+
+def map_cells(converged: int) -> dict[str, dict[str, Cell]]:
+    """{setting name: {role: cell}} of the regime map, for generations of `converged`."""
+    s = converged
+    return {
+        setting.name: {
+            'fixmatch_1gen': Cell(setting, 'fixmatch', s, 1, 'map'),
+            'fixmatch': Cell(setting, 'fixmatch', GENERATIONS * s, 1, 'map'),
+            'fixmatch_crest_plus': Cell(setting, 'fixmatch_crest_plus', GENERATIONS * s, 1, 'map'),
+            'fixmatch_crest': Cell(setting, 'fixmatch_crest', GENERATIONS * s, 1, 'map'),
+        }
+        for setting in SETTINGS
+    }
+
+
+def most_biased(root: str, converged: int) -> Setting | None:
+    """The setting whose FixMatch (S steps, fold 1) is most biased on the unlabeled set;
+    None until every setting's run has finished, so that the choice never changes."""
+    for setting in SETTINGS:
+        if results(root, Cell(setting, 'fixmatch', converged)) is None:
+            return None
+    return by_bias(root, converged)[0]
+
+
+def by_bias(root: str, converged: int) -> list[Setting]:
+    """The settings, most biased FixMatch first, then the least biased, then the others
+    from more to less; in SETTINGS order until every FixMatch S-step run has finished."""
+    biases = {}
+    for setting in SETTINGS:
+        found = results(root, Cell(setting, 'fixmatch', converged))
+        if found is None:
+            return list(SETTINGS)
+        biases[setting] = minority_bias(found)['bias']
+    ranked = sorted(SETTINGS, key=lambda s: -biases[s])
+    return [ranked[0], ranked[-1], *ranked[1:-1]]
+
+
+def table2_cells(setting: Setting, converged: int) -> list[Cell]:
+    """Every training preset at the total budget GENERATIONS x S, folds 1-3, the ones
+    the claims need most first; and FixMatch for S steps on every fold (Table 1 rule)."""
+    total = GENERATIONS * converged
+    cells = [Cell(setting, m, total, f, 'table2') for f in FOLDS for m in TABLE2_FIRST]
+    cells += [Cell(setting, 'fixmatch', converged, f, 'table2') for f in FOLDS]
+    cells += [Cell(setting, m, total, f, 'table2') for m in TABLE2_THEN for f in FOLDS]
+    return cells
+
+
+def plan(root: str) -> tuple[list[Cell], str | None]:
+    """Every cell known so far, in the order to run them (finished ones included), and
+    what the rest waits for (None when the plan is complete)."""
+    cells, converged = curve(root)
+    if converged is None:
+        return cells, 'the convergence curve'
+    by_setting = map_cells(converged)
+    # FixMatch for S steps everywhere first: it decides Table 2's setting and the order
+    # of the rest, the extremes of bias first, so that a partial map already spans it.
+    cells += [roles['fixmatch_1gen'] for roles in by_setting.values()]
+    order = [by_setting[s.name] for s in by_bias(root, converged)]
+    cells += [roles[r] for roles in order for r in ('fixmatch', 'fixmatch_crest_plus')]
+    waiting = None
+    chosen = most_biased(root, converged)
+    if chosen is None:
+        waiting = "every setting's FixMatch run, which decides Table 2's setting"
+    else:
+        cells += table2_cells(chosen, converged)
+    cells += [roles['fixmatch_crest'] for roles in by_setting.values()]
+    unique = list(dict.fromkeys(cells_key(c) for c in cells))
+    first = {cells_key(c): c for c in reversed(cells)}
+    return [first[k] for k in unique], waiting
+
+
+def cells_key(cell: Cell) -> tuple:
+    """Cells that train the same run (the same folder) are one."""
+    return (cell.setting, cell.method, cell.total_steps, cell.fold)

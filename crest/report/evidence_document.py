@@ -1,0 +1,216 @@
+"""docs/RESULTS.md from the runs of the evidence study (crest/evidence.py): the
+convergence curve, the regime map, Table 2 with the paper's claims under both budget
+rules, re-runs of cells, and the machine time spent. Every number comes from a run's
+results.json or the runner's ledger."""
+
+import glob
+import json
+import os
+
+from crest import evidence, methods
+from crest.report import claims, document, plots, regime
+from crest.report.runs import load_runs, mean_std, pct, signed, table
+
+MAP_FILE = 'regime_map.json'
+MAP_PLOT = 'gain_vs_bias.png'
+
+
+def ledger(root: str) -> list[dict]:
+    path = os.path.join(root, 'ledger.jsonl')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def machine_time(root: str) -> str:
+    """What the study cost: cells, steps and hours per stage, and the machines."""
+    records = [r for r in ledger(root) if r['returncode'] == 0]
+    if not records:
+        return 'No cell has finished under the runner yet (its ledger is empty).\n'
+    rows = []
+    for stage in ('curve', 'map', 'table2'):
+        mine = [r for r in records if r['stage'] == stage]
+        if mine:
+            hours = sum(r['seconds'] for r in mine) / 3600
+            steps = sum(r['steps'] for r in mine)
+            rows.append([stage, str(len(mine)), f'{steps:,}', f'{hours:.1f}'])
+    cpus = sorted(
+        {
+            f'{r["cpu"]} ({r["jobs"]} runs side by side, {r["threads"]} thread(s) each)'
+            for r in records
+        }
+    )
+    total = sum(r['seconds'] for r in records) / 3600
+    jobs = max(r['jobs'] for r in records)
+    return (
+        table(['stage', 'cells', 'steps', 'run-hours'], rows)
+        + f"\n\nMachines: {'; '.join(cpus)}. Run-hours add up each run's own wall time: "
+        f'{total:.1f} in all; with {jobs} runs side by side the machine was busy about '
+        f'{total / jobs:.1f} hours. A run resumed after a stop counts only its last stretch.\n'
+    )
+
+
+def with_baseline(runs: dict, baseline: dict) -> dict:
+    """`runs` with FixMatch's runs replaced by `baseline` (the Table 1 rule's)."""
+    swapped = {m: f for m, f in runs.items() if m not in ('fixmatch', 'fixmatch_la')}
+    return {'fixmatch': baseline, **swapped}
+
+
+def table2_section(root: str, setting: evidence.Setting, converged: int, output: str):
+    """Markdown of Table 2 at `setting` and the plots it makes."""
+    total = evidence.GENERATIONS * converged
+    folder = os.path.join(root, setting.name, f'total_{total}')
+    runs, unfinished = load_runs(folder)
+    if not runs:
+        return f'No Table 2 run at {setting.title} has finished yet.\n', []
+    out = [
+        f'At {setting.title} (the setting whose FixMatch is most biased), every preset at '
+        f'{total:,} steps in all; self-training ones in {evidence.GENERATIONS} generations '
+        f'of {converged:,}. Folder `{folder}`.\n',
+        document.markdown(runs, unfinished),
+    ]
+    # The Table 1 rule: the same CReST(+) runs against FixMatch trained one generation.
+    short = load_runs(os.path.join(root, setting.name, f'total_{converged}'))[0].get('fixmatch')
+    if short:
+        table1 = with_baseline(runs, short)
+        claim_table, missing = claims.paper_claims(table1)
+        out.append(
+            f"\n### The claims under the paper's Table 1 rule\n\nThe same runs, with FixMatch "
+            f'trained one generation of {converged:,} steps (folds {sorted(short)}) as the '
+            f'baseline: claim 1 is then about that model, claims 2 and 3 compare '
+            f'{evidence.GENERATIONS} generations with one.\n'
+        )
+        out.append(claim_table)
+        if missing:
+            out.append(f'\nNot checked (runs missing): {", ".join(missing)}.')
+    images_dir = os.path.join(output, 'table2')
+    os.makedirs(images_dir, exist_ok=True)
+    files = [os.path.join('table2', f) for f in plots.plots(runs, images_dir)]
+    return '\n'.join(out) + '\n', files
+
+
+def rerun_root(root: str) -> str:
+    return root.rstrip('/') + '_rerun'
+
+
+def rerun_command(root: str, cell: evidence.Cell) -> str:
+    """The command that runs `cell` again, into the re-run folder."""
+    workdir = cell.workdir(rerun_root(root))
+    flags = ' '.join(cell.flags(threads=1))
+    return f'.venv/bin/python scripts/crest.py {flags} --workdir={workdir}'
+
+
+def reruns(root: str) -> str:
+    """Cells run again in ROOT_rerun (same layout) against their fold spread."""
+    again_root = rerun_root(root)
+    rows = []
+    for path in sorted(glob.glob(os.path.join(again_root, '*', 'total_*', '*', 'fold_*'))):
+        if not os.path.exists(os.path.join(path, 'results.json')):
+            continue
+        relative = os.path.relpath(path, again_root)
+        original = os.path.join(root, relative, 'results.json')
+        if not os.path.exists(original):
+            continue
+        with open(os.path.join(path, 'results.json')) as f:
+            repeat = json.load(f)['balanced_accuracy']
+        with open(original) as f:
+            first = json.load(f)['balanced_accuracy']
+        folds = glob.glob(os.path.join(root, os.path.dirname(relative), 'fold_*', 'results.json'))
+        values = [json.load(open(p))['balanced_accuracy'] for p in folds]
+        _, spread = mean_std(values)
+        verdict = (
+            'no fold spread'
+            if len(values) < 2
+            else 'yes'
+            if abs(repeat - first) <= spread
+            else 'no'
+        )
+        rows.append(
+            [relative, pct(first), pct(repeat), signed(repeat - first), pct(spread), verdict]
+        )
+    if not rows:
+        return f'No cell has been run again yet (in `{again_root}`).\n'
+    return table(['cell', 'first run', 're-run', 'difference', 'fold std', 'within'], rows) + '\n'
+
+
+def still_to_run(root: str) -> str:
+    cells, waiting = evidence.plan(root)
+    todo = [c for c in cells if evidence.results(root, c) is None]
+    if not todo and not waiting:
+        return 'Every planned cell has finished.\n'
+    by_stage = {}
+    for cell in todo:
+        by_stage.setdefault(cell.stage, []).append(cell)
+    lines = [
+        f'- {stage}: {len(cells)} cell(s), {sum(c.total_steps for c in cells):,} steps '
+        f'({", ".join(sorted({methods.METHODS[c.method].title for c in cells}))})'
+        for stage, cells in by_stage.items()
+    ]
+    if waiting:
+        lines.append(f'- then more, once {waiting} has finished')
+    return '\n'.join(lines) + '\n'
+
+
+def write(root: str, output: str, path: str, notes: str) -> list[str]:
+    """Writes `path` (notes + generated sections) and its plots and map into `output`."""
+    os.makedirs(output, exist_ok=True)
+    rel = os.path.relpath(output, os.path.dirname(os.path.abspath(path)))
+    out = [notes.rstrip(), '\n## Machine and time\n', machine_time(root)]
+    rows, converged = regime.curve_rows(root)
+    chosen = None
+    out.append('\n## 1. Converged generations\n')
+    out.append(
+        f'FixMatch, {evidence.BASE.title}, fold 1, trained for each number of steps '
+        f'(balanced accuracy on the test set, mean of the last 5 evaluations):\n'
+    )
+    out.append(table(['steps', 'balanced accuracy', 'change from half the steps'], rows))
+    written = [path]
+    if converged is None:
+        out.append('\nThe curve has not converged yet (or is still running).\n')
+    else:
+        out.append(
+            f'\nDoubling {converged:,} steps changes balanced accuracy by less than '
+            f'{100 * evidence.MIN_EFFECT:.0f} point: every generation below trains '
+            f'{converged:,} steps.\n'
+        )
+        entries = regime.map_entries(root, converged)
+        regime.write_map(os.path.join(output, MAP_FILE), entries, converged)
+        written.append(os.path.join(output, MAP_FILE))
+        out.append('\n## 2. The regime map\n')
+        out.append(
+            f"Fold 1 of each setting. FixMatch's bias: the mean precision minus the mean recall "
+            f'of the minority half of the classes on the unlabeled set, after '
+            f'{converged:,} steps (paper Fig. 2). Gains in points of balanced accuracy; '
+            f'Table 1 rule: {evidence.GENERATIONS} generations against FixMatch '
+            f'{converged:,}; Table 2 rule: against FixMatch '
+            f'{evidence.GENERATIONS * converged:,}. "…": not run yet.\n'
+        )
+        out.append(regime.map_markdown(entries, converged))
+        if regime.map_plot(entries, os.path.join(output, MAP_PLOT)):
+            out.append(f'\n![gain vs bias]({rel}/{MAP_PLOT})\n')
+            written.append(os.path.join(output, MAP_PLOT))
+        out.append('\n## 3. Table 2 at the most biased setting\n')
+        chosen = evidence.most_biased(root, converged)
+        if chosen is None:
+            out.append("Chosen once every setting's FixMatch run has finished.\n")
+        else:
+            body, files = table2_section(root, chosen, converged, output)
+            out.append(body)
+            out += [f'![{f}]({rel}/{f})' for f in files]
+            written += [os.path.join(output, f) for f in files]
+    out.append('\n## Re-running a cell\n')
+    if converged is not None and chosen is not None:
+        cell = evidence.Cell(chosen, 'fixmatch', evidence.GENERATIONS * converged, 2)
+        out.append(
+            'A cell of Table 2 run again, with the same flags into another folder, e.g. '
+            f'FixMatch on fold 2:\n\n```\n{rerun_command(root, cell)}\n```\n\nthen '
+            '`scripts/evidence.py --action=report` compares every such run with the first, '
+            "against the method's fold-to-fold standard deviation:\n"
+        )
+    out.append(reruns(root))
+    out.append('\n## Still to run\n')
+    out.append(still_to_run(root))
+    with open(path, 'w') as f:
+        f.write('\n'.join(out).rstrip() + '\n')
+    return written

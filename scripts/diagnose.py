@@ -1,0 +1,102 @@
+r"""Is class-rebalancing likely to pay off on your data? Ask a finished FixMatch run.
+
+  python scripts/diagnose.py --run=runs/my_fixmatch_run
+
+reads RUN/results.json (any run; a self-training one is read at its first generation,
+which is plain FixMatch) and prints, per class, the model's recall and precision on the
+unlabeled set (on the test set when the unlabeled images carry no labels), then its bias
+on the minority half of the classes (precision minus recall, the paper's Fig. 2), and
+what the regime map of docs/RESULTS.md measured at settings of similar bias: whether
+CReST+ gained there, and which alpha / t_min did best. The map is a generated file
+(--map), written by `scripts/evidence.py --action=report` from the study's runs.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from crest import evidence  # noqa: E402
+from crest.report import regime  # noqa: E402
+
+flags.DEFINE_string('run', None, 'A finished run folder (holds results.json).')
+flags.DEFINE_integer('generation', 0, 'Which generation to read (0: the FixMatch model).')
+flags.DEFINE_string('map', 'docs/evidence/regime_map.json', 'The regime map to compare with.')
+flags.mark_flag_as_required('run')
+FLAGS = flags.FLAGS
+
+
+def load(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        sys.exit(f'error: {path} not found (is the run finished?)')
+    except json.JSONDecodeError as e:
+        sys.exit(f'error: {path} is not JSON: {e}')
+
+
+def diagnose(result: dict, generation: int, regime_map: dict | None) -> list[str]:
+    """The report's lines."""
+    generations = result['generations']
+    if not -len(generations) <= generation < len(generations):
+        raise ValueError(f'--generation={generation}: the run has {len(generations)}')
+    gen = generations[generation]
+    split = 'unlabeled' if gen.get('unlabeled') else 'test'
+    report = gen[split]
+    names, counts = result['class_names'], result['labeled_counts']
+    lines = [
+        f'Generation {generation % len(generations)}, {split} set'
+        + ('' if split == 'unlabeled' else ' (the unlabeled images carry no labels)')
+        + ': per class, most labeled first'
+    ]
+    width = max(len(n) for n in names)
+    lines.append(f'  {"class":{width}}  labeled  recall  precision  predicted')
+    for c in sorted(range(len(names)), key=lambda c: (-counts[c], c)):
+        precision = (
+            f'{100 * report["precision"][c]:8.1f}%' if report['predicted'][c] else '    never'
+        )
+        lines.append(
+            f'  {names[c]:{width}}  {counts[c]:7d}  {100 * report["recall"][c]:5.1f}%  '
+            f'{precision}  {report["predicted"][c]:9d}'
+        )
+    bias = evidence.minority_bias(result, split, generation)
+    precision = bias['minority_precision']
+    precision = 'undefined' if precision is None else f'{100 * precision:.1f}%'
+    lines.append(
+        f'Minority half: precision {precision}'
+        f', recall {100 * bias["minority_recall"]:.1f}%: bias {100 * bias["bias"]:+.1f} points'
+        + (
+            f'; never predicted: {", ".join(bias["never_predicted"])}'
+            if bias['never_predicted']
+            else ''
+        )
+    )
+    if regime_map is None:
+        lines.append('No regime map to compare with (see --map).')
+    else:
+        lines.append(
+            f'The regime map (Fashion-MNIST-LT, {regime_map["generations"]} generations of '
+            f'{regime_map["steps_per_generation"]:,} steps) says:'
+        )
+        lines += regime.predict(regime_map, bias['bias'])
+    return lines
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    result = load(os.path.join(FLAGS.run, 'results.json'))
+    regime_map = load(FLAGS.map) if os.path.exists(FLAGS.map) else None
+    try:
+        lines = diagnose(result, FLAGS.generation, regime_map)
+    except ValueError as e:
+        sys.exit(f'error: {e}')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    app.run(main)

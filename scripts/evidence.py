@@ -1,0 +1,160 @@
+r"""The evidence study of docs/RESULTS.md: runs it, lists it, writes its report.
+
+  python scripts/evidence.py --action=list     # every cell known so far, done or to do
+  python scripts/evidence.py --action=run      # runs what is left, JOBS at a time
+  python scripts/evidence.py --action=report   # writes docs/RESULTS.md and its plots
+
+The cells (training runs of scripts/crest.py) and their order are crest/evidence.py's:
+the convergence curve, the regime map, Table 2. A run is ROOT/<setting>/total_<steps>/
+<method>/fold_<f>, its log next to it as fold_<f>.log. `run` is resumable: a finished
+cell is skipped and an unfinished one resumes from its last checkpoint, so the study
+may be stopped (Ctrl-C, or the machine going down) and started again at will; cells
+that the finished ones decide (the generation length, Table 2's setting) are added as
+soon as they are decided. Every finished cell appends its machine, wall time and steps
+to ROOT/ledger.jsonl, which the report sums.
+"""
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from crest import evidence  # noqa: E402
+
+flags.DEFINE_enum('action', 'list', ['list', 'run', 'report'], 'What to do.')
+flags.DEFINE_string('root', 'runs/evidence', 'Folder of the runs.')
+flags.DEFINE_integer('jobs', 2, 'Runs side by side, each with cores / jobs threads.')
+flags.DEFINE_integer(
+    'max_minutes', 0, 'run: start no new cell after this many minutes (0: no limit).'
+)
+flags.DEFINE_string('document', 'docs/RESULTS.md', 'report: the document to write.')
+flags.DEFINE_string('output', 'docs/evidence', 'report: folder of its plots and the map.')
+flags.DEFINE_string('notes', 'docs/evidence_notes.md', 'report: Markdown put above the numbers.')
+FLAGS = flags.FLAGS
+
+LEDGER = 'ledger.jsonl'
+
+
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or 'unknown CPU'
+
+
+def status(root: str, cell: evidence.Cell) -> str:
+    acc = evidence.accuracy(root, cell)
+    if acc is not None:
+        return f'done {100 * acc:.1f}'
+    return 'started' if os.path.isdir(cell.workdir(root)) else 'to do'
+
+
+def list_cells(root: str) -> None:
+    cells, waiting = evidence.plan(root)
+    left = 0
+    for cell in cells:
+        state = status(root, cell)
+        if not state.startswith('done'):
+            left += cell.total_steps
+        print(f'{state:10} {cell.stage:7} {cell.workdir(root)}')
+    print(
+        f'{left:,} steps left in the cells listed'
+        + (f'; then waiting for {waiting}' if waiting else '')
+    )
+
+
+def launch(root: str, cell: evidence.Cell, threads: int) -> subprocess.Popen:
+    workdir = cell.workdir(root)
+    os.makedirs(os.path.dirname(workdir), exist_ok=True)
+    command = [sys.executable, 'scripts/crest.py', *cell.flags(threads), f'--workdir={workdir}']
+    print(f'evidence: start {workdir}: {" ".join(command[1:])}', flush=True)
+    log = open(workdir + '.log', 'a')
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run(root: str, jobs: int, max_minutes: int) -> int:
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    start, running, failed = time.time(), {}, set()
+    cpu = cpu_name()
+    while True:
+        cells, waiting = evidence.plan(root)
+        pending = [
+            c
+            for c in cells
+            if evidence.results(root, c) is None
+            and evidence.cells_key(c) not in running
+            and evidence.cells_key(c) not in failed
+        ]
+        late = max_minutes and time.time() - start > 60 * max_minutes
+        while pending and len(running) < jobs and not late:
+            cell = pending.pop(0)
+            running[evidence.cells_key(cell)] = (cell, launch(root, cell, threads), time.time())
+        if not running:
+            break
+        time.sleep(5)
+        for key, (cell, process, began) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[key]
+            seconds = round(time.time() - began)
+            record = {
+                'workdir': cell.workdir(root),
+                'stage': cell.stage,
+                'steps': cell.total_steps,
+                'returncode': process.returncode,
+                'seconds': seconds,
+                'finished': datetime.datetime.now().isoformat(timespec='seconds'),
+                'cpu': cpu,
+                'jobs': jobs,
+                'threads': threads,
+            }
+            with open(os.path.join(root, LEDGER), 'a') as f:
+                f.write(json.dumps(record) + '\n')
+            if process.returncode:
+                failed.add(key)
+                print(f'evidence: FAILED {cell.workdir(root)}, see its .log', flush=True)
+            else:
+                acc = evidence.accuracy(root, cell)
+                print(
+                    f'evidence: done {cell.workdir(root)} in {seconds / 60:.0f} min: '
+                    f'balanced accuracy {100 * acc:.1f}',
+                    flush=True,
+                )
+    if waiting and not failed and not late:
+        print(f'evidence: nothing runnable; waiting for {waiting}')
+    print('evidence: ' + ('stopped (--max_minutes)' if late else 'no cell left to start'))
+    return 1 if failed else 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    if FLAGS.jobs < 1:
+        sys.exit(f'error: --jobs must be >= 1, got {FLAGS.jobs}')
+    if FLAGS.action == 'list':
+        list_cells(FLAGS.root)
+    elif FLAGS.action == 'run':
+        os.makedirs(FLAGS.root, exist_ok=True)
+        sys.exit(run(FLAGS.root, FLAGS.jobs, FLAGS.max_minutes))
+    else:
+        from crest.report import evidence_document
+
+        notes = open(FLAGS.notes).read().rstrip() + '\n\n' if FLAGS.notes else ''
+        written = evidence_document.write(FLAGS.root, FLAGS.output, FLAGS.document, notes)
+        print(f'wrote {", ".join(written)}')
+
+
+if __name__ == '__main__':
+    app.run(main)

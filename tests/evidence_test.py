@@ -1,0 +1,209 @@
+"""The evidence study on made-up runs: its plan (curve, map, Table 2), FixMatch's bias,
+the regime map and its prediction, the generated document, and scripts/diagnose.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from crest import evidence
+from crest.report import evidence_document, regime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = ['a', 'b', 'c', 'd']
+COUNTS = [100, 40, 16, 6]
+
+
+def _report(recall, precision, predicted=(50, 20, 10, 5)):
+    return {'recall': list(recall), 'precision': list(precision), 'predicted': list(predicted)}
+
+
+def _results(acc, recall=(0.9, 0.8, 0.5, 0.3), precision=(0.6, 0.8, 0.9, 1.0), gens=1):
+    gen = {
+        'balanced_accuracy': acc,
+        'balanced_accuracy_la': acc + 0.01,
+        'test': {
+            **_report(recall, precision),
+            'balanced_accuracy': acc,
+            'balanced_accuracy_la': acc + 0.01,
+            'recall_la': list(recall),
+        },
+        'unlabeled': _report(recall, precision),
+        'picks': {'picked': [4, 3, 2, 1], 'correct': [4, 3, 1, 1], 'total_picked': 10},
+        'seconds': 60.0,
+    }
+    return {
+        'args': {
+            'dataset': 'fashion_mnist_lt',
+            'imbalance': 100.0,
+            'label_fraction': 0.1,
+            'generations': gens,
+            'steps_per_generation': 4800,
+            'seed': 1,
+        },
+        'class_names': NAMES,
+        'labeled_counts': COUNTS,
+        'balanced_accuracy': acc,
+        'balanced_accuracy_la': acc + 0.01,
+        'generations': [gen] * gens,
+    }
+
+
+def _finish(root, cell, acc, **kwargs):
+    path = cell.workdir(str(root))
+    os.makedirs(path, exist_ok=True)
+    gens = cell.generations
+    with open(os.path.join(path, 'results.json'), 'w') as f:
+        json.dump(_results(acc, gens=gens, **kwargs), f)
+
+
+def _finish_curve(root, accs):
+    for steps, acc in accs.items():
+        _finish(root, evidence.curve_cell(steps), acc)
+
+
+def test_curve_doubles_until_doubling_gains_less_than_a_point(tmp_path):
+    cells, converged = evidence.curve(str(tmp_path))
+    assert [c.total_steps for c in cells] == [2400, 4800] and converged is None
+    _finish_curve(tmp_path, {2400: 0.75, 4800: 0.78})
+    cells, converged = evidence.curve(str(tmp_path))
+    assert [c.total_steps for c in cells] == [2400, 4800, 9600] and converged is None
+    _finish_curve(tmp_path, {9600: 0.785})  # +0.5 point: 4,800 is enough.
+    assert evidence.curve(str(tmp_path))[1] == 4800
+
+
+def test_plan_waits_for_the_curve_then_for_every_bias_before_table2(tmp_path):
+    root = str(tmp_path)
+    cells, waiting = evidence.plan(root)
+    assert waiting == 'the convergence curve' and len(cells) == 2
+    _finish_curve(tmp_path, {2400: 0.75, 4800: 0.78, 9600: 0.785})
+    cells, waiting = evidence.plan(root)
+    assert 'Table 2' in waiting
+    # The curve's runs at the base setting are the map's FixMatch runs, not run twice.
+    folders = [c.workdir(root) for c in cells]
+    assert len(folders) == len(set(folders))
+    assert sum('g100_b10_o0/total_4800/fixmatch/' in f for f in folders) == 1
+    # Every setting's S-step FixMatch comes before any CReST+ run.
+    first_plus = next(i for i, c in enumerate(cells) if c.method == 'fixmatch_crest_plus')
+    short = [i for i, c in enumerate(cells) if c.method == 'fixmatch' and c.total_steps == 4800]
+    assert len(short) == len(evidence.SETTINGS) and max(short) < first_plus
+    plus = cells[first_plus]
+    assert plus.total_steps == 9600 and plus.steps_per_generation == 4800
+    assert '--generations=2' in plus.flags(1) and '--eval_every=160' in plus.flags(1)
+
+    # FixMatch recall on the minority half lowest at permutation 1: Table 2 goes there.
+    for setting in evidence.SETTINGS:
+        recall = (0.9, 0.8, 0.2, 0.1) if setting.class_order == 1 else (0.9, 0.8, 0.6, 0.5)
+        _finish(tmp_path, evidence.Cell(setting, 'fixmatch', 4800), 0.78, recall=recall)
+    cells, waiting = evidence.plan(root)
+    assert waiting is None
+    # The map now starts with the most biased setting; its fold-1 runs count for Table 2.
+    plus = [c for c in cells if c.method == 'fixmatch_crest_plus']
+    assert plus[0].setting.class_order == 1 and plus[0].stage == 'map'
+    table2 = [c for c in cells if c.stage == 'table2']
+    assert {c.setting.class_order for c in table2} == {1}
+    assert {c.fold for c in table2} == {1, 2, 3}
+    assert {'fixmatch', 'fixmatch_crest_plus', 'alpha0', 'mixmatch'} <= {c.method for c in table2}
+
+
+def test_minority_bias_is_precision_minus_recall_on_the_smaller_half():
+    bias = evidence.minority_bias(_results(0.7))
+    # Minority half: classes c and d (16 and 6 labeled).
+    assert bias['minority_precision'] == pytest.approx(0.95)
+    assert bias['minority_recall'] == pytest.approx(0.4)
+    assert bias['bias'] == pytest.approx(0.55)
+    assert bias['smallest_class'] == 'd' and bias['smallest_recall'] == 0.3
+    never = _results(0.7)
+    never['generations'][0]['unlabeled']['predicted'] = [60, 25, 0, 0]
+    bias = evidence.minority_bias(never)
+    assert bias['minority_precision'] is None and bias['never_predicted'] == ['c', 'd']
+
+
+def _map_root(tmp_path, gains):
+    """A finished curve (S = 4800) and map where CReST+ gains `gains[i]` at a bias
+    set by the minority recall of setting i."""
+    root = str(tmp_path)
+    _finish_curve(tmp_path, {2400: 0.75, 4800: 0.78, 9600: 0.785})
+    cells = evidence.map_cells(4800)
+    for i, setting in enumerate(evidence.SETTINGS):
+        low = 0.8 - 0.1 * i  # Lower minority recall: more bias.
+        roles = cells[setting.name]
+        for role in ('fixmatch_1gen', 'fixmatch'):
+            _finish(tmp_path, roles[role], 0.78, recall=(0.9, 0.9, low, low))
+        _finish(tmp_path, roles['fixmatch_crest_plus'], 0.78 + gains[i])
+    return root
+
+
+def test_map_gains_follow_the_bias_and_predict_from_it(tmp_path):
+    gains = [-0.02, 0.0, 0.01, 0.03, 0.05]
+    root = _map_root(tmp_path, gains)
+    entries = regime.map_entries(root, 4800)
+    assert [e['crest_plus_t2'] for e in entries] == pytest.approx(gains)
+    assert entries[0]['crest_t2'] is None  # CReST not run: no gain, no crash.
+    line = regime.fit(entries, 'crest_plus_t2')
+    assert line['spearman'] == pytest.approx(1.0) and line['slope'] > 0
+    assert regime.follows(line).startswith('yes')
+    data = regime.write_map(str(tmp_path / 'map.json'), entries, 4800)
+    most = max(e['fixmatch_bias']['bias'] for e in entries)
+    least = min(e['fixmatch_bias']['bias'] for e in entries)
+    assert regime.predict(data, most)[0].startswith('CReST+ is likely to help')
+    assert 'cost accuracy' in regime.predict(data, least)[0]
+    assert 'extrapolation' in regime.predict(data, most + 0.3)[0]
+
+
+def test_document_is_generated_from_the_runs(tmp_path):
+    root = _map_root(tmp_path, [-0.02, 0.0, 0.01, 0.03, 0.05])
+    with open(os.path.join(root, 'ledger.jsonl'), 'w') as f:
+        record = {'stage': 'map', 'steps': 9600, 'returncode': 0, 'seconds': 1800}
+        f.write(json.dumps({**record, 'cpu': 'Test CPU', 'jobs': 2, 'threads': 1}) + '\n')
+    # Table 2's FixMatch on folds 2 and 3, and fold 2 run again.
+    chosen = evidence.SETTINGS[-1]
+    for fold, acc in ((2, 0.77), (3, 0.79)):
+        _finish(tmp_path, evidence.Cell(chosen, 'fixmatch', 9600, fold), acc)
+    _finish(tmp_path / 'again', evidence.Cell(chosen, 'fixmatch', 9600, 2), 0.775)
+    os.rename(tmp_path / 'again', root + '_rerun')
+    out = tmp_path / 'docs'
+    path = str(out / 'RESULTS.md')
+    evidence_document.write(root, str(out), path, '# Notes\n')
+    text = open(path).read()
+    assert text.startswith('# Notes') and 'Test CPU' in text
+    assert '| 4,800 | 78.0 | +3.0 |' in text  # The curve, from its runs.
+    assert '+5.0' in text and 'CReST+ is' not in text  # The map's gains, no advice.
+    assert (out / 'regime_map.json').exists() and (out / 'gain_vs_bias.png').exists()
+    # The most biased setting (the last) is Table 2's; its runs are the map's on fold 1.
+    assert 'gamma 100, beta 3%, index order (the setting whose FixMatch is most biased)' in text
+    assert '| FixMatch + CReST+ |' in text
+    assert '--fold=2 --generations' not in text and f'--workdir={root}_rerun/g100_b3_o0' in text
+    assert '| g100_b3_o0/total_9600/fixmatch/fold_2 | 77.0 | 77.5 | +0.5 | 1.0 | yes |' in text
+
+
+def test_diagnose_reads_a_run_and_the_map(tmp_path):
+    root = _map_root(tmp_path, [-0.02, 0.0, 0.01, 0.03, 0.05])
+    regime.write_map(str(tmp_path / 'map.json'), regime.map_entries(root, 4800), 4800)
+    run = tmp_path / 'mine'
+    run.mkdir()
+    (run / 'results.json').write_text(json.dumps(_results(0.7, recall=(0.9, 0.9, 0.3, 0.3))))
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, 'scripts', 'diagnose.py'),
+            f'--run={run}',
+            f'--map={tmp_path / "map.json"}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert 'unlabeled set' in out and 'bias +65.0 points' in out
+    assert 'CReST+ is likely to help' in out
+    missing = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'scripts', 'diagnose.py'), f'--run={tmp_path}'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode != 0 and missing.stderr.strip().startswith('error:')
