@@ -33,6 +33,8 @@ CURVE_START = 2400
 CURVE_MAX = 38400
 EVALS_PER_GENERATION = 30  # eval_every = steps per generation / this.
 FOLDS = (1, 2, 3)
+# ROOT/LEDGER: one JSON line per finished run: machine, wall time, steps.
+LEDGER = 'ledger.jsonl'
 
 # Flags every cell shares: the CPU benchmark's model and batch (32 labeled + 32 unlabeled
 # images per step), the paper's other settings.
@@ -88,7 +90,6 @@ SETTINGS = (
 TABLE2_FIRST = ('fixmatch', 'fixmatch_crest_plus', 'fixmatch_crest')
 TABLE2_THEN = (
     'fixmatch_da05',
-    'alpha0',
     'fixmatch_da1',
     'fixmatch_rs',
     'fixmatch_cb',
@@ -150,6 +151,15 @@ def results(root: str, cell: Cell) -> dict | None:
 def accuracy(root: str, cell: Cell) -> float | None:
     found = results(root, cell)
     return None if found is None else found['balanced_accuracy']
+
+
+def ledger(root: str) -> list[dict]:
+    """The runner's records of the runs it finished (or saw fail), oldest first."""
+    path = os.path.join(root, LEDGER)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def curve_cell(steps: int) -> Cell:
@@ -241,11 +251,15 @@ def by_bias(root: str, converged: int) -> list[Setting]:
 
 def table2_cells(setting: Setting, converged: int) -> list[Cell]:
     """Every training preset at the total budget GENERATIONS x S, folds 1-3, the ones
-    the claims need most first; and FixMatch for S steps on every fold (Table 1 rule)."""
+    the claims need most first, and FixMatch for S steps on every fold (Table 1 rule)."""
     total = GENERATIONS * converged
     cells = [Cell(setting, m, total, f, 'table2') for f in FOLDS for m in TABLE2_FIRST]
     cells += [Cell(setting, 'fixmatch', converged, f, 'table2') for f in FOLDS]
+    # Claim 4 (alpha = 0 gains nothing over generations) is read within each run: one
+    # fold first, the others after every other preset.
+    cells.append(Cell(setting, 'alpha0', total, FOLDS[0], 'table2'))
     cells += [Cell(setting, m, total, f, 'table2') for m in TABLE2_THEN for f in FOLDS]
+    cells += [Cell(setting, 'alpha0', total, f, 'table2') for f in FOLDS[1:]]
     return cells
 
 

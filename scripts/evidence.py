@@ -37,8 +37,7 @@ flags.DEFINE_string('document', 'docs/RESULTS.md', 'report: the document to writ
 flags.DEFINE_string('output', 'docs/evidence', 'report: folder of its plots and the map.')
 flags.DEFINE_string('notes', 'docs/evidence_notes.md', 'report: Markdown put above the numbers.')
 FLAGS = flags.FLAGS
-
-LEDGER = 'ledger.jsonl'
+POLL_SECONDS = 5  # How often the runner looks at its runs.
 
 
 def cpu_name() -> str:
@@ -69,9 +68,15 @@ def list_cells(root: str) -> None:
         if not state.startswith('done'):
             left += cell.total_steps
         print(f'{state:10} {cell.stage:7} {cell.workdir(root)}')
+    done = [r for r in evidence.ledger(root) if r['returncode'] == 0 and r['seconds'] > 0]
+    speed = ''
+    if done:  # Steps per second of one run, as the runs so far went side by side.
+        rate = sum(r['steps'] for r in done) / sum(r['seconds'] for r in done)
+        jobs = done[-1]['jobs']
+        speed = f', about {left / rate / jobs / 3600:.1f} hours at {jobs} runs side by side'
     print(
-        f'{left:,} steps left in the cells listed'
-        + (f'; then waiting for {waiting}' if waiting else '')
+        f'{left:,} steps left in the cells listed{speed}'
+        + (f'; then more, once {waiting} has finished' if waiting else '')
     )
 
 
@@ -103,7 +108,7 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
             running[evidence.cells_key(cell)] = (cell, launch(root, cell, threads), time.time())
         if not running:
             break
-        time.sleep(5)
+        time.sleep(POLL_SECONDS)
         for key, (cell, process, began) in list(running.items()):
             if process.poll() is None:
                 continue
@@ -120,7 +125,7 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
                 'jobs': jobs,
                 'threads': threads,
             }
-            with open(os.path.join(root, LEDGER), 'a') as f:
+            with open(os.path.join(root, evidence.LEDGER), 'a') as f:
                 f.write(json.dumps(record) + '\n')
             if process.returncode:
                 failed.add(key)

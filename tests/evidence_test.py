@@ -207,3 +207,40 @@ def test_diagnose_reads_a_run_and_the_map(tmp_path):
         timeout=120,
     )
     assert missing.returncode != 0 and missing.stderr.strip().startswith('error:')
+
+
+def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('evidence_cli', f'{ROOT}/scripts/evidence.py')
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:3]]
+    monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
+    launched = []
+
+    def fake_launch(root, cell, threads):
+        """Writes the cell's results.json, or fails for the permutation-2 setting."""
+        launched.append((cell, threads))
+        path = os.path.join(cell.workdir(root), 'results.json')
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        code = (
+            'import sys; sys.exit(3)'
+            if cell.setting.class_order == 2
+            else f'import json; json.dump({{"balanced_accuracy": 0.5}}, open({path!r}, "w"))'
+        )
+        return subprocess.Popen([sys.executable, '-c', code])
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    root = str(tmp_path)
+    assert cli.run(root, jobs=2, max_minutes=0) == 1  # One cell failed.
+    assert [c for c, _ in launched] == cells  # Each once, the failed one not retried.
+    assert {t for _, t in launched} == {max(1, (os.cpu_count() or 1) // 2)}
+    records = evidence.ledger(root)
+    assert sorted(r['returncode'] for r in records) == [0, 0, 3]
+    assert all(r['steps'] == 4800 and r['cpu'] for r in records)
+    # Started again, only the failed cell is left to run.
+    launched.clear()
+    cli.run(root, jobs=2, max_minutes=0)
+    assert [c.setting.class_order for c, _ in launched] == [2]

@@ -15,17 +15,9 @@ MAP_FILE = 'regime_map.json'
 MAP_PLOT = 'gain_vs_bias.png'
 
 
-def ledger(root: str) -> list[dict]:
-    path = os.path.join(root, 'ledger.jsonl')
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def machine_time(root: str) -> str:
     """What the study cost: cells, steps and hours per stage, and the machines."""
-    records = [r for r in ledger(root) if r['returncode'] == 0]
+    records = [r for r in evidence.ledger(root) if r['returncode'] == 0]
     if not records:
         return 'No cell has finished under the runner yet (its ledger is empty).\n'
     rows = []
