@@ -4,8 +4,9 @@ Three stages, each a list of training runs ("cells") of scripts/crest.py on
 Fashion-MNIST-LT, every one a folder ROOT/<setting>/total_<steps>/<method>/fold_<f>:
 
 1. The convergence curve. FixMatch on fold 1 of the base setting for 2,400, 4,800,
-   9,600, ... steps, doubling until doubling changes balanced accuracy by less than
-   MIN_EFFECT. The first such length S is the length of every generation below.
+   9,600, ... steps, doubling until doubling gains less than MIN_EFFECT of balanced
+   accuracy (a fall counts: more steps do not help). The first such length S is the
+   length of every generation below.
 2. The regime map. For each setting (imbalance, label fraction, which classes are rare),
    fold 1: FixMatch for S steps (the paper's Table 1 rule compares G generations of S
    with one), FixMatch for G x S (its Table 2 rule: equal total budget), CReST+ and
@@ -25,7 +26,7 @@ import os
 
 from crest import methods
 
-# Doubling the steps must change balanced accuracy by less than this (1 point).
+# Doubling the steps must gain less balanced accuracy than this (1 point).
 MIN_EFFECT = 0.01
 # Generations of the self-training methods; the paper trains 6, of 2^16 steps each.
 GENERATIONS = 2
@@ -169,8 +170,8 @@ def curve_cell(steps: int) -> Cell:
 def curve(root: str) -> tuple[list[Cell], int | None]:
     """The curve's cells so far and the converged length S (None until known).
 
-    S is the first length whose doubling changes balanced accuracy by less than
-    MIN_EFFECT; the curve grows by one doubling while that is not found, up to CURVE_MAX.
+    S is the first length whose doubling gains less than MIN_EFFECT of balanced accuracy
+    (or loses); the curve grows by one doubling while that is not found, up to CURVE_MAX.
     """
     cells = [curve_cell(CURVE_START), curve_cell(2 * CURVE_START)]
     while True:
@@ -183,6 +184,16 @@ def curve(root: str) -> tuple[list[Cell], int | None]:
         if long.total_steps >= CURVE_MAX:
             return cells, None
         cells.append(curve_cell(2 * long.total_steps))
+
+
+def curve_waiting(root: str, cells: list[Cell]) -> str:
+    """What an unconverged curve waits for: its runs, or a longer CURVE_MAX."""
+    if all(accuracy(root, c) is not None for c in cells):
+        return (
+            f'the convergence curve, which still gains a point or more at {CURVE_MAX:,} steps: '
+            'raise CURVE_MAX in crest/evidence.py'
+        )
+    return 'the convergence curve'
 
 
 def minority_bias(result: dict, split: str = 'unlabeled', generation: int = -1) -> dict | None:
@@ -268,7 +279,7 @@ def plan(root: str) -> tuple[list[Cell], str | None]:
     what the rest waits for (None when the plan is complete)."""
     cells, converged = curve(root)
     if converged is None:
-        return cells, 'the convergence curve'
+        return cells, curve_waiting(root, cells)
     by_setting = map_cells(converged)
     # FixMatch for S steps everywhere first: it decides Table 2's setting and the order
     # of the rest, the extremes of bias first, so that a partial map already spans it.

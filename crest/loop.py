@@ -473,9 +473,9 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
         'balanced_accuracy_la': generations[-1].get('balanced_accuracy_la'),
         'generations': generations,
     }
-    data.write_json(os.path.join(cfg.workdir, 'results.json'), results)
     split = 'unlabeled' if generations[0].get('unlabeled') else 'test'
     bias = evidence.minority_bias(results, split, generation=0)
+    data.write_json(os.path.join(cfg.workdir, 'results.json'), results)
     precision = bias['minority_precision']
     log(
         f'generation 0 on the {split} set, minority half of the classes: precision '

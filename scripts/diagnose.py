@@ -3,11 +3,13 @@ r"""Is class-rebalancing likely to pay off on your data? Ask a finished FixMatch
   python scripts/diagnose.py --run=runs/my_fixmatch_run
 
 reads RUN/results.json (any run; a self-training one is read at its first generation,
-which is plain FixMatch) and prints, per class, the model's recall and precision on the
+the model before any pseudo-label, which for CReST+ is FixMatch with alignment at t = 1)
+and prints, per class, the model's recall and precision on the
 unlabeled set (on the test set when the unlabeled images carry no labels), then its bias
 on the minority half of the classes (precision minus recall, the paper's Fig. 2), and
 what the regime map of docs/RESULTS.md measured at settings of similar bias: whether
-CReST+ gained there, and which alpha / t_min did best. The map is a generated file
+CReST+ gained there, and whether it did better than CReST (alignment to t_min = 0.5
+against none; the map measured alpha = 1/3 only). The map is a generated file
 (--map), written by `scripts/evidence.py --action=report` from the study's runs.
 """
 
@@ -56,12 +58,11 @@ def diagnose(result: dict, generation: int, regime_map: dict | None) -> list[str
     width = max(len(n) for n in names)
     lines.append(f'  {"class":{width}}  labeled  recall  precision  predicted')
     for c in sorted(range(len(names)), key=lambda c: (-counts[c], c)):
-        precision = (
-            f'{100 * report["precision"][c]:8.1f}%' if report['predicted'][c] else '    never'
-        )
+        predicted = report['predicted'][c]  # On the test set: a mean over evaluations.
+        precision = f'{100 * report["precision"][c]:8.1f}%' if predicted else '    never'
         lines.append(
             f'  {names[c]:{width}}  {counts[c]:7d}  {100 * report["recall"][c]:5.1f}%  '
-            f'{precision}  {report["predicted"][c]:9d}'
+            f'{precision}  {round(predicted):9d}'
         )
     bias = evidence.minority_bias(result, split, generation)
     precision = bias['minority_precision']

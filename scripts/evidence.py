@@ -15,6 +15,7 @@ to ROOT/ledger.jsonl, which the report sums.
 """
 
 import datetime
+import fcntl
 import json
 import os
 import subprocess
@@ -68,7 +69,11 @@ def list_cells(root: str) -> None:
         if not state.startswith('done'):
             left += cell.total_steps
         print(f'{state:10} {cell.stage:7} {cell.workdir(root)}')
-    done = [r for r in evidence.ledger(root) if r['returncode'] == 0 and r['seconds'] > 0]
+    done = [
+        r
+        for r in evidence.ledger(root)
+        if r['returncode'] == 0 and r['seconds'] > 0 and not r.get('resumed')
+    ]
     speed = ''
     if done:  # Steps per second of one run, as the runs so far went side by side.
         rate = sum(r['steps'] for r in done) / sum(r['seconds'] for r in done)
@@ -85,13 +90,32 @@ def launch(root: str, cell: evidence.Cell, threads: int) -> subprocess.Popen:
     os.makedirs(os.path.dirname(workdir), exist_ok=True)
     command = [sys.executable, 'scripts/crest.py', *cell.flags(threads), f'--workdir={workdir}']
     print(f'evidence: start {workdir}: {" ".join(command[1:])}', flush=True)
-    log = open(workdir + '.log', 'a')
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with open(workdir + '.log', 'a') as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run(root: str, jobs: int, max_minutes: int) -> int:
+    """Runs the plan's cells, `jobs` at a time, until none is left to start; 1 if one
+    failed. One runner per ROOT: a second one stops at once."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, '.runner.lock'), 'w') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.exit(f'error: another scripts/evidence.py is running on {root}')
+        running = {}
+        try:
+            return _run(root, jobs, max_minutes, running)
+        finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
+            for _, process, _, _ in running.values():
+                process.terminate()
+            for _, process, _, _ in running.values():
+                process.wait()
+
+
+def _run(root: str, jobs: int, max_minutes: int, running: dict) -> int:
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    start, running, failed = time.time(), {}, set()
+    start, failed = time.time(), set()
     cpu = cpu_name()
     while True:
         cells, waiting = evidence.plan(root)
@@ -105,11 +129,13 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
         late = max_minutes and time.time() - start > 60 * max_minutes
         while pending and len(running) < jobs and not late:
             cell = pending.pop(0)
-            running[evidence.cells_key(cell)] = (cell, launch(root, cell, threads), time.time())
+            resumed = os.path.isdir(cell.workdir(root))
+            process = launch(root, cell, threads)
+            running[evidence.cells_key(cell)] = (cell, process, time.time(), resumed)
         if not running:
             break
         time.sleep(POLL_SECONDS)
-        for key, (cell, process, began) in list(running.items()):
+        for key, (cell, process, began, resumed) in list(running.items()):
             if process.poll() is None:
                 continue
             del running[key]
@@ -120,6 +146,8 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
                 'steps': cell.total_steps,
                 'returncode': process.returncode,
                 'seconds': seconds,
+                # A resumed run trained only part of its steps in these seconds.
+                'resumed': resumed,
                 'finished': datetime.datetime.now().isoformat(timespec='seconds'),
                 'cpu': cpu,
                 'jobs': jobs,
@@ -151,7 +179,6 @@ def main(argv):
     if FLAGS.action == 'list':
         list_cells(FLAGS.root)
     elif FLAGS.action == 'run':
-        os.makedirs(FLAGS.root, exist_ok=True)
         sys.exit(run(FLAGS.root, FLAGS.jobs, FLAGS.max_minutes))
     else:
         from crest.report import evidence_document

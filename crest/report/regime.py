@@ -73,8 +73,8 @@ def fit(entries: list[dict], key: str) -> dict | None:
     if len(points) < 3:
         return None
     x, y = np.array(points, np.float64).T
-    ranks = [np.argsort(np.argsort(v)).astype(np.float64) for v in (x, y)]
-    rho = float(np.corrcoef(*ranks)[0, 1]) if np.std(ranks[0]) and np.std(ranks[1]) else 0.0
+    ranks = [average_ranks(v) for v in (x, y)]
+    rho = float(np.corrcoef(*ranks)[0, 1]) if np.std(ranks[0]) and np.std(ranks[1]) else None
     slope, intercept = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y)))
     return {
         'settings': len(points),
@@ -84,11 +84,25 @@ def fit(entries: list[dict], key: str) -> dict | None:
     }
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 0, tied values sharing the mean of their ranks (as Spearman's rho needs)."""
+    order = np.argsort(values, kind='stable')
+    ranks = np.empty(len(values), np.float64)
+    ranks[order] = np.arange(len(values))
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
 def follows(result: dict | None) -> str:
     """In words: does the gain follow the bias?"""
     if result is None:
         return 'not known (fewer than 3 settings)'
     rho = result['spearman']
+    if rho is None:
+        n = result['settings']
+        return f'undetermined (the bias or the gain is the same at all {n} settings)'
     verdict = 'yes' if rho >= 0.7 else 'no' if rho <= 0 else 'weakly'
     return (
         f'{verdict} (rank correlation {rho:+.2f} over {result["settings"]} settings; '
@@ -102,6 +116,10 @@ def _has(entry, key):
 
 def _acc(value):
     return '…' if value is None else pct(value)
+
+
+def _precision(value):
+    return 'never predicted' if value is None else pct(value)
 
 
 def _gain(value):
@@ -120,7 +138,7 @@ def map_markdown(entries: list[dict], converged: int) -> str:
                 e['title'],
                 '…'
                 if bias is None
-                else f'{pct(bias["minority_precision"] or 0)} / {pct(bias["minority_recall"])}',
+                else f'{_precision(bias["minority_precision"])} / {pct(bias["minority_recall"])}',
                 '…' if bias is None else signed(bias['bias']),
                 '…' if bias is None else f'{bias["smallest_class"]} {pct(bias["smallest_recall"])}',
                 _acc(acc['fixmatch_1gen']),
@@ -231,7 +249,7 @@ def predict(regime_map: dict, bias: float) -> list[str]:
     line = regime_map['fits'].get('crest_plus_t2')
     low = min(e['fixmatch_bias']['bias'] for e in measured)
     high = max(e['fixmatch_bias']['bias'] for e in measured)
-    if line is not None and line['spearman'] > 0:
+    if line is not None and (line['spearman'] or 0) > 0:
         expected = line['slope'] * bias + line['intercept']
         basis = (
             f'the line through {line["settings"]} settings (rank correlation '
@@ -266,7 +284,7 @@ def predict(regime_map: dict, bias: float) -> list[str]:
         favoured = (
             't_min = 0.5 (CReST+, progressive alignment)'
             if plus > plain
-            else 'no distribution alignment (CReST, t_min = 1)'
+            else 'CReST (no distribution alignment)'
         )
         lines.append(
             f'  The map favours {favoured} near your bias ({signed(plus)} vs {signed(plain)}); '
