@@ -6,6 +6,7 @@ results.json or the runner's ledger."""
 import glob
 import json
 import os
+import re
 
 from crest import evidence, methods
 from crest.report import claims, document, plots, regime
@@ -206,5 +207,5 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
     out.append('\n## Still to run\n')
     out.append(still_to_run(root))
     with open(path, 'w') as f:
-        f.write('\n'.join(out).rstrip() + '\n')
+        f.write(re.sub(r'\n{3,}', '\n\n', '\n'.join(out)).rstrip() + '\n')
     return written
