@@ -163,6 +163,22 @@ def ledger(root: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def hours(root: str, steps: list[int]) -> tuple[float, int] | None:
+    """(Hours that runs of these numbers of steps take, runs side by side) at the speed
+    of the finished runs of the ledger (resumed ones left out); None before any. No less
+    than the longest run takes alone."""
+    done = [
+        r
+        for r in ledger(root)
+        if r['returncode'] == 0 and r['seconds'] > 0 and not r.get('resumed')
+    ]
+    if not done:
+        return None
+    rate = sum(r['steps'] for r in done) / sum(r['seconds'] for r in done)  # One run's.
+    jobs = done[-1]['jobs']
+    return max(sum(steps) / jobs, max(steps, default=0)) / rate / 3600, jobs
+
+
 def curve_cell(steps: int) -> Cell:
     return Cell(BASE, 'fixmatch', steps, 1, 'curve')
 

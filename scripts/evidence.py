@@ -63,24 +63,16 @@ def status(root: str, cell: evidence.Cell) -> str:
 
 def list_cells(root: str) -> None:
     cells, waiting = evidence.plan(root)
-    left = 0
+    left = []
     for cell in cells:
         state = status(root, cell)
         if not state.startswith('done'):
-            left += cell.total_steps
+            left.append(cell.total_steps)
         print(f'{state:10} {cell.stage:7} {cell.workdir(root)}')
-    done = [
-        r
-        for r in evidence.ledger(root)
-        if r['returncode'] == 0 and r['seconds'] > 0 and not r.get('resumed')
-    ]
-    speed = ''
-    if done:  # Steps per second of one run, as the runs so far went side by side.
-        rate = sum(r['steps'] for r in done) / sum(r['seconds'] for r in done)
-        jobs = done[-1]['jobs']
-        speed = f', about {left / rate / jobs / 3600:.1f} hours at {jobs} runs side by side'
+    estimate = evidence.hours(root, left)
+    speed = '' if estimate is None else ', about {:.1f} hours with {} runs side by side'
     print(
-        f'{left:,} steps left in the cells listed{speed}'
+        f'{sum(left):,} steps left in the cells listed{speed.format(*(estimate or ()))}'
         + (f'; then more, once {waiting} has finished' if waiting else '')
     )
 

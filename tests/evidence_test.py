@@ -287,3 +287,17 @@ def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, mo
         fcntl.flock(lock, fcntl.LOCK_EX)
         with pytest.raises(SystemExit, match='another scripts/evidence.py is running'):
             cli.run(root, jobs=2, max_minutes=0)
+
+
+def test_hours_left_at_the_ledger_speed(tmp_path):
+    assert evidence.hours(str(tmp_path), [1000]) is None
+    records = [
+        {'steps': 3600, 'seconds': 1800, 'returncode': 0, 'jobs': 2},  # 2 steps/s per run.
+        {'steps': 3600, 'seconds': 100, 'returncode': 0, 'jobs': 2, 'resumed': True},
+        {'steps': 3600, 'seconds': 10, 'returncode': 1, 'jobs': 2},
+    ]
+    with open(tmp_path / evidence.LEDGER, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in records)
+    # Two runs side by side: 4 x 3,600 steps in 2 hours; one alone no faster than itself.
+    assert evidence.hours(str(tmp_path), [3600] * 4) == (pytest.approx(1.0), 2)
+    assert evidence.hours(str(tmp_path), [7200])[0] == pytest.approx(1.0)

@@ -136,11 +136,15 @@ def still_to_run(root: str) -> str:
     by_stage = {}
     for cell in todo:
         by_stage.setdefault(cell.stage, []).append(cell)
-    lines = [
-        f'- {stage}: {len(cells)} cell(s), {sum(c.total_steps for c in cells):,} steps '
-        f'({", ".join(sorted({methods.METHODS[c.method].title for c in cells}))})'
-        for stage, cells in by_stage.items()
-    ]
+    lines = []
+    for stage, cells in by_stage.items():
+        steps = sum(c.total_steps for c in cells)
+        estimate = evidence.hours(root, [c.total_steps for c in cells])
+        lines.append(
+            f'- {stage}: {len(cells)} cell(s), {steps:,} steps'
+            + ('' if estimate is None else f', about {estimate[0]:.1f} hours')
+            + f' ({", ".join(sorted({methods.METHODS[c.method].title for c in cells}))})'
+        )
     if waiting:
         lines.append(f'- then more, once {waiting} has finished')
     return '\n'.join(lines) + '\n'
