@@ -18,6 +18,7 @@ import datetime
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -96,6 +97,8 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
         except BlockingIOError:
             sys.exit(f'error: another scripts/evidence.py is running on {root}')
         running = {}
+        # `kill` as Ctrl-C: the runs stop with the runner, at their last checkpoint.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
             return _run(root, jobs, max_minutes, running)
         finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).

@@ -246,12 +246,18 @@ def test_diagnose_reads_a_run_and_the_map(tmp_path):
     assert missing.returncode != 0 and missing.stderr.strip().startswith('error:')
 
 
-def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, monkeypatch):
+@pytest.fixture(scope='module')
+def cli():
+    """scripts/evidence.py, loaded once (its flags can be defined once per process)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location('evidence_cli', f'{ROOT}/scripts/evidence.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, monkeypatch, cli):
     cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:3]]
     monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
     launched = []
@@ -301,3 +307,27 @@ def test_hours_left_at_the_ledger_speed(tmp_path):
     # Two runs side by side: 4 x 3,600 steps in 2 hours; one alone no faster than itself.
     assert evidence.hours(str(tmp_path), [3600] * 4) == (pytest.approx(1.0), 2)
     assert evidence.hours(str(tmp_path), [7200])[0] == pytest.approx(1.0)
+
+
+def test_killing_the_runner_stops_its_runs(tmp_path, monkeypatch, cli):
+    import signal
+    import threading
+
+    cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:2]]
+    monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
+    started = []
+
+    def fake_launch(root, cell, threads):
+        started.append(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']))
+        return started[-1]
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    previous = signal.getsignal(signal.SIGTERM)
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    try:
+        with pytest.raises(SystemExit):
+            cli.run(str(tmp_path), jobs=2, max_minutes=0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(started) == 2 and all(p.poll() is not None for p in started)
