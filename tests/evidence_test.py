@@ -189,7 +189,7 @@ def test_document_is_generated_from_the_runs(tmp_path):
     evidence_document.write(root, str(out), path, '# Notes\n')
     text = open(path).read()
     assert text.startswith('# Notes') and 'Test CPU' in text
-    assert '| 4,800 | 78.0 | +3.0 |' in text  # The curve, from its runs.
+    assert '| 4,800 | 78.0 | +3.0 | +15.0 | d 80.0 |' in text  # The curve, from its runs.
     assert '+5.0' in text and 'CReST+ is' not in text  # The map's gains, no advice.
     assert (out / 'regime_map.json').exists() and (out / 'gain_vs_bias.png').exists()
     # The most biased setting (the last) is Table 2's; its runs are the map's on fold 1.

@@ -160,9 +160,12 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
     out.append('\n## 1. Converged generations\n')
     out.append(
         f'FixMatch, {evidence.BASE.title}, fold 1, trained for each number of steps '
-        f'(balanced accuracy on the test set, mean of the last 5 evaluations):\n'
+        f'(balanced accuracy on the test set, mean of the last 5 evaluations; bias as in '
+        'the regime map below):\n'
     )
-    out.append(table(['steps', 'balanced accuracy', 'change from half the steps'], rows))
+    header = ['steps', 'balanced accuracy', 'change from half the steps']
+    header += ['bias (unlabeled set, points)', 'smallest class recall']
+    out.append(table(header, rows))
     written = [path]
     if converged is None:
         cells, _ = evidence.curve(root)

@@ -30,9 +30,19 @@ def curve_rows(root: str) -> tuple[list[list[str]], int | None]:
     cells, converged = evidence.curve(root)
     rows, previous = [], None
     for cell in cells:
-        acc = evidence.accuracy(root, cell)
+        found = evidence.results(root, cell)
+        acc = None if found is None else found['balanced_accuracy']
         change = '' if acc is None or previous is None else signed(acc - previous)
-        rows.append([f'{cell.total_steps:,}', 'running' if acc is None else pct(acc), change])
+        bias = None if found is None else evidence.minority_bias(found)
+        rows.append(
+            [
+                f'{cell.total_steps:,}',
+                'running' if acc is None else pct(acc),
+                change,
+                '' if bias is None else signed(bias['bias']),
+                '' if bias is None else f'{bias["smallest_class"]} {pct(bias["smallest_recall"])}',
+            ]
+        )
         previous = acc
     return rows, converged
 
