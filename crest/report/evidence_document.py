@@ -22,7 +22,9 @@ def machine_time(root: str) -> str:
     if not records:
         return 'No cell has finished under the runner yet (its ledger is empty).\n'
     rows = []
-    for stage in ('curve', 'map', 'table2'):
+    stages = ['curve', 'map', 'table2']
+    stages += sorted({r['stage'] for r in records} - set(stages))  # E.g. runs made by hand.
+    for stage in stages:
         mine = [r for r in records if r['stage'] == stage]
         if mine:
             hours = sum(r['seconds'] for r in mine) / 3600
