@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from crest import evidence  # noqa: E402
+from libml import machine  # noqa: E402
 
 flags.DEFINE_enum('action', 'list', ['list', 'run', 'report'], 'What to do.')
 flags.DEFINE_string('root', 'runs/evidence', 'Folder of the runs.')
@@ -40,19 +41,6 @@ flags.DEFINE_string('output', 'docs/evidence', 'report: folder of its plots and 
 flags.DEFINE_string('notes', 'docs/evidence_notes.md', 'report: Markdown put above the numbers.')
 FLAGS = flags.FLAGS
 POLL_SECONDS = 5  # How often the runner looks at its runs.
-
-
-def cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or 'unknown CPU'
 
 
 def status(root: str, cell: evidence.Cell) -> str:
@@ -111,7 +99,7 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
 def _run(root: str, jobs: int, max_minutes: int, running: dict) -> int:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     start, failed = time.time(), set()
-    cpu = cpu_name()
+    cpu = machine.cpu_model()
     while True:
         cells, waiting = evidence.plan(root)
         pending = [
