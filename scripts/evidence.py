@@ -85,8 +85,6 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
         except BlockingIOError:
             sys.exit(f'error: another scripts/evidence.py is running on {root}')
         running = {}
-        # `kill` as Ctrl-C: the runs stop with the runner, at their last checkpoint.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
             return _run(root, jobs, max_minutes, running)
         finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
@@ -162,6 +160,8 @@ def main(argv):
     if FLAGS.action == 'list':
         list_cells(FLAGS.root)
     elif FLAGS.action == 'run':
+        # `kill` as Ctrl-C: the runs stop with the runner, at their last checkpoint.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         sys.exit(run(FLAGS.root, FLAGS.jobs, FLAGS.max_minutes))
     else:
         from crest.report import evidence_document

@@ -309,25 +309,38 @@ def test_hours_left_at_the_ledger_speed(tmp_path):
     assert evidence.hours(str(tmp_path), [7200])[0] == pytest.approx(1.0)
 
 
-def test_killing_the_runner_stops_its_runs(tmp_path, monkeypatch, cli):
+def test_killing_the_runner_stops_its_runs(tmp_path):
+    """In a process of its own: the runner, as `--action=run` sets it up, two fake runs,
+    SIGTERM; both runs must end with it."""
     import signal
-    import threading
+    import time
 
-    cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:2]]
-    monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
-    started = []
-
-    def fake_launch(root, cell, threads):
-        started.append(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']))
-        return started[-1]
-
-    monkeypatch.setattr(cli, 'launch', fake_launch)
-    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
-    previous = signal.getsignal(signal.SIGTERM)
-    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
-    try:
-        with pytest.raises(SystemExit):
-            cli.run(str(tmp_path), jobs=2, max_minutes=0)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert len(started) == 2 and all(p.poll() is not None for p in started)
+    source = f"""
+import importlib.util, os, signal, subprocess, sys
+sys.path.insert(0, {ROOT!r})
+from crest import evidence
+spec = importlib.util.spec_from_file_location('cli', {ROOT!r} + '/scripts/evidence.py')
+cli = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cli)
+cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:2]]
+evidence.plan = lambda root: (cells, None)
+def launch(root, cell, threads):
+    p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    with open(os.path.join(root, 'pids'), 'a') as f:
+        f.write(str(p.pid) + chr(10))
+    return p
+cli.launch = launch
+cli.POLL_SECONDS = 0.05
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+cli.run({str(tmp_path)!r}, 2, 0)
+"""
+    runner = subprocess.Popen([sys.executable, '-c', source])
+    pids = tmp_path / 'pids'
+    deadline = time.time() + 60
+    while time.time() < deadline and len(pids.read_text().split() if pids.exists() else []) < 2:
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=60) == 143
+    for pid in map(int, pids.read_text().split()):
+        with pytest.raises(ProcessLookupError):  # Ended and reaped by the runner.
+            os.kill(pid, 0)
