@@ -97,6 +97,11 @@ def rerun_command(root: str, cell: evidence.Cell) -> str:
     return f'.venv/bin/python scripts/crest.py {flags} --workdir={workdir}'
 
 
+def _accuracy(path: str) -> float:
+    with open(path) as f:
+        return json.load(f)['balanced_accuracy']
+
+
 def reruns(root: str) -> str:
     """Cells run again in ROOT_rerun (same layout) against their fold spread."""
     again_root = rerun_root(root)
@@ -108,12 +113,10 @@ def reruns(root: str) -> str:
         original = os.path.join(root, relative, 'results.json')
         if not os.path.exists(original):
             continue
-        with open(os.path.join(path, 'results.json')) as f:
-            repeat = json.load(f)['balanced_accuracy']
-        with open(original) as f:
-            first = json.load(f)['balanced_accuracy']
+        repeat = _accuracy(os.path.join(path, 'results.json'))
+        first = _accuracy(original)
         folds = glob.glob(os.path.join(root, os.path.dirname(relative), 'fold_*', 'results.json'))
-        values = [json.load(open(p))['balanced_accuracy'] for p in folds]
+        values = [_accuracy(p) for p in folds]
         _, spread = mean_std(values)
         verdict = (
             'no fold spread'

@@ -50,9 +50,9 @@ def curve_rows(root: str) -> tuple[list[list[str]], int | None]:
 def map_entries(root: str, converged: int) -> list[dict]:
     """One entry per setting of the map: FixMatch's bias, each run's balanced accuracy
     (None while unfinished) and the gains under both rules."""
-    entries = []
+    entries, by_setting = [], evidence.map_cells(converged)
     for setting in evidence.SETTINGS:
-        cells = evidence.map_cells(converged)[setting.name]
+        cells = by_setting[setting.name]
         entry = {
             'setting': setting.name,
             'title': setting.title,
