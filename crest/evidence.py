@@ -14,6 +14,11 @@ Fashion-MNIST-LT, every one a folder ROOT/<setting>/total_<steps>/<method>/fold_
 3. Table 2. At the setting where FixMatch is most biased, every preset of
    crest/methods.py at the total budget G x S on folds 1-3, most telling first.
 
+CReST's generation 0 is FixMatch's run of the same length, seed and fold (the same
+settings but the number of generations; training is deterministic), so a cell whose
+generation 0 another planned cell trains starts from a copy of it
+(`generation0_source`, `copy_generation0`) rather than training it twice.
+
 `plan(root)` lists the cells in the order they should run, as far as the finished
 ones decide it (the curve decides S; the map's FixMatch runs decide Table 2's setting),
 so that a study stopped anywhere and started again goes on where it was. This module
@@ -23,6 +28,7 @@ imports nothing heavy: the runner and the report read it.
 import dataclasses
 import json
 import os
+import shutil
 
 from crest import methods
 
@@ -280,8 +286,12 @@ def table2_cells(setting: Setting, converged: int) -> list[Cell]:
     """Every training preset at the total budget GENERATIONS x S, folds 1-3, the ones
     the claims need most first, and FixMatch for S steps on every fold (Table 1 rule)."""
     total = GENERATIONS * converged
-    cells = [Cell(setting, m, total, f, 'table2') for f in FOLDS for m in TABLE2_FIRST]
-    cells += [Cell(setting, 'fixmatch', converged, f, 'table2') for f in FOLDS]
+    cells = []
+    for f in FOLDS:
+        for m in TABLE2_FIRST:
+            if m == 'fixmatch_crest':  # Its generation 0 first: CReST copies it.
+                cells.append(Cell(setting, 'fixmatch', converged, f, 'table2'))
+            cells.append(Cell(setting, m, total, f, 'table2'))
     # Claim 4 (alpha = 0 gains nothing over generations) is read within each run: one
     # fold first, the others after every other preset.
     cells.append(Cell(setting, 'alpha0', total, FOLDS[0], 'table2'))
@@ -317,3 +327,48 @@ def plan(root: str) -> tuple[list[Cell], str | None]:
 def cells_key(cell: Cell) -> tuple:
     """Cells that train the same run (the same folder) are one."""
     return (cell.setting, cell.method, cell.total_steps, cell.fold)
+
+
+def generation0_source(cell: Cell, cells: list[Cell]) -> Cell | None:
+    """The cell of `cells` whose run is `cell`'s generation 0, or None.
+
+    That is the single-generation preset with the same settings (FixMatch for FixMatch +
+    CReST), for one generation of the same length on the same fold: it trains the same
+    steps from the same seed and picks pseudo-labels at the same rates."""
+    if cell.generations == 1:
+        return None
+    own = methods.METHODS[methods.canonical(cell.method)].settings
+    planned = {cells_key(c) for c in cells}
+    for name, method in methods.METHODS.items():
+        source = Cell(cell.setting, name, cell.steps_per_generation, cell.fold, cell.stage)
+        if (
+            methods.kind(name) == 'single'
+            and method.settings == own
+            and cells_key(source) in planned
+        ):
+            return source
+    return None
+
+
+def steps_to_train(cell: Cell, cells: list[Cell]) -> int:
+    """The steps `cell` trains itself: its generation 0 is copied if planned elsewhere."""
+    copied = generation0_source(cell, cells) is not None
+    return cell.total_steps - (cell.steps_per_generation if copied else 0)
+
+
+COPIED = 'generation0.json'  # In a run folder: the run its generation 0 was copied from.
+
+
+def copy_generation0(source_dir: str, workdir: str) -> None:
+    """Starts the run WORKDIR with the finished generation 0 of the run SOURCE_DIR
+    (checkpoint, evaluations, picks, export, metrics), written under a temporary name
+    and renamed, so that an interruption leaves WORKDIR absent or complete. The loop
+    then skips generation 0 as finished and checks its export against its picks."""
+    if os.path.exists(workdir):
+        raise ValueError(f'{workdir}: exists; generation 0 is copied only into a new run')
+    partial = workdir + '.copying'
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(os.path.join(source_dir, 'gen_00'), os.path.join(partial, 'gen_00'))
+    with open(os.path.join(partial, COPIED), 'w') as f:
+        json.dump({'copied_from': source_dir}, f)
+    os.rename(partial, workdir)

@@ -17,9 +17,11 @@ Run layout:
   WORKDIR/gen_XX/picks.json     per-class counts, precision and recall of the picks
   WORKDIR/gen_XX/metrics.json   the generation's numbers (written last)
   WORKDIR/results.json          every generation's numbers
+  WORKDIR/.lock                 held while a run trains in the folder
   WORKDIR/.worker_<i>/          worker i's own copy of all this, in a multi-machine run
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -30,13 +32,12 @@ import tensorflow as tf
 
 from crest import config as config_lib
 from crest import evidence, rebalance
-from libml import data, datasets, metrics, models, train
+from libml import data, datasets, locks, metrics, models, train
 from libml.algorithms import ALGORITHMS
 
 
 def _check_workdir(workdir: str, log) -> None:
-    """Makes sure the run folder can be written (one-line errors otherwise) and clears the
-    temporary files an interrupted run left in it."""
+    """Makes sure the run folder can be written (one-line errors otherwise)."""
     try:
         if tf.io.gfile.exists(workdir) and not tf.io.gfile.isdir(workdir):
             raise ValueError(f'--workdir {workdir}: exists and is not a folder')
@@ -47,8 +48,24 @@ def _check_workdir(workdir: str, log) -> None:
     except (OSError, tf.errors.OpError) as e:
         reason = getattr(e, 'message', None) or getattr(e, 'strerror', None) or str(e)
         raise ValueError(f'--workdir {workdir}: cannot write there ({reason})') from e
-    for path in data.remove_temporary_files(workdir):
-        log(f'removed {path}, left by an interrupted run')
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: str, log):
+    """Holds WORKDIR's lock while the run lives, so that a second run of the same folder
+    (another terminal, a runner resuming what a person started) stops at once instead of
+    training over the first one's files; then clears the temporary files an interrupted
+    run left. Remote folders (gs://...) are not locked."""
+    with contextlib.ExitStack() as stack:
+        if '://' not in workdir:
+            busy = (
+                f'--workdir {workdir}: another run is using this folder; wait for it to end '
+                'or stop it'
+            )
+            stack.enter_context(locks.hold(os.path.join(workdir, locks.RUN), busy))
+        for path in data.remove_temporary_files(workdir):
+            log(f'removed {path}, left by an interrupted run')
+        yield
 
 
 def _check_args(cfg: config_lib.Config) -> None:
@@ -351,6 +368,12 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> dict:
     if worker:
         cfg = dataclasses.replace(cfg, workdir=os.path.join(cfg.workdir, worker))
     _check_workdir(cfg.workdir, log)
+    with _workdir_lock(cfg.workdir, log):
+        return _run(cfg, strategy, replicas, log)
+
+
+def _run(cfg: config_lib.Config, strategy, replicas: int, log) -> dict:
+    """`run` once its folder is checked and locked."""
     _check_args(cfg)
     fold_dir = os.path.join(cfg.workdir, 'data')
     fold = data.ensure_fold(

@@ -10,12 +10,14 @@ the convergence curve, the regime map, Table 2. A run is ROOT/<setting>/total_<s
 cell is skipped and an unfinished one resumes from its last checkpoint, so the study
 may be stopped (Ctrl-C, or the machine going down) and started again at will; cells
 that the finished ones decide (the generation length, Table 2's setting) are added as
-soon as they are decided. Every finished cell appends its machine, wall time and steps
-to ROOT/ledger.jsonl, which the report sums.
+soon as they are decided. A cell whose generation 0 another cell trains (CReST's is
+FixMatch's run) waits for it and starts from a copy; a cell whose folder another process
+is training in (started by hand) is left to it and taken up if that process stops short.
+Every finished cell appends its machine, wall time and steps trained to ROOT/ledger.jsonl,
+which the report sums.
 """
 
 import datetime
-import fcntl
 import json
 import os
 import signal
@@ -28,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from crest import evidence  # noqa: E402
-from libml import machine  # noqa: E402
+from libml import locks, machine  # noqa: E402
 
 flags.DEFINE_enum('action', 'list', ['list', 'run', 'report'], 'What to do.')
 flags.DEFINE_string('root', 'runs/evidence', 'Folder of the runs.')
@@ -56,7 +58,7 @@ def list_cells(root: str) -> None:
     for cell in cells:
         state = status(root, cell)
         if not state.startswith('done'):
-            left.append(cell.total_steps)
+            left.append(evidence.steps_to_train(cell, cells))
         print(f'{state:10} {cell.stage:7} {cell.workdir(root)}')
     estimate = evidence.hours(root, left)
     speed = '' if estimate is None else ', about {:.1f} hours with {} runs side by side'
@@ -79,19 +81,18 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
     """Runs the plan's cells, `jobs` at a time, until none is left to start; 1 if one
     failed. One runner per ROOT: a second one stops at once."""
     os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, '.runner.lock'), 'w') as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            sys.exit(f'error: another scripts/evidence.py is running on {root}')
-        running = {}
-        try:
+    busy = f'another scripts/evidence.py is running on {root}'
+    running = {}
+    try:
+        with locks.hold(os.path.join(root, '.runner.lock'), busy):
             return _run(root, jobs, max_minutes, running)
-        finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
-            for _, process, _, _ in running.values():
-                process.terminate()
-            for _, process, _, _ in running.values():
-                process.wait()
+    except locks.Busy as e:
+        sys.exit(f'error: {e}')
+    finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
+        for _, process, *_ in running.values():
+            process.terminate()
+        for _, process, *_ in running.values():
+            process.wait()
 
 
 def _run(root: str, jobs: int, max_minutes: int, running: dict) -> int:
@@ -100,23 +101,44 @@ def _run(root: str, jobs: int, max_minutes: int, running: dict) -> int:
     cpu = machine.cpu_model()
     while True:
         cells, waiting = evidence.plan(root)
-        pending = [
-            c
-            for c in cells
-            if evidence.results(root, c) is None
-            and evidence.cells_key(c) not in running
-            and evidence.cells_key(c) not in failed
-        ]
+        pending, elsewhere = [], 0
+        for c in cells:
+            if evidence.results(root, c) is not None or evidence.cells_key(c) in running:
+                continue
+            if evidence.cells_key(c) in failed:
+                continue
+            if locks.held(os.path.join(c.workdir(root), locks.RUN)):
+                elsewhere += 1  # Started by hand or by another runner: left to it.
+                continue
+            source = evidence.generation0_source(c, cells)
+            if (
+                source is not None
+                and not os.path.exists(c.workdir(root))
+                and evidence.results(root, source) is None
+                and evidence.cells_key(source) not in failed
+            ):
+                continue  # Waits for its generation 0, trained by another cell.
+            pending.append(c)
         late = max_minutes and time.time() - start > 60 * max_minutes
         while pending and len(running) < jobs and not late:
             cell = pending.pop(0)
             resumed = os.path.isdir(cell.workdir(root))
+            steps = cell.total_steps
+            source = evidence.generation0_source(cell, cells)
+            if not resumed and source and evidence.results(root, source) is not None:
+                evidence.copy_generation0(source.workdir(root), cell.workdir(root))
+                steps -= cell.steps_per_generation
+                print(
+                    f'evidence: {cell.workdir(root)}: generation 0 copied from '
+                    f'{source.workdir(root)}',
+                    flush=True,
+                )
             process = launch(root, cell, threads)
-            running[evidence.cells_key(cell)] = (cell, process, time.time(), resumed)
-        if not running:
+            running[evidence.cells_key(cell)] = (cell, process, time.time(), resumed, steps)
+        if not running and not (elsewhere and not late):
             break
         time.sleep(POLL_SECONDS)
-        for key, (cell, process, began, resumed) in list(running.items()):
+        for key, (cell, process, began, resumed, steps) in list(running.items()):
             if process.poll() is None:
                 continue
             del running[key]
@@ -124,7 +146,7 @@ def _run(root: str, jobs: int, max_minutes: int, running: dict) -> int:
             record = {
                 'workdir': cell.workdir(root),
                 'stage': cell.stage,
-                'steps': cell.total_steps,
+                'steps': steps,  # Trained here: a copied generation 0 is not.
                 'returncode': process.returncode,
                 'seconds': seconds,
                 # A resumed run trained only part of its steps in these seconds.

@@ -3,11 +3,8 @@ resumed each time, ends identical to the same run uninterrupted; and two uninter
 runs are identical, in float32 and in bf16. Each run is a fresh process, with op
 determinism on as the driver sets it."""
 
-import json
-import os
 import textwrap
 
-import numpy as np
 import pytest
 
 from tests import fakes
@@ -73,50 +70,28 @@ def _run(tmp, kill='', precision='float32'):
     return fakes.run_process(_SCRIPT, str(tmp), kill, precision)
 
 
-def _outcome(run_dir):
-    """Everything a run decides, without its timings."""
-    from libml import data
-
-    with open(os.path.join(run_dir, 'results.json')) as f:
-        results = json.load(f)
-    for gen in results['generations']:
-        del gen['seconds']
-    for where in ('workdir', 'data_dir'):  # Each run is in a folder of its own.
-        del results['args'][where]
-    outcome = {'results': results}
-    for g in (0, 1):
-        gen_dir = os.path.join(run_dir, f'gen_{g:02d}')
-        with open(os.path.join(gen_dir, 'picks.json')) as f:
-            outcome[f'picks_{g}'] = json.load(f)
-        exported = data.read_records(os.path.join(gen_dir, 'labeled.tfrecord'))
-        outcome[f'export_{g}'] = [exported.ids.tolist(), exported.labels.tolist()]
-        outcome[f'confidence_{g}'] = exported.confidence.tolist()
-        outcome[f'test_probs_{g}'] = np.load(os.path.join(gen_dir, 'test_probs.npy')).tolist()
-    return outcome
-
-
 @pytest.mark.slow
 def test_killed_and_resumed_runs_end_identical_to_an_uninterrupted_one(tmp_path):
     assert _run(tmp_path / 'a').returncode == 0
-    expected = _outcome(tmp_path / 'a' / 'run')
+    expected = fakes.run_outcome(tmp_path / 'a' / 'run')
     assert expected['results']['generations'][0]['picks']['total_picked'] > 0
 
     # A second uninterrupted run: the same, bit for bit.
     assert _run(tmp_path / 'b').returncode == 0
-    assert _outcome(tmp_path / 'b' / 'run') == expected
+    assert fakes.run_outcome(tmp_path / 'b' / 'run') == expected
 
     # One run killed at each moment in turn, every re-run resuming the previous crash.
     for kill in KILLS:
         proc = _run(tmp_path / 'c', kill)
         assert proc.returncode == -9, (kill, proc.returncode, proc.stderr[-2000:])
     assert _run(tmp_path / 'c').returncode == 0
-    assert _outcome(tmp_path / 'c' / 'run') == expected
+    assert fakes.run_outcome(tmp_path / 'c' / 'run') == expected
 
 
 def test_two_bf16_runs_are_identical(tmp_path):
     for run in ('a', 'b'):
         proc = _run(tmp_path / run, precision='bf16')
         assert proc.returncode == 0, proc.stderr[-2000:]
-    first = _outcome(tmp_path / 'a' / 'run')
+    first = fakes.run_outcome(tmp_path / 'a' / 'run')
     assert first['results']['args']['precision'] == 'bf16'
-    assert first == _outcome(tmp_path / 'b' / 'run')
+    assert first == fakes.run_outcome(tmp_path / 'b' / 'run')

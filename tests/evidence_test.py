@@ -1,5 +1,7 @@
 """The evidence study on made-up runs: its plan (curve, map, Table 2), FixMatch's bias,
-the regime map and its prediction, the generated document, and scripts/diagnose.py."""
+the regime map and its prediction, the generated document, scripts/diagnose.py and the
+runner; and, on tiny real runs, that a run started from a copied generation 0 ends as a
+full one."""
 
 import json
 import os
@@ -11,6 +13,8 @@ import pytest
 
 from crest import evidence
 from crest.report import evidence_document, regime
+from libml import locks
+from tests import fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ['a', 'b', 'c', 'd']
@@ -287,12 +291,77 @@ def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, mo
     cli.run(root, jobs=2, max_minutes=0)
     assert [c.setting.class_order for c, _ in launched] == [2]
     # Not while another runner holds the folder.
-    import fcntl
-
-    with open(os.path.join(root, '.runner.lock'), 'w') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locks.hold(os.path.join(root, '.runner.lock'), 'held by the test'):
         with pytest.raises(SystemExit, match='another scripts/evidence.py is running'):
             cli.run(root, jobs=2, max_minutes=0)
+
+
+def test_runner_copies_generation0_and_leaves_a_run_busy_elsewhere_to_it(
+    tmp_path, monkeypatch, cli
+):
+    base, other = evidence.SETTINGS[:2]
+    fixmatch = evidence.Cell(base, 'fixmatch', 4800)
+    crest = evidence.Cell(base, 'fixmatch_crest', 9600)
+    busy = evidence.Cell(other, 'fixmatch', 4800)
+    cells = [fixmatch, crest, busy]
+    # CReST's generation 0 is FixMatch's run; CReST+'s (alignment on) and alpha = 0's
+    # (other picks) are their own, as is CReST's when no FixMatch run is planned.
+    assert evidence.generation0_source(crest, cells) == fixmatch
+    for method in ('fixmatch_crest_plus', 'alpha0'):
+        assert evidence.generation0_source(evidence.Cell(base, method, 9600), cells) is None
+    assert evidence.steps_to_train(crest, cells) == 4800
+    assert evidence.steps_to_train(crest, [crest]) == 9600
+    monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
+    root = str(tmp_path)
+    # Another process trains `busy` (holds its folder's lock) for a while, then stops
+    # before it has finished.
+    os.makedirs(busy.workdir(root))
+    lock = os.path.join(busy.workdir(root), locks.RUN)
+    holder = subprocess.Popen(
+        [sys.executable, '-c', HOLD_LOCK, ROOT, lock, '1.5'], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == 'held'
+    launched = []
+
+    def fake_launch(root, cell, threads):
+        gen0 = os.path.join(cell.workdir(root), 'gen_00', 'metrics.json')
+        copied = None
+        if os.path.exists(gen0):
+            with open(gen0) as f:
+                copied = json.load(f)
+        launched.append((cell, copied, locks.held(lock)))
+        os.makedirs(os.path.dirname(gen0), exist_ok=True)
+        with open(gen0, 'w') as f:
+            json.dump({'trained_by': cell.method}, f)
+        with open(os.path.join(cell.workdir(root), 'results.json'), 'w') as f:
+            json.dump({'balanced_accuracy': 0.5}, f)
+        return subprocess.Popen([sys.executable, '-c', 'pass'])
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    assert cli.run(root, jobs=2, max_minutes=0) == 0
+    # CReST waited for FixMatch and started from its generation 0; the runner waited
+    # for the busy run's process and took the run up once it had let go, not before.
+    assert [c for c, _, _ in launched] == cells
+    assert launched[1][1] == {'trained_by': 'fixmatch'}
+    assert launched[2][2] is False
+    holder.wait()
+    with open(os.path.join(crest.workdir(root), evidence.COPIED)) as f:
+        assert json.load(f) == {'copied_from': fixmatch.workdir(root)}
+    steps = {r['workdir']: r['steps'] for r in evidence.ledger(root)}
+    assert steps[crest.workdir(root)] == 4800  # Generation 1 only.
+
+
+# argv: repository, lock file, seconds. Holds the lock, says so, sleeps, exits.
+HOLD_LOCK = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from libml import locks
+from tests import fakes
+with locks.hold(sys.argv[2], 'busy'):
+    print('held', flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
 
 
 def test_hours_left_at_the_ledger_speed(tmp_path):
@@ -344,3 +413,52 @@ cli.run({str(tmp_path)!r}, 2, 0)
     for pid in map(int, pids.read_text().split()):
         with pytest.raises(ProcessLookupError):  # Ended and reaped by the runner.
             os.kill(pid, 0)
+
+
+# argv: a temporary folder. Tiny runs: FixMatch for 6 steps, FixMatch + CReST for 2 x 6,
+# and CReST again from a copy of FixMatch's generation 0; then a second run of a folder
+# in use.
+_COPY_SCRIPT = """
+import json, sys
+import tensorflow as tf
+tf.config.experimental.enable_op_determinism()
+from crest import config as config_lib, evidence, loop, methods
+from libml import datasets, locks
+from tests import fakes
+
+tmp = sys.argv[1]
+datasets.DATASETS['tiny'] = fakes.tiny_fashion_mnist(tmp + '/src', 30, 3, 24)
+
+def cfg(method, total, name):
+    return config_lib.Config(
+        workdir=tmp + '/' + name, dataset='tiny', data_dir=tmp + '/src', imbalance=8,
+        label_fraction=0.3, arch='cnn_small', eval_every=2, batch_size=8, uratio=2,
+        ema_warmup=True, seed=3, **methods.settings(method, total, generations=2))
+
+quiet = lambda _: None
+loop.run(cfg('fixmatch', 6, 'fixmatch'), log=quiet)
+loop.run(cfg('fixmatch_crest', 12, 'crest'), log=quiet)
+evidence.copy_generation0(tmp + '/fixmatch', tmp + '/copied')
+lines = []
+loop.run(cfg('fixmatch_crest', 12, 'copied'), log=lines.append)
+with locks.hold(tmp + '/crest/' + locks.RUN, 'held by the test'):
+    try:
+        loop.run(cfg('fixmatch_crest', 12, 'crest'), log=quiet)
+        busy = None
+    except ValueError as e:
+        busy = str(e)
+print('RESULT ' + json.dumps({'log': lines, 'busy': busy}))
+"""
+
+
+def test_a_run_from_a_copied_generation0_ends_as_a_full_run(tmp_path):
+    found = fakes.run_python(_COPY_SCRIPT, str(tmp_path))
+    assert any('[gen 0/1] finished earlier, skipped' in line for line in found['log'])
+    full, copied = (fakes.run_outcome(tmp_path / run) for run in ('crest', 'copied'))
+    assert full['results']['args']['generations'] == 2
+    assert copied == full
+    # Copying into a started run would mix two runs.
+    with pytest.raises(ValueError, match='exists'):
+        evidence.copy_generation0(str(tmp_path / 'fixmatch'), str(tmp_path / 'crest'))
+    # A second run of a folder in use stops at once, in one line.
+    assert found['busy'].startswith(f'--workdir {tmp_path}/crest: another run is using')

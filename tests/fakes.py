@@ -163,3 +163,26 @@ def tiny_net_l2(net):
             net.get_layer('dense').bias.numpy(),
         )
     )
+
+
+def run_outcome(run_dir) -> dict:
+    """Everything a finished run decided (results, picks, exports, test probabilities of
+    each generation), without its timings and folders."""
+    from libml import data
+
+    with open(os.path.join(run_dir, 'results.json')) as f:
+        results = json.load(f)
+    for gen in results['generations']:
+        del gen['seconds']
+    for where in ('workdir', 'data_dir'):  # Each run is in a folder of its own.
+        del results['args'][where]
+    outcome = {'results': results}
+    for g in range(len(results['generations'])):
+        gen_dir = os.path.join(run_dir, f'gen_{g:02d}')
+        with open(os.path.join(gen_dir, 'picks.json')) as f:
+            outcome[f'picks_{g}'] = json.load(f)
+        exported = data.read_records(os.path.join(gen_dir, 'labeled.tfrecord'))
+        outcome[f'export_{g}'] = [exported.ids.tolist(), exported.labels.tolist()]
+        outcome[f'confidence_{g}'] = exported.confidence.tolist()
+        outcome[f'test_probs_{g}'] = np.load(os.path.join(gen_dir, 'test_probs.npy')).tolist()
+    return outcome

@@ -126,7 +126,8 @@ def test_two_workers_train_in_lockstep_and_resume(tmp_path):
             for name in ('metrics.json', 'picks.json', 'evals.json', 'labeled.tfrecord'):
                 assert os.path.exists(os.path.join(folder, f'gen_{g:02d}', name))
             assert tf.train.latest_checkpoint(os.path.join(folder, f'gen_{g:02d}', 'ckpt'))
-    assert sorted(n for n in os.listdir(workdir) if n.startswith('.')) == ['.worker_1']
+    hidden = sorted(n for n in os.listdir(workdir) if n.startswith('.'))
+    assert hidden == ['.lock', '.worker_1']  # The run's lock, the worker's copy.
 
     # Identical weights on both workers: trained ones, EMA ones and the batch norm
     # moving statistics (averaged over the replicas before every checkpoint).

@@ -142,13 +142,14 @@ def still_to_run(root: str) -> str:
     for cell in todo:
         by_stage.setdefault(cell.stage, []).append(cell)
     lines = []
-    for stage, cells in by_stage.items():
-        steps = sum(c.total_steps for c in cells)
-        estimate = evidence.hours(root, [c.total_steps for c in cells])
+    for stage, group in by_stage.items():
+        # A copied generation 0 is not trained again.
+        steps = [evidence.steps_to_train(c, cells) for c in group]
+        estimate = evidence.hours(root, steps)
         lines.append(
-            f'- {stage}: {len(cells)} cell(s), {steps:,} steps'
+            f'- {stage}: {len(group)} cell(s), {sum(steps):,} steps to train'
             + ('' if estimate is None else f', about {estimate[0]:.1f} hours')
-            + f' ({", ".join(sorted({methods.METHODS[c.method].title for c in cells}))})'
+            + f' ({", ".join(sorted({methods.METHODS[c.method].title for c in group}))})'
         )
     if waiting:
         lines.append(f'- then more, once {waiting} has finished')
