@@ -82,23 +82,48 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
     failed. One runner per ROOT: a second one stops at once."""
     os.makedirs(root, exist_ok=True)
     busy = f'another scripts/evidence.py is running on {root}'
+    machine_info = {
+        'cpu': machine.cpu_model(),
+        'jobs': jobs,
+        'threads': max(1, (os.cpu_count() or 1) // jobs),
+    }
     running = {}
     try:
         with locks.hold(os.path.join(root, '.runner.lock'), busy):
-            return _run(root, jobs, max_minutes, running)
+            return _run(root, max_minutes, running, machine_info)
     except locks.Busy as e:
         sys.exit(f'error: {e}')
     finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
-        for _, process, *_ in running.values():
-            process.terminate()
-        for _, process, *_ in running.values():
-            process.wait()
+        for entry in running.values():
+            entry[1].terminate()
+        for entry in running.values():
+            entry[1].wait()
+            _record(root, entry, machine_info, stopped=True)
 
 
-def _run(root: str, jobs: int, max_minutes: int, running: dict) -> int:
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) -> None:
+    """Appends a run's line to the ledger: it finished, failed or was stopped."""
+    cell, process, began, resumed, steps = entry
+    record = {
+        'workdir': cell.workdir(root),
+        'stage': cell.stage,
+        'steps': steps,  # To train in this stretch: a copied generation 0 is not.
+        'returncode': process.returncode,
+        'seconds': round(time.time() - began),
+        # A resumed run trained only part of its steps in these seconds.
+        'resumed': resumed,
+        'finished': datetime.datetime.now().isoformat(timespec='seconds'),
+        **machine_info,
+    }
+    if stopped:  # Its time counts; the run resumes at its last checkpoint.
+        record['stopped'] = True
+    with open(os.path.join(root, evidence.LEDGER), 'a') as f:
+        f.write(json.dumps(record) + '\n')
+
+
+def _run(root: str, max_minutes: int, running: dict, machine_info: dict) -> int:
+    jobs, threads = machine_info['jobs'], machine_info['threads']
     start, failed = time.time(), set()
-    cpu = machine.cpu_model()
     while True:
         cells, waiting = evidence.plan(root)
         pending, elsewhere = [], 0
@@ -138,33 +163,20 @@ def _run(root: str, jobs: int, max_minutes: int, running: dict) -> int:
         if not running and not (elsewhere and not late):
             break
         time.sleep(POLL_SECONDS)
-        for key, (cell, process, began, resumed, steps) in list(running.items()):
+        for key, entry in list(running.items()):
+            cell, process, began = entry[:3]
             if process.poll() is None:
                 continue
             del running[key]
-            seconds = round(time.time() - began)
-            record = {
-                'workdir': cell.workdir(root),
-                'stage': cell.stage,
-                'steps': steps,  # Trained here: a copied generation 0 is not.
-                'returncode': process.returncode,
-                'seconds': seconds,
-                # A resumed run trained only part of its steps in these seconds.
-                'resumed': resumed,
-                'finished': datetime.datetime.now().isoformat(timespec='seconds'),
-                'cpu': cpu,
-                'jobs': jobs,
-                'threads': threads,
-            }
-            with open(os.path.join(root, evidence.LEDGER), 'a') as f:
-                f.write(json.dumps(record) + '\n')
+            _record(root, entry, machine_info)
             if process.returncode:
                 failed.add(key)
                 print(f'evidence: FAILED {cell.workdir(root)}, see its .log', flush=True)
             else:
                 acc = evidence.accuracy(root, cell)
+                minutes = (time.time() - began) / 60
                 print(
-                    f'evidence: done {cell.workdir(root)} in {seconds / 60:.0f} min: '
+                    f'evidence: done {cell.workdir(root)} in {minutes:.0f} min: '
                     f'balanced accuracy {100 * acc:.1f}',
                     flush=True,
                 )

@@ -413,6 +413,9 @@ cli.run({str(tmp_path)!r}, 2, 0)
     for pid in map(int, pids.read_text().split()):
         with pytest.raises(ProcessLookupError):  # Ended and reaped by the runner.
             os.kill(pid, 0)
+    # Their time is in the ledger: the machine worked for it.
+    records = evidence.ledger(str(tmp_path))
+    assert len(records) == 2 and all(r['stopped'] and r['returncode'] for r in records)
 
 
 # argv: a temporary folder. Tiny runs: FixMatch for 6 steps, FixMatch + CReST for 2 x 6,

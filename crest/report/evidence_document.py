@@ -18,18 +18,19 @@ MAP_PLOT = 'gain_vs_bias.png'
 
 def machine_time(root: str) -> str:
     """What the study cost: cells, steps and hours per stage, and the machines."""
-    records = [r for r in evidence.ledger(root) if r['returncode'] == 0]
+    records = evidence.ledger(root)
     if not records:
-        return 'No cell has finished under the runner yet (its ledger is empty).\n'
+        return 'No cell has run under the runner yet (its ledger is empty).\n'
     rows = []
     stages = ['curve', 'map', 'table2']
     stages += sorted({r['stage'] for r in records} - set(stages))  # E.g. runs made by hand.
     for stage in stages:
         mine = [r for r in records if r['stage'] == stage]
         if mine:
+            finished = [r for r in mine if r['returncode'] == 0]
             hours = sum(r['seconds'] for r in mine) / 3600
-            steps = sum(r['steps'] for r in mine)
-            rows.append([stage, str(len(mine)), f'{steps:,}', f'{hours:.1f}'])
+            steps = sum(r['steps'] for r in finished)
+            rows.append([stage, str(len(finished)), f'{steps:,}', f'{hours:.1f}'])
     cpus = sorted(
         {
             f'{r["cpu"]} ({r["jobs"]} runs side by side, {r["threads"]} thread(s) each)'
@@ -39,10 +40,11 @@ def machine_time(root: str) -> str:
     total = sum(r['seconds'] for r in records) / 3600
     jobs = max(r['jobs'] for r in records)
     return (
-        table(['stage', 'cells', 'steps', 'run-hours'], rows)
-        + f"\n\nMachines: {'; '.join(cpus)}. Run-hours add up each run's own wall time: "
-        f'{total:.1f} in all; with {jobs} runs side by side the machine was busy about '
-        f'{total / jobs:.1f} hours. A run resumed after a stop counts only its last stretch.\n'
+        table(['stage', 'cells finished', 'steps trained', 'run-hours'], rows)
+        + f"\n\nMachines: {'; '.join(cpus)}. Run-hours add up each run's own wall time, "
+        f'stretches stopped early or failed included: {total:.1f} in all; with {jobs} runs '
+        f'side by side the machine was busy about {total / jobs:.1f} hours. Steps count '
+        "finished cells only, a resumed cell's all, a copied generation 0 none.\n"
     )
 
 
