@@ -312,13 +312,14 @@ def plan(root: str) -> tuple[list[Cell], str | None]:
     cells += [roles['fixmatch_1gen'] for roles in by_setting.values()]
     order = [by_setting[s.name] for s in by_bias(root, converged)]
     cells += [roles[r] for roles in order for r in ('fixmatch', 'fixmatch_crest_plus')]
+    # CReST trains one generation of its own (its first is FixMatch's S-step run).
+    cells += [roles['fixmatch_crest'] for roles in order]
     waiting = None
     chosen = most_biased(root, converged)
     if chosen is None:
         waiting = "every setting's FixMatch run, which decides Table 2's setting"
     else:
         cells += table2_cells(chosen, converged)
-    cells += [roles['fixmatch_crest'] for roles in by_setting.values()]
     unique = list(dict.fromkeys(cells_key(c) for c in cells))
     first = {cells_key(c): c for c in reversed(cells)}
     return [first[k] for k in unique], waiting

@@ -122,6 +122,9 @@ def test_plan_waits_for_the_curve_then_for_every_bias_before_table2(tmp_path):
     assert plus[0].setting.class_order == 1 and plus[0].stage == 'map'
     table2 = [c for c in cells if c.stage == 'table2']
     assert {c.setting.class_order for c in table2} == {1}
+    # The whole map (CReST's one generation of its own included) before Table 2.
+    crest = [i for i, c in enumerate(cells) if c.method == 'fixmatch_crest' and c.stage == 'map']
+    assert len(crest) == len(evidence.SETTINGS) and max(crest) < cells.index(table2[0])
     assert {c.fold for c in table2} == {1, 2, 3}
     assert {'fixmatch', 'fixmatch_crest_plus', 'alpha0', 'mixmatch'} <= {c.method for c in table2}
 
