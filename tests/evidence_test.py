@@ -256,12 +256,7 @@ def test_diagnose_reads_a_run_and_the_map(tmp_path):
 @pytest.fixture(scope='module')
 def cli():
     """scripts/evidence.py, loaded once (its flags can be defined once per process)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location('evidence_cli', f'{ROOT}/scripts/evidence.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fakes.load_script('scripts/evidence.py', 'evidence_cli')
 
 
 def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, monkeypatch, cli):
@@ -388,12 +383,11 @@ def test_killing_the_runner_stops_its_runs(tmp_path):
     import time
 
     source = f"""
-import importlib.util, os, signal, subprocess, sys
+import os, signal, subprocess, sys
 sys.path.insert(0, {ROOT!r})
 from crest import evidence
-spec = importlib.util.spec_from_file_location('cli', {ROOT!r} + '/scripts/evidence.py')
-cli = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cli)
+from tests import fakes
+cli = fakes.load_script('scripts/evidence.py', 'cli')
 cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:2]]
 evidence.plan = lambda root: (cells, None)
 def launch(root, cell, threads):

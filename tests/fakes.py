@@ -91,6 +91,17 @@ def write_fashion_mnist(folder, per_class_train, per_class_test, seed=0):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def load_script(path: str, name: str):
+    """The script at PATH (relative to the repository) as module NAME, its main() not
+    run; a script's absl flags can be defined once per process, so load each once."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_process(source: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Runs `source` in a fresh Python process with the repository importable."""
     env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}

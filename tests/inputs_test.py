@@ -4,7 +4,6 @@ left behind that a later run would trust (no args.json, no fold marked complete)
 
 import errno
 import gzip
-import importlib.util
 import os
 
 import numpy as np
@@ -14,16 +13,11 @@ from absl import flags
 from libml import data, datasets
 from tests import fakes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.fixture(scope='module')
 def cli():
     """scripts/crest.py loaded once (its flags can be defined only once per process)."""
-    spec = importlib.util.spec_from_file_location('crest_cli', f'{ROOT}/scripts/crest.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fakes.load_script('scripts/crest.py', 'crest_cli')
 
 
 def _error(cli, *argv) -> str | None:

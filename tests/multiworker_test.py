@@ -22,7 +22,7 @@ from tests import fakes
 # driver's main() with the flags given after the worker's index.
 _WORKER = textwrap.dedent(
     """
-    import importlib.util, json, os, sys
+    import json, os, sys
     src, index, ports, *argv = sys.argv[1:]
     os.environ['TF_CONFIG'] = json.dumps({
         'cluster': {'worker': [f'127.0.0.1:{p}' for p in ports.split(',')]},
@@ -32,9 +32,8 @@ _WORKER = textwrap.dedent(
     from libml import datasets
     datasets.DATASETS['tiny'] = datasets.DatasetInfo(
         'tiny', 10, (28, 28, 1), 24, datasets.load_fashion_mnist)
-    spec = importlib.util.spec_from_file_location('crest_cli', 'scripts/crest.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    from tests import fakes
+    cli = fakes.load_script('scripts/crest.py', 'crest_cli')
     flags.FLAGS(['crest.py', *argv])
     cli.main(['crest.py'])
     """
