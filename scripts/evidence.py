@@ -145,7 +145,8 @@ def _run(root: str, max_minutes: int, running: dict, machine_info: dict) -> int:
                 continue  # Waits for its generation 0, trained by another cell.
             pending.append(c)
         late = max_minutes and time.time() - start > 60 * max_minutes
-        while pending and len(running) < jobs and not late:
+        # A run busy elsewhere on this machine takes one of the JOBS slots too.
+        while pending and len(running) + elsewhere < jobs and not late:
             cell = pending.pop(0)
             resumed = os.path.isdir(cell.workdir(root))
             steps = cell.total_steps

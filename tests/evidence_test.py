@@ -294,8 +294,9 @@ def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, mo
             cli.run(root, jobs=2, max_minutes=0)
 
 
+@pytest.mark.parametrize('jobs', [1, 2])
 def test_runner_copies_generation0_and_leaves_a_run_busy_elsewhere_to_it(
-    tmp_path, monkeypatch, cli
+    tmp_path, monkeypatch, cli, jobs
 ):
     base, other = evidence.SETTINGS[:2]
     fixmatch = evidence.Cell(base, 'fixmatch', 4800)
@@ -316,7 +317,7 @@ def test_runner_copies_generation0_and_leaves_a_run_busy_elsewhere_to_it(
     os.makedirs(busy.workdir(root))
     lock = os.path.join(busy.workdir(root), locks.RUN)
     holder = subprocess.Popen(
-        [sys.executable, '-c', HOLD_LOCK, ROOT, lock, '1.5'], stdout=subprocess.PIPE, text=True
+        [sys.executable, '-c', HOLD_LOCK, ROOT, lock, '3'], stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout.readline().strip() == 'held'
     launched = []
@@ -337,12 +338,14 @@ def test_runner_copies_generation0_and_leaves_a_run_busy_elsewhere_to_it(
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
-    assert cli.run(root, jobs=2, max_minutes=0) == 0
+    assert cli.run(root, jobs=jobs, max_minutes=0) == 0
     # CReST waited for FixMatch and started from its generation 0; the runner waited
     # for the busy run's process and took the run up once it had let go, not before.
     assert [c for c, _, _ in launched] == cells
     assert launched[1][1] == {'trained_by': 'fixmatch'}
     assert launched[2][2] is False
+    # The busy run took one of the JOBS slots while it ran: with one, nothing started.
+    assert launched[0][2] is (jobs == 2)
     holder.wait()
     with open(os.path.join(crest.workdir(root), evidence.COPIED)) as f:
         assert json.load(f) == {'copied_from': fixmatch.workdir(root)}
@@ -355,7 +358,6 @@ HOLD_LOCK = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from libml import locks
-from tests import fakes
 with locks.hold(sys.argv[2], 'busy'):
     print('held', flush=True)
     time.sleep(float(sys.argv[3]))
