@@ -40,7 +40,8 @@ CURVE_START = 2400
 CURVE_MAX = 38400
 EVALS_PER_GENERATION = 30  # eval_every = steps per generation / this.
 FOLDS = (1, 2, 3)
-# ROOT/LEDGER: one JSON line per finished run: machine, wall time, steps.
+# ROOT/LEDGER: one JSON line per run that ended (finished, failed or stopped): machine,
+# wall time, steps.
 LEDGER = 'ledger.jsonl'
 
 # Flags every cell shares: the CPU benchmark's model and batch (32 labeled + 32 unlabeled
@@ -161,7 +162,8 @@ def accuracy(root: str, cell: Cell) -> float | None:
 
 
 def ledger(root: str) -> list[dict]:
-    """The runner's records of the runs it finished (or saw fail), oldest first."""
+    """The runner's records of the runs that ended (finished, failed or stopped), oldest
+    first."""
     path = os.path.join(root, LEDGER)
     if not os.path.exists(path):
         return []
@@ -351,20 +353,59 @@ def generation0_source(cell: Cell, cells: list[Cell]) -> Cell | None:
     return None
 
 
-def steps_to_train(cell: Cell, cells: list[Cell]) -> int:
-    """The steps `cell` trains itself: its generation 0 is copied if planned elsewhere."""
-    copied = generation0_source(cell, cells) is not None
+def steps_to_train(root: str, cell: Cell, cells: list[Cell]) -> int:
+    """The steps `cell` trains itself: all but a copied generation 0 (copied already, or
+    to be copied from a planned run when the cell has not started)."""
+    if os.path.exists(cell.workdir(root)):
+        copied = os.path.exists(os.path.join(cell.workdir(root), COPIED))
+    else:
+        copied = generation0_source(cell, cells) is not None
     return cell.total_steps - (cell.steps_per_generation if copied else 0)
 
 
 COPIED = 'generation0.json'  # In a run folder: the run its generation 0 was copied from.
+# Flags in which a generation 0 and its copy's run differ.
+_RUN_LENGTH_FLAGS = ('method', 'generations', 'total_steps', 'cpu_threads')
 
 
-def copy_generation0(source_dir: str, workdir: str) -> None:
-    """Starts the run WORKDIR with the finished generation 0 of the run SOURCE_DIR
-    (checkpoint, evaluations, picks, export, metrics), written under a temporary name
-    and renamed, so that an interruption leaves WORKDIR absent or complete. The loop
-    then skips generation 0 as finished and checks its export against its picks."""
+def _differences(args: dict, cell: Cell) -> list[str]:
+    """The flags of `cell` (but the run length) that a run's args.json does not hold."""
+    wrong = []
+    for flag in cell.flags(threads=1):
+        name, _, value = flag[2:].partition('=')
+        if name in _RUN_LENGTH_FLAGS or name not in args:
+            continue
+        have = args[name]
+        if isinstance(have, bool):
+            same = have == (value in ('', 'true', 'True', '1'))  # `--ema_warmup` alone: true.
+        elif isinstance(have, int | float):
+            same = float(value) == float(have)
+        else:
+            same = str(have) == value
+        if not same:
+            wrong.append(f'{flag} (the run has {have!r})')
+    if args.get('steps_per_generation') != cell.steps_per_generation:
+        wrong.append(f'{cell.steps_per_generation} steps per generation')
+    return wrong
+
+
+def copy_generation0(root: str, source: Cell, cell: Cell) -> None:
+    """Starts `cell`'s run with the finished generation 0 of `source`'s run (checkpoint,
+    evaluations, picks, export, metrics), written under a temporary name and renamed, so
+    that an interruption leaves the run folder absent or complete. The loop then skips
+    generation 0 as finished and checks its export against its picks. ValueError if the
+    source's args.json differs from the cell's flags or the cell has started."""
+    source_dir = source.workdir(root)
+    with open(os.path.join(source_dir, 'args.json')) as f:
+        wrong = _differences(json.load(f), cell)
+    if wrong:
+        raise ValueError(f'{source_dir} was not trained with {", ".join(wrong)}')
+    copy_generation0_files(source_dir, cell.workdir(root))
+
+
+def copy_generation0_files(source_dir: str, workdir: str) -> None:
+    """`copy_generation0` from run folder to run folder, unchecked but that WORKDIR must
+    not exist."""
     if os.path.exists(workdir):
         raise ValueError(f'{workdir}: exists; generation 0 is copied only into a new run')
     partial = workdir + '.copying'

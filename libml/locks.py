@@ -2,10 +2,16 @@
 drops them when the process ends, however it ends)."""
 
 import contextlib
+import errno
 import fcntl
 import os
+import time
 
 RUN = '.lock'  # In a run folder: held by the run training in it.
+# hold() tries this long before it calls the lock busy: `held` probes take it briefly.
+PATIENCE_SECONDS = 1.0
+# The file system cannot lock (some network file systems): run unlocked.
+_UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 class Busy(ValueError):
@@ -14,13 +20,22 @@ class Busy(ValueError):
 
 @contextlib.contextmanager
 def hold(path: str, busy: str):
-    """Holds the lock file PATH for the block; Busy(busy) at once if another process
-    holds it."""
+    """Holds the lock file PATH for the block; Busy(busy) if another process holds it
+    for PATIENCE_SECONDS. Where the file system cannot lock, the block runs unlocked."""
     with open(path, 'w') as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Busy(busy) from None
+        deadline = time.monotonic() + PATIENCE_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Busy(busy) from None
+                time.sleep(0.1)
+            except OSError as e:
+                if e.errno not in _UNSUPPORTED:
+                    raise
+                break
         yield
 
 
@@ -33,4 +48,7 @@ def held(path: str) -> bool:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
+        except OSError as e:
+            if e.errno not in _UNSUPPORTED:
+                raise
     return False

@@ -13,8 +13,8 @@ that the finished ones decide (the generation length, Table 2's setting) are add
 soon as they are decided. A cell whose generation 0 another cell trains (CReST's is
 FixMatch's run) waits for it and starts from a copy; a cell whose folder another process
 is training in (started by hand) is left to it and taken up if that process stops short.
-Every finished cell appends its machine, wall time and steps trained to ROOT/ledger.jsonl,
-which the report sums.
+Every run that ends (finished, failed, or stopped with the runner) appends its machine,
+wall time and steps to ROOT/ledger.jsonl, which the report sums.
 """
 
 import datetime
@@ -58,7 +58,7 @@ def list_cells(root: str) -> None:
     for cell in cells:
         state = status(root, cell)
         if not state.startswith('done'):
-            left.append(evidence.steps_to_train(cell, cells))
+            left.append(evidence.steps_to_train(root, cell, cells))
         print(f'{state:10} {cell.stage:7} {cell.workdir(root)}')
     estimate = evidence.hours(root, left)
     speed = '' if estimate is None else ', about {:.1f} hours with {} runs side by side'
@@ -90,15 +90,16 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
     running = {}
     try:
         with locks.hold(os.path.join(root, '.runner.lock'), busy):
-            return _run(root, max_minutes, running, machine_info)
+            try:
+                return _run(root, max_minutes, running, machine_info)
+            finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
+                for entry in running.values():
+                    entry[1].terminate()
+                for entry in running.values():
+                    entry[1].wait()
+                    _record(root, entry, machine_info, stopped=True)
     except locks.Busy as e:
         sys.exit(f'error: {e}')
-    finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
-        for entry in running.values():
-            entry[1].terminate()
-        for entry in running.values():
-            entry[1].wait()
-            _record(root, entry, machine_info, stopped=True)
 
 
 def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) -> None:
@@ -107,7 +108,7 @@ def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) 
     record = {
         'workdir': cell.workdir(root),
         'stage': cell.stage,
-        'steps': steps,  # To train in this stretch: a copied generation 0 is not.
+        'steps': steps,  # The cell's steps but a copied generation 0's.
         'returncode': process.returncode,
         'seconds': round(time.time() - began),
         # A resumed run trained only part of its steps in these seconds.
@@ -145,20 +146,23 @@ def _run(root: str, max_minutes: int, running: dict, machine_info: dict) -> int:
                 continue  # Waits for its generation 0, trained by another cell.
             pending.append(c)
         late = max_minutes and time.time() - start > 60 * max_minutes
-        # A run busy elsewhere on this machine takes one of the JOBS slots too.
+        # A planned run busy elsewhere on this machine takes one of the JOBS slots too.
         while pending and len(running) + elsewhere < jobs and not late:
             cell = pending.pop(0)
             resumed = os.path.isdir(cell.workdir(root))
-            steps = cell.total_steps
             source = evidence.generation0_source(cell, cells)
             if not resumed and source and evidence.results(root, source) is not None:
-                evidence.copy_generation0(source.workdir(root), cell.workdir(root))
-                steps -= cell.steps_per_generation
-                print(
-                    f'evidence: {cell.workdir(root)}: generation 0 copied from '
-                    f'{source.workdir(root)}',
-                    flush=True,
-                )
+                try:
+                    evidence.copy_generation0(root, source, cell)
+                except (OSError, ValueError) as e:
+                    print(f'evidence: generation 0 not copied, trained: {e}', flush=True)
+                else:
+                    print(
+                        f'evidence: {cell.workdir(root)}: generation 0 copied from '
+                        f'{source.workdir(root)}',
+                        flush=True,
+                    )
+            steps = evidence.steps_to_train(root, cell, cells)
             process = launch(root, cell, threads)
             running[evidence.cells_key(cell)] = (cell, process, time.time(), resumed, steps)
         if not running and not (elsewhere and not late):

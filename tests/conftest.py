@@ -3,27 +3,34 @@
 Once every test has run and the summary is printed, the interpreter's finalization can
 wait forever on one of TensorFlow's thread pools (seen on this project's CI: "N passed"
 printed, then the process blocked on a futex with a hundred idle tf_Compute threads, in
-about one full run out of three). Nothing is left to do at that point, so the process
-exits there with pytest's own exit status, its output flushed.
+about one full run out of three). So the process runs its exit handlers (pytest's
+clean-up of old temporary folders among them) for at most EXIT_HANDLER_SECONDS, then
+exits with pytest's own exit status, its output flushed, without finalizing.
 """
 
+import atexit
 import os
 import sys
+import threading
 
 import pytest
 
-_STATUS = pytest.StashKey[int]()
+EXIT_HANDLER_SECONDS = 60
+_SESSION = pytest.StashKey[pytest.Session]()
 
 
-def pytest_sessionfinish(session, exitstatus):
-    session.config.stash[_STATUS] = int(exitstatus)
+def pytest_sessionstart(session):
+    session.config.stash[_SESSION] = session
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    status = config.stash.get(_STATUS, None)
-    if status is None:  # No session ran (--help, a usage error): the normal exit.
+    session = config.stash.get(_SESSION, None)
+    if session is None or session.exitstatus is None:  # No session ran: the normal exit.
         return
+    handlers = threading.Thread(target=atexit._run_exitfuncs, daemon=True)
+    handlers.start()
+    handlers.join(EXIT_HANDLER_SECONDS)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(status)
+    os._exit(int(session.exitstatus))

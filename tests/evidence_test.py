@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -294,32 +295,44 @@ def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, mo
             cli.run(root, jobs=2, max_minutes=0)
 
 
-@pytest.mark.parametrize('jobs', [1, 2])
-def test_runner_copies_generation0_and_leaves_a_run_busy_elsewhere_to_it(
-    tmp_path, monkeypatch, cli, jobs
-):
-    base, other = evidence.SETTINGS[:2]
+def _fake_args(cell):
+    """The args.json scripts/crest.py writes for `cell` (the settings its flags give)."""
+    args = {'steps_per_generation': cell.steps_per_generation}
+    for flag in cell.flags(threads=1):
+        name, _, value = flag[2:].partition('=')
+        try:
+            args[name] = float(value) if '.' in value else int(value)
+        except ValueError:
+            args[name] = value or True
+    return args
+
+
+# argv: a run folder. A fake run: after a moment, its generation 0 and results.json.
+_FAKE_RUN = """
+import json, os, sys, time
+time.sleep(0.3)
+os.makedirs(sys.argv[1] + '/gen_00', exist_ok=True)
+with open(sys.argv[1] + '/gen_00/metrics.json', 'w') as f:
+    json.dump({'trained_by': sys.argv[2]}, f)
+with open(sys.argv[1] + '/results.json', 'w') as f:
+    json.dump({'balanced_accuracy': 0.5}, f)
+"""
+
+
+def test_runner_waits_for_generation0_then_copies_it(tmp_path, monkeypatch, cli):
+    base = evidence.BASE
     fixmatch = evidence.Cell(base, 'fixmatch', 4800)
     crest = evidence.Cell(base, 'fixmatch_crest', 9600)
-    busy = evidence.Cell(other, 'fixmatch', 4800)
-    cells = [fixmatch, crest, busy]
+    cells = [fixmatch, crest]
+    root = str(tmp_path)
     # CReST's generation 0 is FixMatch's run; CReST+'s (alignment on) and alpha = 0's
     # (other picks) are their own, as is CReST's when no FixMatch run is planned.
     assert evidence.generation0_source(crest, cells) == fixmatch
     for method in ('fixmatch_crest_plus', 'alpha0'):
         assert evidence.generation0_source(evidence.Cell(base, method, 9600), cells) is None
-    assert evidence.steps_to_train(crest, cells) == 4800
-    assert evidence.steps_to_train(crest, [crest]) == 9600
+    assert evidence.steps_to_train(root, crest, cells) == 4800
+    assert evidence.steps_to_train(root, crest, [crest]) == 9600
     monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
-    root = str(tmp_path)
-    # Another process trains `busy` (holds its folder's lock) for a while, then stops
-    # before it has finished.
-    os.makedirs(busy.workdir(root))
-    lock = os.path.join(busy.workdir(root), locks.RUN)
-    holder = subprocess.Popen(
-        [sys.executable, '-c', HOLD_LOCK, ROOT, lock, '3'], stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdout.readline().strip() == 'held'
     launched = []
 
     def fake_launch(root, cell, threads):
@@ -328,39 +341,76 @@ def test_runner_copies_generation0_and_leaves_a_run_busy_elsewhere_to_it(
         if os.path.exists(gen0):
             with open(gen0) as f:
                 copied = json.load(f)
-        launched.append((cell, copied, locks.held(lock)))
-        os.makedirs(os.path.dirname(gen0), exist_ok=True)
-        with open(gen0, 'w') as f:
-            json.dump({'trained_by': cell.method}, f)
-        with open(os.path.join(cell.workdir(root), 'results.json'), 'w') as f:
-            json.dump({'balanced_accuracy': 0.5}, f)
-        return subprocess.Popen([sys.executable, '-c', 'pass'])
+        launched.append((cell, copied, evidence.results(root, fixmatch) is not None))
+        os.makedirs(cell.workdir(root), exist_ok=True)
+        with open(os.path.join(cell.workdir(root), 'args.json'), 'w') as f:
+            json.dump(_fake_args(cell), f)
+        return subprocess.Popen([sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method])
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
-    assert cli.run(root, jobs=jobs, max_minutes=0) == 0
-    # CReST waited for FixMatch and started from its generation 0; the runner waited
-    # for the busy run's process and took the run up once it had let go, not before.
-    assert [c for c, _, _ in launched] == cells
-    assert launched[1][1] == {'trained_by': 'fixmatch'}
-    assert launched[2][2] is False
-    # The busy run took one of the JOBS slots while it ran: with one, nothing started.
-    assert launched[0][2] is (jobs == 2)
-    holder.wait()
+    assert cli.run(root, jobs=2, max_minutes=0) == 0
+    # A free slot did not start CReST beside FixMatch: it waited for FixMatch's run to
+    # finish, then started from its generation 0.
+    assert [(c, copied, after) for c, copied, after in launched] == [
+        (fixmatch, None, False),
+        (crest, {'trained_by': 'fixmatch'}, True),
+    ]
     with open(os.path.join(crest.workdir(root), evidence.COPIED)) as f:
         assert json.load(f) == {'copied_from': fixmatch.workdir(root)}
     steps = {r['workdir']: r['steps'] for r in evidence.ledger(root)}
     assert steps[crest.workdir(root)] == 4800  # Generation 1 only.
+    assert evidence.steps_to_train(root, crest, cells) == 4800  # Started, from a copy.
+    # Generation 0 of another setting's run is refused, the flag named.
+    other = evidence.Cell(evidence.SETTINGS[1], 'fixmatch_crest', 9600)
+    with pytest.raises(ValueError, match='--class_order=1 .the run has 0.'):
+        evidence.copy_generation0(root, fixmatch, other)
 
 
-# argv: repository, lock file, seconds. Holds the lock, says so, sleeps, exits.
-HOLD_LOCK = """
-import sys, time
+@pytest.mark.parametrize('jobs', [1, 2])
+def test_runner_leaves_a_run_busy_elsewhere_to_it_within_its_jobs(tmp_path, monkeypatch, cli, jobs):
+    first, busy = (evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:2])
+    monkeypatch.setattr(evidence, 'plan', lambda root: ([first, busy], None))
+    root = str(tmp_path)
+    # Another process trains `busy` (holds its folder's lock) until told to stop, then
+    # stops before it has finished.
+    os.makedirs(busy.workdir(root))
+    lock = os.path.join(busy.workdir(root), locks.RUN)
+    holder = subprocess.Popen(
+        [sys.executable, '-c', _HOLD_LOCK, ROOT, lock],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == 'held'
+    launched = []
+
+    def fake_launch(root, cell, threads):
+        launched.append((cell, locks.held(lock)))
+        if cell == first:
+            holder.stdin.close()  # The busy run stops once `first` has started.
+        os.makedirs(cell.workdir(root), exist_ok=True)
+        return subprocess.Popen([sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method])
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    if jobs == 1:  # Its one slot is the busy run's: nothing starts until that stops.
+        threading.Timer(1.0, holder.stdin.close).start()
+    assert cli.run(root, jobs=jobs, max_minutes=0) == 0
+    holder.wait()
+    # With a free slot, `first` started beside the busy run; with none, only after it.
+    # The busy run was taken up once its process had let go, not before.
+    assert launched == [(first, jobs == 2), (busy, False)]
+
+
+# argv: repository, lock file. Holds the lock, says so, waits for its stdin to close.
+_HOLD_LOCK = """
+import sys
 sys.path.insert(0, sys.argv[1])
 from libml import locks
 with locks.hold(sys.argv[2], 'busy'):
     print('held', flush=True)
-    time.sleep(float(sys.argv[3]))
+    sys.stdin.read()
 """
 
 
@@ -440,7 +490,7 @@ def cfg(method, total, name):
 quiet = lambda _: None
 loop.run(cfg('fixmatch', 6, 'fixmatch'), log=quiet)
 loop.run(cfg('fixmatch_crest', 12, 'crest'), log=quiet)
-evidence.copy_generation0(tmp + '/fixmatch', tmp + '/copied')
+evidence.copy_generation0_files(tmp + '/fixmatch', tmp + '/copied')
 lines = []
 loop.run(cfg('fixmatch_crest', 12, 'copied'), log=lines.append)
 with locks.hold(tmp + '/crest/' + locks.RUN, 'held by the test'):
@@ -453,6 +503,7 @@ print('RESULT ' + json.dumps({'log': lines, 'busy': busy}))
 """
 
 
+@pytest.mark.slow
 def test_a_run_from_a_copied_generation0_ends_as_a_full_run(tmp_path):
     found = fakes.run_python(_COPY_SCRIPT, str(tmp_path))
     assert any('[gen 0/1] finished earlier, skipped' in line for line in found['log'])
@@ -461,6 +512,6 @@ def test_a_run_from_a_copied_generation0_ends_as_a_full_run(tmp_path):
     assert copied == full
     # Copying into a started run would mix two runs.
     with pytest.raises(ValueError, match='exists'):
-        evidence.copy_generation0(str(tmp_path / 'fixmatch'), str(tmp_path / 'crest'))
+        evidence.copy_generation0_files(str(tmp_path / 'fixmatch'), str(tmp_path / 'crest'))
     # A second run of a folder in use stops at once, in one line.
     assert found['busy'].startswith(f'--workdir {tmp_path}/crest: another run is using')

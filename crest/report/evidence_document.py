@@ -146,7 +146,7 @@ def still_to_run(root: str) -> str:
     lines = []
     for stage, group in by_stage.items():
         # A copied generation 0 is not trained again.
-        steps = [evidence.steps_to_train(c, cells) for c in group]
+        steps = [evidence.steps_to_train(root, c, cells) for c in group]
         estimate = evidence.hours(root, steps)
         lines.append(
             f'- {stage}: {len(group)} cell(s), {sum(steps):,} steps to train'
