@@ -192,6 +192,8 @@ def test_document_is_generated_from_the_runs(tmp_path):
         _finish(tmp_path, evidence.Cell(chosen, 'fixmatch', 9600, fold), acc)
     _finish(tmp_path / 'again', evidence.Cell(chosen, 'fixmatch', 9600, 2), 0.775)
     os.rename(tmp_path / 'again', root + '_rerun')
+    # A run started by hand at a length the plan does not use: CReST+ 2 x 2,400.
+    _finish(tmp_path, evidence.Cell(evidence.BASE, 'fixmatch_crest_plus', 4800), 0.80)
     out = tmp_path / 'docs'
     path = str(out / 'RESULTS.md')
     evidence_document.write(root, str(out), path, '# Notes\n')
@@ -208,6 +210,10 @@ def test_document_is_generated_from_the_runs(tmp_path):
     assert '--imbalance=100 --label_fraction=0.03 --class_order=0' in command
     assert command.endswith(f'--workdir={root}_rerun/g100_b3_o0/total_9600/fixmatch/fold_2')
     assert '| g100_b3_o0/total_9600/fixmatch/fold_2 | 77.0 | 77.5 | +0.5 | 1.0 | yes |' in text
+    # Compared with FixMatch under both rules, outside the plan's tables.
+    row = '| gamma 100, beta 10%, index order | FixMatch + CReST+ | 2 x 2,400 | 1 | 80.0 | 81.0 |'
+    row += '  | +5.0 (FixMatch 2,400: 75.0) | +2.0 (FixMatch 4,800: 78.0) |'
+    assert text.split('## Runs outside the plan')[1].count(row) == 1
 
 
 def test_diagnose_reads_a_run_and_the_map(tmp_path):

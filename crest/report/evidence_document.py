@@ -1,7 +1,7 @@
 """docs/RESULTS.md from the runs of the evidence study (crest/evidence.py): the
 convergence curve, the regime map, Table 2 with the paper's claims under both budget
-rules, re-runs of cells, and the machine time spent. Every number comes from a run's
-results.json or the runner's ledger."""
+rules, finished runs the plan does not hold, re-runs of cells, and the machine time
+spent. Every number comes from a run's results.json or the runner's ledger."""
 
 import glob
 import json
@@ -135,6 +135,77 @@ def reruns(root: str) -> str:
     return table(['cell', 'first run', 're-run', 'difference', 'fold std', 'within'], rows) + '\n'
 
 
+def finished_cells(root: str) -> list[evidence.Cell]:
+    """Every finished run under ROOT laid out as a cell (<setting>/total_<steps>/<preset>/
+    fold_<f>) at one of the study's settings."""
+    settings = {s.name: s for s in evidence.SETTINGS}
+    found = []
+    pattern = os.path.join(root, '*', 'total_*', '*', 'fold_*', 'results.json')
+    for path in sorted(glob.glob(pattern)):
+        parts = os.path.relpath(path, root).split(os.sep)
+        name, total, method, fold = parts[:4]
+        if name in settings and method in methods.METHODS:
+            cell = evidence.Cell(
+                settings[name], method, int(total[len('total_') :]), int(fold[len('fold_') :])
+            )
+            found.append(cell)
+    return found
+
+
+def runs_outside_the_plan(root: str) -> str:
+    """Markdown table of the finished runs the plan does not (yet) hold: runs started by
+    hand ahead of a decision. A self-training run is compared with FixMatch under both
+    rules where those FixMatch runs exist; a FixMatch run shows its bias."""
+    cells, _ = evidence.plan(root)
+    planned = {evidence.cells_key(c) for c in cells}
+    rows = []
+    for cell in finished_cells(root):
+        if evidence.cells_key(cell) in planned:
+            continue
+        found = evidence.results(root, cell)
+        acc, la = found['balanced_accuracy'], found.get('balanced_accuracy_la')
+        bias, table1, table2 = '', '', ''
+        if cell.generations == 1:
+            measured = evidence.minority_bias(found)
+            bias = '' if measured is None else signed(measured['bias'])
+        else:
+            for rule, steps in (('1', cell.steps_per_generation), ('2', cell.total_steps)):
+                fixmatch = evidence.Cell(cell.setting, 'fixmatch', steps, cell.fold)
+                baseline = evidence.accuracy(root, fixmatch)
+                if baseline is not None:
+                    gain = f'{signed(acc - baseline)} (FixMatch {steps:,}: {pct(baseline)})'
+                    table1, table2 = (gain, table2) if rule == '1' else (table1, gain)
+        length = (
+            f'{cell.generations} x {cell.steps_per_generation:,}'
+            if cell.generations > 1
+            else f'{cell.total_steps:,}'
+        )
+        rows.append(
+            [
+                cell.setting.title,
+                methods.METHODS[cell.method].title,
+                length,
+                str(cell.fold),
+                pct(acc),
+                '' if la is None else pct(la),
+                bias,
+                table1,
+                table2,
+            ]
+        )
+    if not rows:
+        return ''
+    header = ['setting', 'preset', 'steps', 'fold', 'balanced accuracy', '+ LA']
+    header += ['bias (points)', 'gain, Table 1 rule', 'gain, Table 2 rule']
+    return (
+        'Finished runs that the plan does not hold at this point (started by hand ahead of '
+        'a decision, at a generation length the curve has not confirmed), with the same '
+        'flags as a planned cell of that length. Gains in points against FixMatch on the '
+        'same fold: Table 1 rule, one generation of the same length; Table 2 rule, as many '
+        'steps in all.\n\n' + table(header, rows) + '\n'
+    )
+
+
 def still_to_run(root: str) -> str:
     cells, waiting = evidence.plan(root)
     todo = [c for c in cells if evidence.results(root, c) is None]
@@ -209,6 +280,10 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
             out.append(body)
             out += [f'![{f}]({rel}/{f})' for f in files]
             written += [os.path.join(output, f) for f in files]
+    outside = runs_outside_the_plan(root)
+    if outside:
+        out.append('\n## Runs outside the plan\n')
+        out.append(outside)
     out.append('\n## Re-running a cell\n')
     if converged is not None and chosen is not None:
         cell = evidence.Cell(chosen, 'fixmatch', evidence.GENERATIONS * converged, 2)
