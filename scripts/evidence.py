@@ -162,7 +162,9 @@ def _run(root: str, max_minutes: int, running: dict, machine_info: dict) -> int:
                         f'{source.workdir(root)}',
                         flush=True,
                     )
-            steps = evidence.steps_to_train(root, cell, cells)
+            # No folder yet: nothing was copied, the run trains all its steps.
+            started = os.path.exists(cell.workdir(root))
+            steps = evidence.steps_to_train(root, cell, cells) if started else cell.total_steps
             process = launch(root, cell, threads)
             running[evidence.cells_key(cell)] = (cell, process, time.time(), resumed, steps)
         if not running and not (elsewhere and not late):
