@@ -373,6 +373,30 @@ def test_runner_waits_for_generation0_then_copies_it(tmp_path, monkeypatch, cli)
         evidence.copy_generation0(root, fixmatch, other)
 
 
+def test_runner_trains_generation0_itself_when_the_source_was_trained_otherwise(
+    tmp_path, monkeypatch, cli
+):
+    fixmatch = evidence.Cell(evidence.BASE, 'fixmatch', 4800)
+    crest = evidence.Cell(evidence.BASE, 'fixmatch_crest', 9600)
+    root = str(tmp_path)
+    _finish(tmp_path, fixmatch, 0.78)
+    with open(os.path.join(fixmatch.workdir(root), 'args.json'), 'w') as f:
+        json.dump({**_fake_args(fixmatch), 'seed': 2}, f)
+    monkeypatch.setattr(evidence, 'plan', lambda root: ([fixmatch, crest], None))
+    launched = []
+
+    def fake_launch(root, cell, threads):
+        launched.append((cell, os.path.exists(cell.workdir(root))))
+        os.makedirs(cell.workdir(root), exist_ok=True)
+        return subprocess.Popen([sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method])
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    assert cli.run(root, jobs=1, max_minutes=0) == 0
+    assert launched == [(crest, False)]  # Nothing copied into its folder.
+    assert [r['steps'] for r in evidence.ledger(root)] == [9600]
+
+
 @pytest.mark.parametrize('jobs', [1, 2])
 def test_runner_leaves_a_run_busy_elsewhere_to_it_within_its_jobs(tmp_path, monkeypatch, cli, jobs):
     first, busy = (evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:2])
