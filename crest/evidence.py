@@ -37,7 +37,7 @@ MIN_EFFECT = 0.01
 # Generations of the self-training methods; the paper trains 6, of 2^16 steps each.
 GENERATIONS = 2
 CURVE_START = 2400
-# 38,400 steps still gained 1.1 points over 19,200 on fold 1 (82.3 vs 81.2): one doubling more.
+# Raised by one doubling when 38,400 steps still gained a point or more (docs/RESULTS.md).
 CURVE_MAX = 76800
 EVALS_PER_GENERATION = 30  # eval_every = steps per generation / this.
 FOLDS = (1, 2, 3)

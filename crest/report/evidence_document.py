@@ -152,11 +152,11 @@ def finished_cells(root: str) -> list[evidence.Cell]:
     return found
 
 
-def runs_outside_the_plan(root: str) -> str:
+def runs_outside_the_plan(root: str, cells: list[evidence.Cell]) -> str:
     """Markdown table of the finished runs the plan does not (yet) hold: runs started by
     hand ahead of a decision. A self-training run is compared with FixMatch under both
-    rules where those FixMatch runs exist; a FixMatch run shows its bias."""
-    cells, _ = evidence.plan(root)
+    rules where those FixMatch runs exist; a FixMatch run shows its bias. `cells`: the
+    plan's."""
     planned = {evidence.cells_key(c) for c in cells}
     rows = []
     for cell in finished_cells(root):
@@ -206,8 +206,8 @@ def runs_outside_the_plan(root: str) -> str:
     )
 
 
-def still_to_run(root: str) -> str:
-    cells, waiting = evidence.plan(root)
+def still_to_run(root: str, cells: list[evidence.Cell], waiting: str | None) -> str:
+    """What the plan (`cells`, `waiting`: `evidence.plan`'s) has not run yet."""
     todo = [c for c in cells if evidence.results(root, c) is None]
     if not todo and not waiting:
         return 'Every planned cell has finished.\n'
@@ -280,7 +280,8 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
             out.append(body)
             out += [f'![{f}]({rel}/{f})' for f in files]
             written += [os.path.join(output, f) for f in files]
-    outside = runs_outside_the_plan(root)
+    planned, waiting = evidence.plan(root)
+    outside = runs_outside_the_plan(root, planned)
     if outside:
         out.append('\n## Runs outside the plan\n')
         out.append(outside)
@@ -295,7 +296,7 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
         )
     out.append(reruns(root))
     out.append('\n## Still to run\n')
-    out.append(still_to_run(root))
+    out.append(still_to_run(root, planned, waiting))
     with open(path, 'w') as f:
         f.write(re.sub(r'\n{3,}', '\n\n', '\n'.join(out)).rstrip() + '\n')
     return written
