@@ -89,17 +89,20 @@ def test_curve_stops_when_doubling_loses_and_says_when_it_never_converges(tmp_pa
         steps *= 2
     _finish_curve(tmp_path / 'long', accs)
     cells, waiting = evidence.plan(str(tmp_path / 'long'))
-    assert cells[-1].total_steps == evidence.CURVE_MAX
+    assert [c for c in cells if c.stage == 'curve'][-1].total_steps == evidence.CURVE_MAX
     assert 'raise CURVE_MAX' in waiting
 
 
 def test_plan_waits_for_the_curve_then_for_every_bias_before_table2(tmp_path):
     root = str(tmp_path)
     cells, waiting = evidence.plan(root)
-    assert waiting == 'the convergence curve' and len(cells) == 2
+    assert waiting == 'the convergence curve'
+    # The curve's first two lengths, then FixMatch with the other seeds.
+    assert [c.stage for c in cells] == ['curve', 'curve'] + ['spread'] * 2
     _finish_curve(tmp_path, {2400: 0.75, 4800: 0.78, 9600: 0.785})
     cells, waiting = evidence.plan(root)
     assert 'Table 2' in waiting
+    assert [c.stage for c in cells[:5]] == ['curve'] * 3 + ['spread'] * 2
     # The curve's runs at the base setting are the map's FixMatch runs, not run twice.
     folders = [c.workdir(root) for c in cells]
     assert len(folders) == len(set(folders))
@@ -128,6 +131,41 @@ def test_plan_waits_for_the_curve_then_for_every_bias_before_table2(tmp_path):
     assert len(crest) == len(evidence.SETTINGS) and max(crest) < cells.index(table2[0])
     assert {c.fold for c in table2} == {1, 2, 3}
     assert {'fixmatch', 'fixmatch_crest_plus', 'alpha0', 'mixmatch'} <= {c.method for c in table2}
+
+
+def test_a_cell_of_another_seed_has_its_own_folder_flag_and_generation0(tmp_path):
+    root = str(tmp_path)
+    first, other = (evidence.Cell(evidence.BASE, 'fixmatch', 4800, 1, 'spread', s) for s in (1, 2))
+    assert other.workdir(root) == os.path.join(root, 'seed_2', first.workdir(''))
+    assert '--seed=2' in other.flags(1) and '--seed=1' not in other.flags(1)
+    assert '--seed=1' in first.flags(1)
+    assert evidence.cells_key(first) != evidence.cells_key(other)
+    crest = evidence.Cell(evidence.BASE, 'fixmatch_crest', 9600, seed=2)
+    assert evidence.generation0_source(crest, [first]) is None
+    assert evidence.generation0_source(crest, [first, other]).seed == 2
+    # A run of seed 1 never reads as the seed-2 cell's.
+    _finish(tmp_path, first, 0.8)
+    assert evidence.results(root, other) is None
+
+
+def test_the_document_sets_the_last_doubling_against_the_seed_spread(tmp_path):
+    root = str(tmp_path)
+    steps = evidence.SPREAD_STEPS
+    lengths = [evidence.CURVE_START * 2**k for k in range(5)]
+    assert steps in lengths[:-1]
+    # Still rising at the longest: its doubling is the last measured one.
+    _finish_curve(tmp_path, dict(zip(lengths, (0.70, 0.73, 0.76, 0.78, 0.795), strict=True)))
+    _finish(tmp_path, evidence.curve_cell(steps), 0.78)
+    text = evidence_document.spread(root)
+    assert '| 1 | 78.0 |' in text and '| 2 | not finished |' in text
+    assert 'standard deviation' not in text  # One seed: no spread yet.
+    for cell, acc in zip(evidence.spread_cells(), (0.80, 0.79), strict=True):
+        _finish(tmp_path, cell, acc)
+    text = evidence_document.spread(root)
+    # Seeds 78, 80, 79: standard deviation 1.0 point; of a difference, 1.4.
+    assert 'Across 3 seeds the standard deviation is 1.0 points' in text
+    assert 'about 1.4 points' in text
+    assert 'last measured doubling changed balanced accuracy by +1.5 points' in text
 
 
 def test_minority_bias_is_precision_minus_recall_on_the_smaller_half():
