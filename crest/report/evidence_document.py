@@ -73,18 +73,18 @@ def spread(root: str) -> str:
     ]
     if len(values) > 1:
         _, std = mean_std(values)
-        out.append(
+        said = (
             f'\nAcross {len(values)} seeds the standard deviation is {100 * std:.1f} points, '
             f'so the difference of two single runs, which the rule compares, has one of about '
             f'{100 * std * 2**0.5:.1f} points.'
         )
         gain = last_doubling(root)
         if gain is not None:
-            out.append(
+            said += (
                 f" The curve's last measured doubling changed balanced accuracy by "
                 f'{signed(gain)} points.'
             )
-        out.append('\n')
+        out.append(said + '\n')
     return '\n'.join(out)
 
 
