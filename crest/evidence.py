@@ -386,6 +386,37 @@ def steps_to_train(root: str, cell: Cell, cells: list[Cell]) -> int:
     return cell.total_steps - (cell.steps_per_generation if copied else 0)
 
 
+def steps_left(root: str, cell: Cell, cells: list[Cell]) -> int:
+    """`steps_to_train` less what the run folder already holds: finished generations
+    (their metrics.json is written last) and the latest checkpoint of the first unfinished
+    one, where a resumed run goes on."""
+    left = steps_to_train(root, cell, cells)
+    workdir = cell.workdir(root)
+    for g in range(cell.generations):
+        gen_dir = os.path.join(workdir, f'gen_{g:02d}')
+        if g == 0 and os.path.exists(os.path.join(workdir, COPIED)):
+            continue  # Not counted in steps_to_train.
+        if os.path.exists(os.path.join(gen_dir, 'metrics.json')):
+            left -= cell.steps_per_generation
+            continue
+        return left - _checkpoint_step(os.path.join(gen_dir, 'ckpt'))
+    return left
+
+
+def _checkpoint_step(ckpt_dir: str) -> int:
+    """The step of the latest checkpoint in CKPT_DIR (named ckpt-<step> in the text
+    file `checkpoint` that TensorFlow keeps beside them), 0 without one."""
+    try:
+        with open(os.path.join(ckpt_dir, 'checkpoint')) as f:
+            for line in f:
+                name, _, value = line.partition(':')
+                if name.strip() == 'model_checkpoint_path':
+                    return int(value.strip().strip('"').rsplit('-', 1)[1])
+    except (FileNotFoundError, IndexError, ValueError):
+        pass
+    return 0
+
+
 COPIED = 'generation0.json'  # In a run folder: the run its generation 0 was copied from.
 # Flags in which a generation 0 and its copy's run differ.
 _RUN_LENGTH_FLAGS = ('method', 'generations', 'total_steps', 'cpu_threads')

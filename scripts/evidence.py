@@ -58,7 +58,7 @@ def list_cells(root: str) -> None:
     for cell in cells:
         state = status(root, cell)
         if not state.startswith('done'):
-            left.append(evidence.steps_to_train(root, cell, cells))
+            left.append(evidence.steps_left(root, cell, cells))
         print(f'{state:10} {cell.stage:7} {cell.workdir(root)}')
     estimate = evidence.hours(root, left)
     speed = '' if estimate is None else ', about {:.1f} hours with {} runs side by side'

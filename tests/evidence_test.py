@@ -168,6 +168,34 @@ def test_the_document_sets_the_last_doubling_against_the_seed_spread(tmp_path):
     assert 'last measured doubling changed balanced accuracy by +1.5 points' in text
 
 
+def _checkpoint(gen_dir, step):
+    os.makedirs(os.path.join(gen_dir, 'ckpt'), exist_ok=True)
+    with open(os.path.join(gen_dir, 'ckpt', 'checkpoint'), 'w') as f:
+        f.write(f'model_checkpoint_path: "ckpt-{step}"\nall_model_checkpoint_paths: "ckpt-1"\n')
+
+
+def test_steps_left_counts_what_a_run_folder_holds(tmp_path):
+    root = str(tmp_path)
+    plus = evidence.Cell(evidence.BASE, 'fixmatch_crest_plus', 9600)
+    assert evidence.steps_left(root, plus, [plus]) == 9600  # Not started.
+    _checkpoint(os.path.join(plus.workdir(root), 'gen_00'), 1280)
+    assert evidence.steps_left(root, plus, [plus]) == 9600 - 1280
+    # Generation 0 finished: its steps, and nothing of its stale checkpoint, count.
+    with open(os.path.join(plus.workdir(root), 'gen_00', 'metrics.json'), 'w') as f:
+        f.write('{}')
+    assert evidence.steps_left(root, plus, [plus]) == 4800
+    _checkpoint(os.path.join(plus.workdir(root), 'gen_01'), 640)
+    assert evidence.steps_left(root, plus, [plus]) == 4800 - 640
+    # A copied generation 0 is not among the steps to train in the first place.
+    fixmatch = evidence.Cell(evidence.BASE, 'fixmatch', 4800)
+    crest = evidence.Cell(evidence.BASE, 'fixmatch_crest', 9600)
+    os.makedirs(crest.workdir(root))
+    with open(os.path.join(crest.workdir(root), evidence.COPIED), 'w') as f:
+        f.write('{}')
+    _checkpoint(os.path.join(crest.workdir(root), 'gen_01'), 2560)
+    assert evidence.steps_left(root, crest, [fixmatch, crest]) == 4800 - 2560
+
+
 def test_minority_bias_is_precision_minus_recall_on_the_smaller_half():
     bias = evidence.minority_bias(_results(0.7))
     # Minority half: classes c and d (16 and 6 labeled).

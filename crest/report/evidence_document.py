@@ -264,8 +264,8 @@ def still_to_run(root: str, cells: list[evidence.Cell], waiting: str | None) -> 
         by_stage.setdefault(cell.stage, []).append(cell)
     lines = []
     for stage, group in by_stage.items():
-        # A copied generation 0 is not trained again.
-        steps = [evidence.steps_to_train(root, c, cells) for c in group]
+        # A copied generation 0 is not trained again; a started run resumes.
+        steps = [evidence.steps_left(root, c, cells) for c in group]
         estimate = evidence.hours(root, steps)
         lines.append(
             f'- {stage}: {len(group)} cell(s), {sum(steps):,} steps to train'
