@@ -168,6 +168,25 @@ def test_the_document_sets_the_last_doubling_against_the_seed_spread(tmp_path):
     assert 'last measured doubling changed balanced accuracy by +1.5 points' in text
 
 
+def test_a_cell_run_on_one_fold_is_rerun_against_the_seed_spread(tmp_path):
+    root = str(tmp_path / 'evidence')
+    first = evidence.curve_cell(evidence.CURVE_START)
+    _finish(root, first, 0.75)
+    _finish(root + '_rerun', first, 0.755)
+    text = evidence_document.reruns(root)
+    assert '| +0.5 |  | no spread measured |' in text  # One fold, no seeds yet.
+    steps = evidence.SPREAD_STEPS
+    for cell, acc in zip(
+        [evidence.curve_cell(steps), *evidence.spread_cells()], (0.78, 0.80, 0.79), strict=True
+    ):
+        _finish(root, cell, acc)
+    text = evidence_document.reruns(root)
+    assert f'| 75.0 | 75.5 | +0.5 | 1.0 (seeds, {steps:,} steps) | yes |' in text
+    _finish(root + '_rerun', first, 0.77)  # 2 points off: more than the seeds' 1.0.
+    assert '| +2.0 | 1.0 (seeds' in evidence_document.reruns(root)
+    assert '| no |' in evidence_document.reruns(root)
+
+
 def _checkpoint(gen_dir, step):
     os.makedirs(os.path.join(gen_dir, 'ckpt'), exist_ok=True)
     with open(os.path.join(gen_dir, 'ckpt', 'checkpoint'), 'w') as f:
@@ -275,7 +294,8 @@ def test_document_is_generated_from_the_runs(tmp_path):
     assert '--method=fixmatch --total_steps=9600 --fold=2' in command
     assert '--imbalance=100 --label_fraction=0.03 --class_order=0' in command
     assert command.endswith(f'--workdir={root}_rerun/g100_b3_o0/total_9600/fixmatch/fold_2')
-    assert '| g100_b3_o0/total_9600/fixmatch/fold_2 | 77.0 | 77.5 | +0.5 | 1.0 | yes |' in text
+    rerun = '| g100_b3_o0/total_9600/fixmatch/fold_2 | 77.0 | 77.5 | +0.5 | 1.0 (folds) | yes |'
+    assert rerun in text
     # Compared with FixMatch under both rules, outside the plan's tables.
     row = '| gamma 100, beta 10%, index order | FixMatch + CReST+ | 2 x 2,400 | 1 | 80.0 | 81.0 |'
     row += '  | +5.0 (FixMatch 2,400: 75.0) | +2.0 (FixMatch 4,800: 78.0) |'

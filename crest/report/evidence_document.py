@@ -48,17 +48,25 @@ def machine_time(root: str) -> str:
     )
 
 
+def spread_runs(root: str) -> list[tuple[evidence.Cell, dict | None]]:
+    """FixMatch at SPREAD_STEPS with each seed (the study's own first), and its results."""
+    steps = evidence.SPREAD_STEPS
+    cells = [evidence.Cell(evidence.BASE, 'fixmatch', steps), *evidence.spread_cells()]
+    return [(cell, evidence.results(root, cell)) for cell in cells]
+
+
+def seed_std(root: str) -> float | None:
+    """The standard deviation of balanced accuracy over the spread's finished seeds."""
+    values = [found['balanced_accuracy'] for _, found in spread_runs(root) if found]
+    return mean_std(values)[1] if len(values) > 1 else None
+
+
 def spread(root: str) -> str:
     """How much single FixMatch runs differ with the seed alone, set against the curve's
     last measured doubling."""
-    steps = evidence.SPREAD_STEPS
-    cells = [evidence.Cell(evidence.BASE, 'fixmatch', steps), *evidence.spread_cells()]
-    rows, values = [], []
-    for cell in cells:
-        found = evidence.results(root, cell)
+    rows = []
+    for cell, found in spread_runs(root):
         bias = None if found is None else evidence.minority_bias(found)
-        if found is not None:
-            values.append(found['balanced_accuracy'])
         rows.append(
             [
                 str(cell.seed),
@@ -67,14 +75,15 @@ def spread(root: str) -> str:
             ]
         )
     out = [
-        f'The same run ({steps:,} steps) with other seeds: other initialisation, '
-        "augmentation and batch order on the same fold's images.\n",
+        f'The same run ({evidence.SPREAD_STEPS:,} steps) with other seeds: other '
+        "initialisation, augmentation and batch order on the same fold's images.\n",
         table(['seed', 'balanced accuracy', 'bias (unlabeled set, points)'], rows),
     ]
-    if len(values) > 1:
-        _, std = mean_std(values)
+    std = seed_std(root)
+    if std is not None:
+        finished = sum(1 for row in rows if row[1] != 'not finished')
         said = (
-            f'\nAcross {len(values)} seeds the standard deviation is {100 * std:.1f} points, '
+            f'\nAcross {finished} seeds the standard deviation is {100 * std:.1f} points, '
             f'so the difference of two single runs, which the rule compares, has one of about '
             f'{100 * std * 2**0.5:.1f} points.'
         )
@@ -153,8 +162,10 @@ def _accuracy(path: str) -> float:
 
 
 def reruns(root: str) -> str:
-    """Cells run again in ROOT_rerun (same layout) against their fold spread."""
+    """Cells run again in ROOT_rerun (same layout) against their fold spread, or against
+    the seed-to-seed spread for a cell run on one fold only (the curve's)."""
     again_root = rerun_root(root)
+    seeds = seed_std(root)
     rows = []
     for path in sorted(glob.glob(os.path.join(again_root, '*', 'total_*', '*', 'fold_*'))):
         if not os.path.exists(os.path.join(path, 'results.json')):
@@ -167,20 +178,32 @@ def reruns(root: str) -> str:
         first = _accuracy(original)
         folds = glob.glob(os.path.join(root, os.path.dirname(relative), 'fold_*', 'results.json'))
         values = [_accuracy(p) for p in folds]
-        _, spread = mean_std(values)
+        if len(values) > 1:
+            spread, said = mean_std(values)[1], 'folds'
+        elif seeds is not None:
+            spread, said = seeds, f'seeds, {evidence.SPREAD_STEPS:,} steps'
+        else:
+            spread, said = None, ''
         verdict = (
-            'no fold spread'
-            if len(values) < 2
+            'no spread measured'
+            if spread is None
             else 'yes'
             if abs(repeat - first) <= spread
             else 'no'
         )
         rows.append(
-            [relative, pct(first), pct(repeat), signed(repeat - first), pct(spread), verdict]
+            [
+                relative,
+                pct(first),
+                pct(repeat),
+                signed(repeat - first),
+                '' if spread is None else f'{pct(spread)} ({said})',
+                verdict,
+            ]
         )
     if not rows:
         return f'No cell has been run again yet (in `{again_root}`).\n'
-    return table(['cell', 'first run', 're-run', 'difference', 'fold std', 'within'], rows) + '\n'
+    return table(['cell', 'first run', 're-run', 'difference', 'std', 'within'], rows) + '\n'
 
 
 def finished_cells(root: str) -> list[evidence.Cell]:
@@ -337,12 +360,18 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
     out.append('\n## Re-running a cell\n')
     if converged is not None and chosen is not None:
         cell = evidence.Cell(chosen, 'fixmatch', evidence.GENERATIONS * converged, 2)
-        out.append(
-            'A cell of Table 2 run again, with the same flags into another folder, e.g. '
-            f'FixMatch on fold 2:\n\n```\n{rerun_command(root, cell)}\n```\n\nthen '
-            '`scripts/evidence.py --action=report` compares every such run with the first, '
-            "against the method's fold-to-fold standard deviation:\n"
-        )
+        which = 'A cell of Table 2 run again, with the same flags into another folder, e.g. '
+        which += 'FixMatch on fold 2'
+    else:
+        cell = evidence.curve_cell(evidence.CURVE_START)
+        which = 'A cell run again, with the same flags into another folder, e.g. the '
+        which += "curve's shortest"
+    out.append(
+        f'{which}:\n\n```\n{rerun_command(root, cell)}\n```\n\nthen '
+        '`scripts/evidence.py --action=report` compares every such run with the first, '
+        "against the fold-to-fold standard deviation of the cell's method (for a cell run on "
+        'one fold only, the seed-to-seed one):\n'
+    )
     out.append(reruns(root))
     out.append('\n## Still to run\n')
     out.append(still_to_run(root, planned, waiting))
