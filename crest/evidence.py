@@ -348,6 +348,12 @@ def plan(root: str) -> tuple[list[Cell], str | None]:
     return [first[k] for k in unique], waiting
 
 
+def selected(cell: Cell, names: list[str] | tuple[str, ...]) -> bool:
+    """Whether a run limited to the settings `names` (all when empty) runs `cell`: how a
+    short budget drops settings. The curve and the seed spread are never dropped."""
+    return not names or cell.stage in ('curve', 'spread') or cell.setting.name in names
+
+
 def cells_key(cell: Cell) -> tuple:
     """Cells that train the same run (the same folder) are one."""
     return (cell.setting, cell.method, cell.total_steps, cell.fold, cell.seed)

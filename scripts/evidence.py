@@ -38,6 +38,12 @@ flags.DEFINE_integer('jobs', 2, 'Runs side by side, each with cores / jobs threa
 flags.DEFINE_integer(
     'max_minutes', 0, 'run: start no new cell after this many minutes (0: no limit).'
 )
+flags.DEFINE_list(
+    'settings',
+    [],
+    'run, list: only the map and Table 2 cells at these settings (e.g. g100_b10_o0; '
+    'default: all), to drop settings on a short budget; the curve and the spread always run.',
+)
 flags.DEFINE_string('document', 'docs/RESULTS.md', 'report: the document to write.')
 flags.DEFINE_string('output', 'docs/evidence', 'report: folder of its plots and the map.')
 flags.DEFINE_string('notes', 'docs/evidence_notes.md', 'report: Markdown put above the numbers.')
@@ -52,10 +58,12 @@ def status(root: str, cell: evidence.Cell) -> str:
     return 'started' if os.path.isdir(cell.workdir(root)) else 'to do'
 
 
-def list_cells(root: str) -> None:
+def list_cells(root: str, settings: list[str]) -> None:
     cells, waiting = evidence.plan(root)
     left = []
     for cell in cells:
+        if not evidence.selected(cell, settings):
+            continue
         state = status(root, cell)
         if not state.startswith('done'):
             left.append(evidence.steps_left(root, cell, cells))
@@ -77,9 +85,9 @@ def launch(root: str, cell: evidence.Cell, threads: int) -> subprocess.Popen:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def run(root: str, jobs: int, max_minutes: int) -> int:
+def run(root: str, jobs: int, max_minutes: int, settings: list[str] = ()) -> int:
     """Runs the plan's cells, `jobs` at a time, until none is left to start; 1 if one
-    failed. One runner per ROOT: a second one stops at once."""
+    failed. One runner per ROOT: a second one stops at once. `settings`: see --settings."""
     os.makedirs(root, exist_ok=True)
     busy = f'another scripts/evidence.py is running on {root}'
     machine_info = {
@@ -91,7 +99,7 @@ def run(root: str, jobs: int, max_minutes: int) -> int:
     try:
         with locks.hold(os.path.join(root, '.runner.lock'), busy):
             try:
-                return _run(root, max_minutes, running, machine_info)
+                return _run(root, max_minutes, settings, running, machine_info)
             finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
                 for entry in running.values():
                     entry[1].terminate()
@@ -122,7 +130,7 @@ def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) 
         f.write(json.dumps(record) + '\n')
 
 
-def _run(root: str, max_minutes: int, running: dict, machine_info: dict) -> int:
+def _run(root: str, max_minutes: int, settings, running: dict, machine_info: dict) -> int:
     jobs, threads = machine_info['jobs'], machine_info['threads']
     start, failed = time.time(), set()
     while True:
@@ -130,6 +138,8 @@ def _run(root: str, max_minutes: int, running: dict, machine_info: dict) -> int:
         pending, elsewhere = [], 0
         for c in cells:
             if evidence.results(root, c) is not None or evidence.cells_key(c) in running:
+                continue
+            if not evidence.selected(c, settings):
                 continue
             if evidence.cells_key(c) in failed:
                 continue
@@ -198,12 +208,16 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     if FLAGS.jobs < 1:
         sys.exit(f'error: --jobs must be >= 1, got {FLAGS.jobs}')
+    known = [s.name for s in evidence.SETTINGS]
+    unknown = [name for name in FLAGS.settings if name not in known]
+    if unknown:
+        sys.exit(f'error: --settings: unknown {", ".join(unknown)}; known: {", ".join(known)}')
     if FLAGS.action == 'list':
-        list_cells(FLAGS.root)
+        list_cells(FLAGS.root, FLAGS.settings)
     elif FLAGS.action == 'run':
         # `kill` as Ctrl-C: the runs stop with the runner, at their last checkpoint.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        sys.exit(run(FLAGS.root, FLAGS.jobs, FLAGS.max_minutes))
+        sys.exit(run(FLAGS.root, FLAGS.jobs, FLAGS.max_minutes, FLAGS.settings))
     else:
         from crest.report import evidence_document
 

@@ -387,6 +387,52 @@ def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, mo
             cli.run(root, jobs=2, max_minutes=0)
 
 
+def test_runner_limited_to_settings_drops_the_others_but_never_the_curve(
+    tmp_path, monkeypatch, cli
+):
+    base, other, dropped = evidence.SETTINGS[:3]
+    cells = [
+        evidence.curve_cell(4800),
+        evidence.Cell(dropped, 'fixmatch', 4800),
+        evidence.Cell(other, 'fixmatch', 4800),
+        evidence.Cell(base, 'fixmatch_crest_plus', 9600),
+    ]
+    monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
+    launched = []
+
+    def fake_launch(root, cell, threads):
+        launched.append(cell)
+        path = os.path.join(cell.workdir(root), 'results.json')
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        code = f'import json; json.dump({{"balanced_accuracy": 0.5}}, open({path!r}, "w"))'
+        return subprocess.Popen([sys.executable, '-c', code])
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    assert cli.run(str(tmp_path), jobs=1, max_minutes=0, settings=[base.name, other.name]) == 0
+    assert launched == [cells[0], cells[2], cells[3]]
+
+
+def test_an_unknown_setting_is_refused_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, 'scripts', 'evidence.py'),
+            '--action=list',
+            f'--root={tmp_path}',
+            '--settings=g100_b10_o0,g300_b10_o0',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        'error: --settings: unknown g300_b10_o0; known: '
+        + ', '.join(s.name for s in evidence.SETTINGS)
+    )
+
+
 def _fake_args(cell):
     """The args.json scripts/crest.py writes for `cell` (the settings its flags give)."""
     args = {'steps_per_generation': cell.steps_per_generation}
