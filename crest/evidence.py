@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Sequence
 
 from crest import methods
 
@@ -348,7 +349,7 @@ def plan(root: str) -> tuple[list[Cell], str | None]:
     return [first[k] for k in unique], waiting
 
 
-def selected(cell: Cell, names: list[str] | tuple[str, ...]) -> bool:
+def selected(cell: Cell, names: Sequence[str]) -> bool:
     """Whether a run limited to the settings `names` (all when empty) runs `cell`: how a
     short budget drops settings. The curve and the seed spread are never dropped."""
     return not names or cell.stage in ('curve', 'spread') or cell.setting.name in names

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -58,7 +59,7 @@ def status(root: str, cell: evidence.Cell) -> str:
     return 'started' if os.path.isdir(cell.workdir(root)) else 'to do'
 
 
-def list_cells(root: str, settings: list[str]) -> None:
+def list_cells(root: str, settings: Sequence[str]) -> None:
     cells, waiting = evidence.plan(root)
     left = []
     for cell in cells:
@@ -85,7 +86,7 @@ def launch(root: str, cell: evidence.Cell, threads: int) -> subprocess.Popen:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def run(root: str, jobs: int, max_minutes: int, settings: list[str] = ()) -> int:
+def run(root: str, jobs: int, max_minutes: int, settings: Sequence[str] = ()) -> int:
     """Runs the plan's cells, `jobs` at a time, until none is left to start; 1 if one
     failed. One runner per ROOT: a second one stops at once. `settings`: see --settings."""
     os.makedirs(root, exist_ok=True)
@@ -130,7 +131,9 @@ def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) 
         f.write(json.dumps(record) + '\n')
 
 
-def _run(root: str, max_minutes: int, settings, running: dict, machine_info: dict) -> int:
+def _run(
+    root: str, max_minutes: int, settings: Sequence[str], running: dict, machine_info: dict
+) -> int:
     jobs, threads = machine_info['jobs'], machine_info['threads']
     start, failed = time.time(), set()
     while True:

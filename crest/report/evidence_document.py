@@ -64,8 +64,8 @@ def seed_std(root: str) -> float | None:
 def spread(root: str) -> str:
     """How much single FixMatch runs differ with the seed alone, set against the curve's
     last measured doubling."""
-    rows = []
-    for cell, found in spread_runs(root):
+    runs, rows = spread_runs(root), []
+    for cell, found in runs:
         bias = None if found is None else evidence.minority_bias(found)
         rows.append(
             [
@@ -81,7 +81,7 @@ def spread(root: str) -> str:
     ]
     std = seed_std(root)
     if std is not None:
-        finished = sum(1 for row in rows if row[1] != 'not finished')
+        finished = sum(found is not None for _, found in runs)
         said = (
             f'\nAcross {finished} seeds the standard deviation is {100 * std:.1f} points, '
             f'so the difference of two single runs, which the rule compares, has one of about '
