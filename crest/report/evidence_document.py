@@ -55,9 +55,9 @@ def spread_runs(root: str) -> list[tuple[evidence.Cell, dict | None]]:
     return [(cell, evidence.results(root, cell)) for cell in cells]
 
 
-def seed_std(root: str) -> float | None:
-    """The standard deviation of balanced accuracy over the spread's finished seeds."""
-    values = [found['balanced_accuracy'] for _, found in spread_runs(root) if found]
+def seed_std(runs: list[tuple[evidence.Cell, dict | None]]) -> float | None:
+    """The standard deviation of balanced accuracy over `spread_runs`' finished seeds."""
+    values = [found['balanced_accuracy'] for _, found in runs if found]
     return mean_std(values)[1] if len(values) > 1 else None
 
 
@@ -79,7 +79,7 @@ def spread(root: str) -> str:
         "initialisation, augmentation and batch order on the same fold's images.\n",
         table(['seed', 'balanced accuracy', 'bias (unlabeled set, points)'], rows),
     ]
-    std = seed_std(root)
+    std = seed_std(runs)
     if std is not None:
         finished = sum(found is not None for _, found in runs)
         said = (
@@ -165,7 +165,7 @@ def reruns(root: str) -> str:
     """Cells run again in ROOT_rerun (same layout) against their fold spread, or against
     the seed-to-seed spread for a cell run on one fold only (the curve's)."""
     again_root = rerun_root(root)
-    seeds = seed_std(root)
+    seeds = seed_std(spread_runs(root))
     rows = []
     for path in sorted(glob.glob(os.path.join(again_root, '*', 'total_*', '*', 'fold_*'))):
         if not os.path.exists(os.path.join(path, 'results.json')):
