@@ -32,8 +32,9 @@ class Config:
     stream: str = 'auto'
     imbalance: float = 100.0
     # Which classes are rare: 0 keeps the source's label order (class 0 the head), k > 0
-    # ranks the classes by a permutation seeded by k. Built-in long-tailed data only.
-    class_order: int = 0
+    # ranks the classes by a permutation seeded by k, a list [c_0, c_1, ...] ranks source
+    # class c_r at rank r. Built-in long-tailed data only.
+    class_order: int | list[int] = 0
     label_fraction: float = 0.1
     fold: int = 1
     algorithm: str = 'fixmatch'
@@ -103,6 +104,33 @@ def _check(ok: bool, flag: str, allowed: str, value) -> None:
         raise ValueError(f'--{flag} must be {allowed}, got {value!r}')
 
 
+def parse_class_order(text: str) -> int | list[int]:
+    """--class_order's value: '3' is the seed 3, '6,4,2,...' the list of source classes
+    by rank. A list, not a tuple, so that it equals the one a saved args.json holds."""
+    try:
+        return [int(c) for c in text.split(',')] if ',' in text else int(text)
+    except ValueError:
+        raise ValueError(
+            '--class_order must be a seed (an integer) or class indices separated by '
+            f'commas, got {text!r}'
+        ) from None
+
+
+def _check_class_order(order: int | list[int], num_classes: int) -> None:
+    """--class_order is a seed >= 0, or a list naming each of the `num_classes` classes
+    once."""
+    if not isinstance(order, list):
+        _check(order >= 0, 'class_order', '>= 0', order)
+        return
+    allowed = f'a permutation of 0..{num_classes - 1}'
+    outside = [c for c in order if not 0 <= c < num_classes]
+    _check(not outside, 'class_order', f'{allowed} (out of range: {outside})', order)
+    repeated = sorted({c for c in order if order.count(c) > 1})
+    _check(not repeated, 'class_order', f'{allowed} (repeated: {repeated})', order)
+    missing = sorted(set(range(num_classes)) - set(order))
+    _check(not missing, 'class_order', f'{allowed} (missing: {missing})', order)
+
+
 def validate(cfg: Config) -> None:
     """Raises ValueError with a one-line message naming the first bad setting.
 
@@ -156,7 +184,7 @@ def validate(cfg: Config) -> None:
             cfg.class_order,
         )
     else:
-        _check(cfg.class_order >= 0, 'class_order', '>= 0', cfg.class_order)
+        _check_class_order(cfg.class_order, info.num_classes)
         # gamma = N_1 / N_L: beyond N_1 the smallest class keeps no image at all.
         _check(
             1 <= cfg.imbalance <= info.head_count,
@@ -230,19 +258,30 @@ def flat_settings(settings: dict) -> dict:
     return flat
 
 
+def _folder_value(value) -> str:
+    """A setting's value in a folder name: a float in %g, a list as 6-4-2 (a comma
+    separates the settings, and a space would need quoting)."""
+    if isinstance(value, float):
+        return f'{value:g}'
+    if isinstance(value, list):
+        return '-'.join(str(v) for v in value)
+    return str(value)
+
+
 def default_workdir(cfg: Config, root: str = 'runs') -> str:
     """root/<name=value,...> of the settings that differ from their defaults.
 
     E.g. `runs/dataset=fashion_mnist_lt,arch=cnn_small,fold=2`, or
-    `runs/algorithm=mixmatch,mixmatch.T=0.4`; `runs/paper` for the defaults. A setting
-    that depends on the algorithm counts as changed when it differs from that
-    algorithm's default. Runtime-only settings are left out.
+    `runs/algorithm=mixmatch,mixmatch.T=0.4`, or `runs/class_order=6-4-2-0-9-1-3-5-7-8`;
+    `runs/paper` for the defaults. A setting that depends on the algorithm counts as
+    changed when it differs from that algorithm's default. Runtime-only settings are left
+    out.
     """
     current = flat_settings(dataclasses.asdict(resolve(cfg)))
     default = flat_settings(dataclasses.asdict(resolve(Config(algorithm=cfg.algorithm))))
     default['algorithm'] = Config().algorithm
     parts = [
-        f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}'
+        f'{k}={_folder_value(v)}'
         for k, v in current.items()
         if k not in RUNTIME_ONLY and v != default[k]
     ]

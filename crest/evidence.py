@@ -1,29 +1,32 @@
-"""The evidence study: when does class-rebalancing pay off, at converged generations?
+"""The evidence study: does CReST pay off at near-converged generations, and where?
 
-Three stages, each a list of training runs ("cells") of scripts/crest.py on
-Fashion-MNIST-LT, every one a folder ROOT/<setting>/total_<steps>/<method>/fold_<f>
-(ROOT/seed_<s>/... for a seed other than SEED):
+Every cell is a training run of scripts/crest.py on Fashion-MNIST-LT, in a folder
+ROOT/[<precision>/]<setting>/total_<steps>/<method>/fold_<f>. Generations are S = STEPS
+steps long: the convergence curve of the second edition (SECOND_EDITION) put FixMatch at
+S 1.5 points under its plateau, and its doubling rule answered 2S; under the paper's
+Table 2 rule FixMatch trains 2S, so shorter generations handicap self-training, not
+FixMatch, and a gain found at S holds a fortiori. The stages, in the order they run:
 
-1. The convergence curve. FixMatch on fold 1 of the base setting for 2,400, 4,800,
-   9,600, ... steps, doubling until doubling gains less than MIN_EFFECT of balanced
-   accuracy (a fall counts: more steps do not help). The first such length S is the
-   length of every generation below. FixMatch is also run with other seeds
-   (SPREAD_SEEDS) at one length, to measure how much single runs differ.
-2. The regime map. For each setting (imbalance, label fraction, which classes are rare),
-   fold 1: FixMatch for S steps (the paper's Table 1 rule compares G generations of S
-   with one), FixMatch for G x S (its Table 2 rule: equal total budget), CReST+ and
-   CReST for G generations of S. FixMatch's bias is read off its S-step run.
-3. Table 2. At the setting where FixMatch is most biased, every preset of
-   crest/methods.py at the total budget G x S on folds 1-3, most telling first.
+1. check: FixMatch for CHECK_STEPS at the base setting, fold 1: the cell run again after
+   a change to training code, to show its results unchanged (`same_results`).
+2. base: at the base setting, folds 1-3, FixMatch for S (the Table 1 rule's baseline)
+   and for 2S (the Table 2 rule's), CReST+ and CReST for 2 generations of S.
+3. precision: FixMatch for S on base fold 1 in bf16. The map trains in bf16 if that run
+   lands within two seed-to-seed standard deviations of the float32 one and trains at
+   least BF16_MIN_SPEEDUP times as fast (`map_precision`).
+4. map: fold 1 of each of `map_settings` (a hard tail, fewer labels, a longer tail,
+   another permutation), the same four cells; FixMatch's bias is read off its S run.
+5. extra: FixMatch + DA (t=0.5) for 2S on the base folds.
 
-CReST's generation 0 is FixMatch's run of the same length, seed and fold (the same
-settings but the number of generations; training is deterministic), so a cell whose
-generation 0 another planned cell trains starts from a copy of it
-(`generation0_source`, `copy_generation0`) rather than training it twice.
+CReST's generation 0 is FixMatch's S run of the same setting, fold, seed and precision
+(training is deterministic), so it starts from a copy of it (`generation0_source`,
+`copy_generation0`) rather than training it twice.
 
-`plan(root)` lists the cells in the order they should run, as far as the finished
-ones decide it (the curve decides S; the map's FixMatch runs decide Table 2's setting),
-so that a study stopped anywhere and started again goes on where it was. This module
+`plan(root)` lists the cells in the order they should run, as far as the finished ones
+decide it (base fold 1's FixMatch decides the hard tail; the precision run decides the
+map's precision), so that a study stopped anywhere and started again goes on where it
+was. A finished cell's small files are copied to the records folder (`save_records`),
+which is kept in the repository and from which the report is written. This module
 imports nothing heavy: the runner and the report read it.
 """
 
@@ -35,26 +38,26 @@ from collections.abc import Sequence
 
 from crest import methods
 
-# Doubling the steps must gain less balanced accuracy than this (1 point).
-MIN_EFFECT = 0.01
-# Generations of the self-training methods; the paper trains 6, of 2^16 steps each.
-GENERATIONS = 2
-SEED = 1  # Every cell's, but the spread's.
-CURVE_START = 2400
-# Raised by one doubling when 38,400 steps still gained a point or more (docs/RESULTS.md).
-CURVE_MAX = 76800
-# The convergence rule compares single runs: FixMatch at the base setting, fold 1, is run
-# again with these seeds (its initialisation, augmentation and batch order; the fold's
-# images stay) at SPREAD_STEPS, so that the document can set a doubling's gain against
-# the seed-to-seed spread. SPREAD_STEPS: one of the curve's lengths near its end, the
-# generation length of the first self-training runs, and cheaper than the longer ones.
-SPREAD_SEEDS = (2, 3)
-SPREAD_STEPS = 19200
-EVALS_PER_GENERATION = 30  # eval_every = steps per generation / this.
+STEPS = 19200  # S, every generation's length.
+GENERATIONS = 2  # Of the self-training methods; the paper trains 6 of 2^16 steps each.
+SEED = 1
 FOLDS = (1, 2, 3)
+CHECK_STEPS = 2400
+EVALS_PER_GENERATION = 30  # eval_every = steps per generation / this.
+# A doubling of the steps that gains less than this did not pay (the curve's rule).
+MIN_EFFECT = 0.01
+BF16_MIN_SPEEDUP = 1.3
 # ROOT/LEDGER: one JSON line per run that ended (finished, failed or stopped): machine,
 # wall time, steps.
 LEDGER = 'ledger.jsonl'
+
+# The second edition's measurements at the base setting, fold 1 (float32, AMD EPYC):
+# FixMatch's balanced accuracy by steps, and at 19,200 steps by seed. Its run folders were
+# lost with its machine; docs/archive/results_second_edition.md is its document.
+SECOND_EDITION = {
+    'curve': {2400: 0.757, 4800: 0.783, 9600: 0.799, 19200: 0.812, 38400: 0.823, 76800: 0.827},
+    'seeds': {1: 0.812, 2: 0.806, 3: 0.809},
+}
 
 # Flags every cell shares: the CPU benchmark's model and batch (32 labeled + 32 unlabeled
 # images per step), the paper's other settings.
@@ -71,44 +74,58 @@ COMMON_FLAGS = (
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """How long-tailed the data is: gamma, beta and which classes are rare (0: source
-    order, k > 0: the permutation seeded by k, see libml/lt.py)."""
+    order; k > 0: the permutation seeded by k; a tuple: the source class at each rank,
+    the head first, see libml/lt.py). `label` names it in the document."""
 
     imbalance: int
     label_fraction: float
-    class_order: int = 0
+    class_order: int | tuple[int, ...] = 0
+    label: str = dataclasses.field(default='', compare=False)
 
     @property
     def name(self) -> str:
-        return f'g{self.imbalance}_b{round(100 * self.label_fraction)}_o{self.class_order}'
+        order = self.class_order
+        order = '-'.join(map(str, order)) if isinstance(order, tuple) else order
+        return f'g{self.imbalance}_b{round(100 * self.label_fraction)}_o{order}'
 
     @property
     def title(self) -> str:
-        order = 'index order' if not self.class_order else f'permutation {self.class_order}'
-        return f'gamma {self.imbalance}, beta {100 * self.label_fraction:g}%, {order}'
+        if isinstance(self.class_order, tuple):
+            order = 'order ' + ','.join(map(str, self.class_order))
+        elif self.class_order:
+            order = f'permutation {self.class_order}'
+        else:
+            order = 'index order'
+        title = f'gamma {self.imbalance}, beta {100 * self.label_fraction:g}%, {order}'
+        return f'{self.label}: {title}' if self.label else title
 
     def flags(self) -> list[str]:
+        order = self.class_order
+        order = ','.join(map(str, order)) if isinstance(order, tuple) else order
         return [
             f'--imbalance={self.imbalance}',
             f'--label_fraction={self.label_fraction}',
-            f'--class_order={self.class_order}',
+            f'--class_order={order}',
         ]
 
 
-BASE = Setting(100, 0.1, 0)
-# One change at a time from the base: which classes are rare, a longer tail, fewer labels.
-SETTINGS = (
-    BASE,
-    Setting(100, 0.1, 1),
-    Setting(100, 0.1, 2),
-    Setting(200, 0.1, 0),
-    Setting(100, 0.03, 0),
+BASE = Setting(100, 0.1, 0, 'base')
+# The map's settings after the hard tail (`hard_tail`), one change each from the base,
+# in the order they run; the last only if the budget allows.
+MAP_OTHERS = (
+    Setting(100, 0.03, 0, '3% labeled'),
+    Setting(200, 0.1, 0, 'imbalance 200'),
+    Setting(100, 0.1, 2, 'permutation 2'),
 )
-
-# Table 2's presets, the ones its claims and orderings need most first. The "+ LA" ones
-# are read off these runs.
-TABLE2_FIRST = ('fixmatch', 'fixmatch_crest_plus', 'fixmatch_crest')
-TABLE2_THEN = (
-    'fixmatch_da05',
+# The four cells of a setting: (role, preset, generations of S).
+ROLES = (
+    ('fixmatch_1gen', 'fixmatch', 1),
+    ('fixmatch', 'fixmatch', GENERATIONS),
+    ('fixmatch_crest_plus', 'fixmatch_crest_plus', GENERATIONS),
+    ('fixmatch_crest', 'fixmatch_crest', GENERATIONS),
+)
+# Table 2's presets that this study does not run; 'Still to run' prices them.
+TABLE2_OTHERS = (
     'fixmatch_da1',
     'fixmatch_rs',
     'fixmatch_cb',
@@ -118,19 +135,22 @@ TABLE2_THEN = (
     'supervised',
     'pseudo_label',
     'mean_teacher',
+    'alpha0',
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One training run: a preset at a setting, a total budget, a fold and a seed."""
+    """One training run: a preset at a setting, a total budget, a fold, a seed and a
+    precision."""
 
     setting: Setting
     method: str
     total_steps: int
     fold: int = 1
-    stage: str = 'map'
+    stage: str = 'base'
     seed: int = SEED
+    precision: str = 'float32'
 
     @property
     def generations(self) -> int:
@@ -141,9 +161,11 @@ class Cell:
         return self.total_steps // self.generations
 
     def workdir(self, root: str) -> str:
-        # Runs of another seed: under ROOT/seed_<s>, out of the way of ROOT/<setting>.
+        # Out of the way of the float32 seed-1 runs: another seed's, another precision's.
         if self.seed != SEED:
             root = os.path.join(root, f'seed_{self.seed}')
+        if self.precision != 'float32':
+            root = os.path.join(root, self.precision)
         return os.path.join(
             root,
             self.setting.name,
@@ -159,8 +181,26 @@ class Cell:
         flags += [f'--total_steps={self.total_steps}', f'--fold={self.fold}']
         if self.generations > 1:
             flags.append(f'--generations={self.generations}')
+        if self.precision != 'float32':
+            flags.append(f'--precision={self.precision}')
         eval_every = max(1, self.steps_per_generation // EVALS_PER_GENERATION)
         return flags + [f'--eval_every={eval_every}', f'--cpu_threads={threads}']
+
+
+def setting_cells(setting: Setting, fold: int, stage: str, precision: str) -> dict[str, Cell]:
+    """{role: cell} of the four cells of a setting on a fold."""
+    return {
+        role: Cell(setting, method, gens * STEPS, fold, stage, precision=precision)
+        for role, method, gens in ROLES
+    }
+
+
+def check_cell() -> Cell:
+    return Cell(BASE, 'fixmatch', CHECK_STEPS, 1, 'check')
+
+
+def precision_cell() -> Cell:
+    return Cell(BASE, 'fixmatch', STEPS, 1, 'precision', precision='bf16')
 
 
 def results(root: str, cell: Cell) -> dict | None:
@@ -189,12 +229,15 @@ def ledger(root: str) -> list[dict]:
 
 def hours(root: str, steps: list[int]) -> tuple[float, int] | None:
     """(Hours that runs of these numbers of steps take, runs side by side) at the speed
-    of the finished runs of the ledger (resumed ones left out); None before any. No less
-    than the longest run takes alone."""
+    of the finished float32 runs of the ledger (resumed ones left out); None before any.
+    No less than the longest run takes alone."""
     done = [
         r
         for r in ledger(root)
-        if r['returncode'] == 0 and r['seconds'] > 0 and not r.get('resumed')
+        if r['returncode'] == 0
+        and r['seconds'] > 0
+        and not r.get('resumed')
+        and r.get('precision', 'float32') == 'float32'
     ]
     if not done:
         return None
@@ -203,41 +246,15 @@ def hours(root: str, steps: list[int]) -> tuple[float, int] | None:
     return max(sum(steps) / jobs, max(steps, default=0)) / rate / 3600, jobs
 
 
-def curve_cell(steps: int) -> Cell:
-    return Cell(BASE, 'fixmatch', steps, 1, 'curve')
-
-
-def curve(root: str) -> tuple[list[Cell], int | None]:
-    """The curve's cells so far and the converged length S (None until known).
-
-    S is the first length whose doubling gains less than MIN_EFFECT of balanced accuracy
-    (or loses); the curve grows by one doubling while that is not found, up to CURVE_MAX.
-    """
-    cells = [curve_cell(CURVE_START), curve_cell(2 * CURVE_START)]
-    while True:
-        short, long = cells[-2], cells[-1]
-        a, b = accuracy(root, short), accuracy(root, long)
-        if a is None or b is None:
-            return cells, None
-        if b - a < MIN_EFFECT:
-            return cells, short.total_steps
-        if long.total_steps >= CURVE_MAX:
-            return cells, None
-        cells.append(curve_cell(2 * long.total_steps))
-
-
-def spread_cells() -> list[Cell]:
-    return [Cell(BASE, 'fixmatch', SPREAD_STEPS, 1, 'spread', seed) for seed in SPREAD_SEEDS]
-
-
-def curve_waiting(root: str, cells: list[Cell]) -> str:
-    """What an unconverged curve waits for: its runs, or a longer CURVE_MAX."""
-    if all(accuracy(root, c) is not None for c in cells):
-        return (
-            f'the convergence curve, which still gains a point or more at {CURVE_MAX:,} steps: '
-            'raise CURVE_MAX in crest/evidence.py'
-        )
-    return 'the convergence curve'
+def steps_per_second(root: str, cell: Cell) -> float | None:
+    """A finished cell's speed: the steps it trained over the wall time of all its
+    stretches in the ledger (restarts included); None without a ledger line."""
+    mine = [r for r in ledger(root) if r['workdir'] == cell.workdir(root)]
+    finished = [r for r in mine if r['returncode'] == 0]
+    seconds = sum(r['seconds'] for r in mine)
+    if not finished or seconds <= 0:
+        return None
+    return finished[-1]['steps'] / seconds
 
 
 def minority_bias(result: dict, split: str = 'unlabeled', generation: int = -1) -> dict | None:
@@ -268,96 +285,95 @@ def minority_bias(result: dict, split: str = 'unlabeled', generation: int = -1) 
     }
 
 
-def map_cells(converged: int) -> dict[str, dict[str, Cell]]:
-    """{setting name: {role: cell}} of the regime map, for generations of `converged`."""
-    s = converged
+def seed_std() -> float:
+    """The sample standard deviation of the second edition's FixMatch S runs over seeds."""
+    values = list(SECOND_EDITION['seeds'].values())
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def hard_tail(root: str) -> Setting | None:
+    """The base setting with the classes that FixMatch (S steps, base fold 1) recalls
+    worst on the test set made the rarest: the classes sorted by that recall, best
+    first (ties by index). None until that run has finished."""
+    found = results(root, setting_cells(BASE, 1, 'base', 'float32')['fixmatch_1gen'])
+    if found is None:
+        return None
+    recall = found['generations'][-1]['test']['recall']
+    order = tuple(sorted(range(len(recall)), key=lambda c: (-recall[c], c)))
+    return Setting(BASE.imbalance, BASE.label_fraction, order, 'hard tail')
+
+
+def map_settings(root: str) -> list[Setting]:
+    """The map's settings known so far, in the order they run: the base (its fold 1
+    cells are the base stage's), the hard tail once decided, then MAP_OTHERS."""
+    hard = hard_tail(root)
+    return [BASE, *([hard] if hard else []), *MAP_OTHERS]
+
+
+def map_precision(root: str) -> dict | None:
+    """The precision of the map's runs and why: bf16 when its FixMatch S run on base fold
+    1 lands within two seed-to-seed standard deviations of the float32 one and trains
+    BF16_MIN_SPEEDUP times as fast or more; None until both have finished."""
+    f32 = setting_cells(BASE, 1, 'base', 'float32')['fixmatch_1gen']
+    bf16 = precision_cell()
+    a, b = accuracy(root, f32), accuracy(root, bf16)
+    speed_a, speed_b = steps_per_second(root, f32), steps_per_second(root, bf16)
+    if None in (a, b, speed_a, speed_b):
+        return None
+    limit = 2 * seed_std()
+    speedup = speed_b / speed_a
+    close, fast = abs(b - a) <= limit, speedup >= BF16_MIN_SPEEDUP
     return {
-        setting.name: {
-            'fixmatch_1gen': Cell(setting, 'fixmatch', s, 1, 'map'),
-            'fixmatch': Cell(setting, 'fixmatch', GENERATIONS * s, 1, 'map'),
-            'fixmatch_crest_plus': Cell(setting, 'fixmatch_crest_plus', GENERATIONS * s, 1, 'map'),
-            'fixmatch_crest': Cell(setting, 'fixmatch_crest', GENERATIONS * s, 1, 'map'),
-        }
-        for setting in SETTINGS
+        'precision': 'bf16' if close and fast else 'float32',
+        'float32': a,
+        'bf16': b,
+        'limit': limit,
+        'speedup': speedup,
+        'close': close,
+        'fast': fast,
     }
 
 
-def most_biased(root: str, converged: int) -> Setting | None:
-    """The setting whose FixMatch (S steps, fold 1) is most biased on the unlabeled set;
-    None until every setting's run has finished, so that the choice never changes."""
-    for setting in SETTINGS:
-        if results(root, Cell(setting, 'fixmatch', converged)) is None:
-            return None
-    return by_bias(root, converged)[0]
+def base_cells() -> list[Cell]:
+    """The base stage, FixMatch S on every fold first (CReST copies its generation 0)."""
+    by_fold = [setting_cells(BASE, f, 'base', 'float32') for f in FOLDS]
+    first = [cells['fixmatch_1gen'] for cells in by_fold]
+    return first + [c for cells in by_fold for r, c in cells.items() if r != 'fixmatch_1gen']
 
 
-def by_bias(root: str, converged: int) -> list[Setting]:
-    """The settings, most biased FixMatch first, then the least biased, then the others
-    from more to less; in SETTINGS order until every FixMatch S-step run has finished."""
-    biases = {}
-    for setting in SETTINGS:
-        found = results(root, Cell(setting, 'fixmatch', converged))
-        if found is None:
-            return list(SETTINGS)
-        biases[setting] = minority_bias(found)['bias']
-    ranked = sorted(SETTINGS, key=lambda s: -biases[s])
-    return [ranked[0], ranked[-1], *ranked[1:-1]]
-
-
-def table2_cells(setting: Setting, converged: int) -> list[Cell]:
-    """Every training preset at the total budget GENERATIONS x S, folds 1-3, the ones
-    the claims need most first, and FixMatch for S steps on every fold (Table 1 rule)."""
-    total = GENERATIONS * converged
-    cells = []
-    for f in FOLDS:
-        for m in TABLE2_FIRST:
-            if m == 'fixmatch_crest':  # Its generation 0 first: CReST copies it.
-                cells.append(Cell(setting, 'fixmatch', converged, f, 'table2'))
-            cells.append(Cell(setting, m, total, f, 'table2'))
-    # Claim 4 (alpha = 0 gains nothing over generations) is read within each run: one
-    # fold first, the others after every other preset.
-    cells.append(Cell(setting, 'alpha0', total, FOLDS[0], 'table2'))
-    cells += [Cell(setting, m, total, f, 'table2') for m in TABLE2_THEN for f in FOLDS]
-    cells += [Cell(setting, 'alpha0', total, f, 'table2') for f in FOLDS[1:]]
-    return cells
+def extra_cells() -> list[Cell]:
+    return [Cell(BASE, 'fixmatch_da05', GENERATIONS * STEPS, f, 'extra') for f in FOLDS]
 
 
 def plan(root: str) -> tuple[list[Cell], str | None]:
     """Every cell known so far, in the order to run them (finished ones included), and
     what the rest waits for (None when the plan is complete)."""
-    cells, converged = curve(root)
-    # The spread next: it tells whether the curve's last gains exceed seed-to-seed noise.
-    if converged is None:
-        return cells + spread_cells(), curve_waiting(root, cells)
-    cells += spread_cells()
-    by_setting = map_cells(converged)
-    # FixMatch for S steps everywhere first: it decides Table 2's setting and the order
-    # of the rest, the extremes of bias first, so that a partial map already spans it.
-    cells += [roles['fixmatch_1gen'] for roles in by_setting.values()]
-    order = [by_setting[s.name] for s in by_bias(root, converged)]
-    cells += [roles[r] for roles in order for r in ('fixmatch', 'fixmatch_crest_plus')]
-    # CReST trains one generation of its own (its first is FixMatch's S-step run).
-    cells += [roles['fixmatch_crest'] for roles in order]
-    waiting = None
-    chosen = most_biased(root, converged)
-    if chosen is None:
-        waiting = "every setting's FixMatch run, which decides Table 2's setting"
+    base = base_cells()
+    cells = [check_cell(), *base[: len(FOLDS)], precision_cell(), *base[len(FOLDS) :]]
+    waiting = []
+    precision = map_precision(root)
+    if hard_tail(root) is None:
+        waiting.append("base fold 1's FixMatch run (it decides the hard tail)")
+    if precision is None:
+        waiting.append("the bf16 run (it decides the map's precision)")
     else:
-        cells += table2_cells(chosen, converged)
-    unique = list(dict.fromkeys(cells_key(c) for c in cells))
-    first = {cells_key(c): c for c in reversed(cells)}
-    return [first[k] for k in unique], waiting
+        for setting in map_settings(root)[1:]:
+            cells += setting_cells(setting, 1, 'map', precision['precision']).values()
+    if not waiting:
+        cells += extra_cells()
+    return cells, '; '.join(waiting) or None
 
 
 def selected(cell: Cell, names: Sequence[str]) -> bool:
     """Whether a run limited to the settings `names` (all when empty) runs `cell`: how a
-    short budget drops settings. The curve and the seed spread are never dropped."""
-    return not names or cell.stage in ('curve', 'spread') or cell.setting.name in names
+    short budget drops settings. The base setting is never dropped."""
+    return not names or cell.setting == BASE or cell.setting.name in names
 
 
 def cells_key(cell: Cell) -> tuple:
     """Cells that train the same run (the same folder) are one."""
-    return (cell.setting, cell.method, cell.total_steps, cell.fold, cell.seed)
+    return (cell.setting, cell.method, cell.total_steps, cell.fold, cell.seed, cell.precision)
 
 
 def generation0_source(cell: Cell, cells: list[Cell]) -> Cell | None:
@@ -369,17 +385,15 @@ def generation0_source(cell: Cell, cells: list[Cell]) -> Cell | None:
     if cell.generations == 1:
         return None
     own = methods.METHODS[methods.canonical(cell.method)].settings
-    planned = {cells_key(c) for c in cells}
+    planned = {cells_key(c): c for c in cells}
     for name, method in methods.METHODS.items():
-        source = Cell(
-            cell.setting, name, cell.steps_per_generation, cell.fold, cell.stage, cell.seed
-        )
+        source = dataclasses.replace(cell, method=name, total_steps=cell.steps_per_generation)
         if (
             methods.kind(name) == 'single'
             and method.settings == own
             and cells_key(source) in planned
         ):
-            return source
+            return planned[cells_key(source)]
     return None
 
 
@@ -439,6 +453,8 @@ def _differences(args: dict, cell: Cell) -> list[str]:
         have = args[name]
         if isinstance(have, bool):
             same = have == (value in ('', 'true', 'True', '1'))  # `--ema_warmup` alone: true.
+        elif isinstance(have, list):  # An explicit class order.
+            same = ','.join(map(str, have)) == value
         elif isinstance(have, int | float):
             same = float(value) == float(have)
         else:
@@ -475,3 +491,84 @@ def copy_generation0_files(source_dir: str, workdir: str) -> None:
     with open(os.path.join(partial, COPIED), 'w') as f:
         json.dump({'copied_from': source_dir}, f)
     os.rename(partial, workdir)
+
+
+# --------------------------------------------------------------------------------------
+# Records: what the report reads of a finished run, kept in the repository.
+
+# A run folder's files the report reads (or a reader checks it by), none larger than a
+# few tens of kB; checkpoints, TFRecords and test probabilities (400 kB per generation)
+# stay behind.
+RECORD_FILES = ('args.json', 'results.json', COPIED, os.path.join('data', 'counts.json'))
+GENERATION_RECORD_FILES = ('evals.json', 'picks.json')
+
+
+def save_records(root: str, records: str, cell: Cell) -> list[str]:
+    """Copies a finished cell's record files from its run folder under ROOT to the same
+    place under RECORDS (each written whole under a temporary name, then renamed) and
+    returns their paths there; [] while the cell is unfinished."""
+    if results(root, cell) is None:
+        return []
+    source, target = cell.workdir(root), cell.workdir(records)
+    names = list(RECORD_FILES)
+    for g in range(cell.generations):
+        names += [os.path.join(f'gen_{g:02d}', n) for n in GENERATION_RECORD_FILES]
+    written = []
+    for name in names:
+        if os.path.exists(os.path.join(source, name)):
+            path = os.path.join(target, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            shutil.copyfile(os.path.join(source, name), path + '.partial')
+            os.replace(path + '.partial', path)
+            written.append(path)
+    return written
+
+
+def save_ledger(root: str, records: str) -> str | None:
+    """Copies ROOT's ledger to RECORDS; its path there, None when ROOT has none."""
+    source = os.path.join(root, LEDGER)
+    if not os.path.exists(source):
+        return None
+    os.makedirs(records, exist_ok=True)
+    path = os.path.join(records, LEDGER)
+    shutil.copyfile(source, path + '.partial')
+    os.replace(path + '.partial', path)
+    return path
+
+
+# Fields of results.json that differ between two runs of the same cell by their nature.
+_TIME_FIELDS = ('seconds',)
+_RUN_FIELDS = ('workdir', 'cpu_threads')
+
+
+def same_results(first: dict, second: dict) -> list[str]:
+    """Where two results.json of one cell differ, but for wall time and where they ran
+    (paths of the differing fields; [] when the same)."""
+
+    def strip(value, path=()):
+        if isinstance(value, dict):
+            return {
+                k: strip(v, (*path, k))
+                for k, v in value.items()
+                if k not in _TIME_FIELDS and not (path == ('args',) and k in _RUN_FIELDS)
+            }
+        if isinstance(value, list):
+            return [strip(v, path) for v in value]
+        return value
+
+    return _differing(strip(first), strip(second))
+
+
+def _differing(a, b, path: str = '') -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += _differing(a.get(key), b.get(key), f'{path}/{key}')
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _differing(x, y, f'{path}[{i}]')
+        ]
+    return [] if a == b else [path or '/']

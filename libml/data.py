@@ -346,7 +346,7 @@ def fold_spec(
     fold: int,
     data_dir: str | None = None,
     image_size: int = 0,
-    class_order: int = 0,
+    class_order: int | list[int] = 0,
 ) -> dict:
     """The flags that determine a fold's contents; stored in counts.json to check reuse.
 
@@ -370,9 +370,9 @@ def fold_spec(
 def longtail_splits(info, imbalance, label_fraction, fold, data_dir, class_order=0):
     """({split: Records}, summary entries) of a long-tailed fold of a balanced source.
 
-    With `class_order` k > 0 the classes are first relabeled by a seeded permutation
-    (`lt.class_order`): label r is the source class of rank r, so that label 0 stays the
-    head and the class names follow their images.
+    With `class_order` a seed k > 0 or a list the classes are first relabeled by that
+    permutation (`lt.class_order`): label r is the source class of rank r, so that label
+    0 stays the head and the class names follow their images.
     """
     counts = lt.longtail_counts(info.head_count, info.num_classes, imbalance)
     source = info.load(data_dir)
@@ -445,7 +445,7 @@ def create_fold(
     log=print,
     image_size: int = 0,
     bad_images: str = 'stop',
-    class_order: int = 0,
+    class_order: int | list[int] = 0,
 ) -> dict:
     """Builds one labeled/unlabeled fold of a data set as TFRecords.
 

@@ -3,7 +3,8 @@
 Follows the CIFAR-LT protocol of the paper: class l (0-indexed, the
 source's label order) keeps N_l = floor(N_1 * gamma^(-l/(L-1))) images; a fold splits
 each class into ceil(beta * N_l) labeled images and the rest unlabeled. `class_order`
-can first reorder the classes, so that others become the rare ones.
+can first reorder the classes (by a seed, or as listed), so that others become the rare
+ones.
 
 DARP's protocol (the paper's Table 3) instead draws N_l labeled and M_l unlabeled images
 with the same law from two head sizes, N_1 = 1500 and M_1 = 3000, without randomness
@@ -37,15 +38,22 @@ def longtail_counts(head_count: int, num_classes: int, imbalance: float) -> list
     ]
 
 
-def class_order(num_classes: int, seed: int) -> np.ndarray:
+def class_order(num_classes: int, order: int | list[int]) -> np.ndarray:
     """The source class at each rank of the long tail: rank r (0 is the head) is class
-    order[r]. Seed 0 keeps the source's label order; seed k > 0 draws a permutation with
-    RandomState(k), which decides which classes become the rare ones."""
-    if seed < 0:
-        raise ValueError(f'class order seed must be >= 0, got {seed}')
-    if seed == 0:
+    order[r]. `order` is that list itself, or a seed: 0 keeps the source's label order,
+    k > 0 draws a permutation with RandomState(k), which decides which classes become
+    the rare ones."""
+    if isinstance(order, list):
+        if sorted(order) != list(range(num_classes)):
+            raise ValueError(
+                f'class order must be a permutation of 0..{num_classes - 1}, got {order}'
+            )
+        return np.asarray(order, dtype=np.int64)
+    if order < 0:
+        raise ValueError(f'class order seed must be >= 0, got {order}')
+    if order == 0:
         return np.arange(num_classes)
-    return np.random.RandomState(seed).permutation(num_classes)
+    return np.random.RandomState(order).permutation(num_classes)
 
 
 def labeled_counts(counts: list[int], label_fraction: float) -> list[int]:

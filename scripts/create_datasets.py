@@ -27,7 +27,12 @@ flags.DEFINE_float('label_fraction', 0.1, 'beta, labeled share of each class, in
 flags.DEFINE_integer('fold', 1, 'Labeled/unlabeled split seed, >= 1.')
 flags.DEFINE_string('data_dir', None, 'Folder with the official files (see libml/datasets.py).')
 flags.DEFINE_integer('image_size', 0, 'folder/npz: square side to resize to; 0: median/own.')
-flags.DEFINE_integer('class_order', 0, 'Rare classes: 0 source order, k > 0 seeded permutation.')
+flags.DEFINE_string(
+    'class_order',
+    '0',
+    'Rare classes: 0 source order, k > 0 seeded permutation, or classes from the head '
+    'down: 6,4,2,0,9,1,3,5,7,8.',
+)
 flags.DEFINE_enum('bad_images', 'stop', list(user_data.BAD_IMAGES), 'folder: unreadable files.')
 flags.DEFINE_string('output_dir', None, 'Where to write the fold.')
 flags.mark_flag_as_required('output_dir')
@@ -38,17 +43,17 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    cfg = config_lib.Config(
-        dataset=FLAGS.dataset,
-        imbalance=FLAGS.imbalance,
-        label_fraction=FLAGS.label_fraction,
-        fold=FLAGS.fold,
-        data_dir=FLAGS.data_dir,
-        image_size=FLAGS.image_size,
-        bad_images=FLAGS.bad_images,
-        class_order=FLAGS.class_order,
-    )
     try:
+        cfg = config_lib.Config(
+            dataset=FLAGS.dataset,
+            imbalance=FLAGS.imbalance,
+            label_fraction=FLAGS.label_fraction,
+            fold=FLAGS.fold,
+            data_dir=FLAGS.data_dir,
+            image_size=FLAGS.image_size,
+            bad_images=FLAGS.bad_images,
+            class_order=config_lib.parse_class_order(FLAGS.class_order),
+        )
         config_lib.validate(config_lib.resolve(cfg))  # The trainer's checks of these flags.
         if tf.io.gfile.exists(FLAGS.output_dir) and not tf.io.gfile.isdir(FLAGS.output_dir):
             raise ValueError(f'--output_dir {FLAGS.output_dir}: exists and is not a folder')
@@ -61,7 +66,7 @@ def main(argv):
             FLAGS.data_dir,
             image_size=FLAGS.image_size,
             bad_images=FLAGS.bad_images,
-            class_order=FLAGS.class_order,
+            class_order=cfg.class_order,
         )
     except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
         sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')

@@ -93,11 +93,13 @@ flags.DEFINE_enum(
     "or is left out and listed in the log and the fold's counts.json (skip).",
 )
 flags.DEFINE_float('imbalance', _DEFAULT.imbalance, 'gamma = N_1 / N_L, >= 1.')
-flags.DEFINE_integer(
+flags.DEFINE_string(
     'class_order',
-    _DEFAULT.class_order,
+    str(_DEFAULT.class_order),
     'Which classes are rare: 0 keeps the source label order (class 0 the largest), k > 0 '
-    'ranks the classes by a permutation seeded by k. Built-in long-tailed data sets only.',
+    'ranks the classes by a permutation seeded by k, a list like 6,4,2,0,9,1,3,5,7,8 puts '
+    'source class 6 at rank 0 (the largest), 4 at rank 1, ... Built-in long-tailed data '
+    'sets only.',
 )
 flags.DEFINE_float('label_fraction', _DEFAULT.label_fraction, 'beta, labeled share per class.')
 flags.DEFINE_integer('fold', _DEFAULT.fold, 'Labeled/unlabeled split, 1..5 in the paper.')
@@ -244,6 +246,7 @@ def _config() -> config_lib.Config:
     algorithm-dependent settings not given stay None."""
     fields = config_lib.Config.__dataclass_fields__
     values = {field: FLAGS[field].value for field in fields if field in FLAGS}
+    values['class_order'] = config_lib.parse_class_order(FLAGS.class_order)
     preset_hparams, preset_algorithm = {}, None
     if FLAGS.preset:
         preset = presets.settings(FLAGS.preset)

@@ -1,25 +1,34 @@
-r"""The evidence study of docs/RESULTS.md: runs it, lists it, writes its report.
+r"""The evidence study of docs/RESULTS.md: runs it, lists it, keeps its records, writes
+its report.
 
   python scripts/evidence.py --action=list     # every cell known so far, done or to do
   python scripts/evidence.py --action=run      # runs what is left, JOBS at a time
-  python scripts/evidence.py --action=report   # writes docs/RESULTS.md and its plots
+  python scripts/evidence.py --action=sync     # copies finished cells' records
+  python scripts/evidence.py --action=report   # writes docs/RESULTS.md from the records
+  python scripts/evidence.py --action=check    # re-runs the check cell, compares
 
 The cells (training runs of scripts/crest.py) and their order are crest/evidence.py's:
-the convergence curve, the regime map, Table 2. A run is ROOT/<setting>/total_<steps>/
-<method>/fold_<f>, its log next to it as fold_<f>.log. `run` is resumable: a finished
-cell is skipped and an unfinished one resumes from its last checkpoint, so the study
-may be stopped (Ctrl-C, or the machine going down) and started again at will; cells
-that the finished ones decide (the generation length, Table 2's setting) are added as
-soon as they are decided. A cell whose generation 0 another cell trains (CReST's is
-FixMatch's run) waits for it and starts from a copy; a cell whose folder another process
-is training in (started by hand) is left to it and taken up if that process stops short.
+a check cell, the base setting on 3 folds, the bf16 test, the map, the extras. A run is
+ROOT/[bf16/]<setting>/total_<steps>/<method>/fold_<f>, its log next to it as
+fold_<f>.log. `run` is resumable: a finished cell is skipped and an unfinished one
+resumes from its last checkpoint, so the study may be stopped (Ctrl-C, or the machine
+going down) and started again at will; cells that the finished ones decide (the hard
+tail, the map's precision) are added as soon as they are decided. A cell whose
+generation 0 another cell trains (CReST's is FixMatch's run) waits for it and starts from
+a copy; a cell whose folder another process is training in (started by hand) is left to
+it and taken up if that process stops short.
+
 Every run that ends (finished, failed, or stopped with the runner) appends its machine,
-wall time and steps to ROOT/ledger.jsonl, which the report sums.
+wall time and steps to ROOT/ledger.jsonl; a planned cell finished by hand gets a line
+from its results.json. Each finished cell's small files and the ledger are copied to
+RECORDS (docs/evidence/runs, kept in the repository: commit them), from which `report`
+alone writes the document, on any clone.
 """
 
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,8 +42,14 @@ from absl import app, flags  # noqa: E402
 from crest import evidence  # noqa: E402
 from libml import locks, machine  # noqa: E402
 
-flags.DEFINE_enum('action', 'list', ['list', 'run', 'report'], 'What to do.')
+flags.DEFINE_enum('action', 'list', ['list', 'run', 'sync', 'report', 'check'], 'What to do.')
 flags.DEFINE_string('root', 'runs/evidence', 'Folder of the runs.')
+flags.DEFINE_string(
+    'records',
+    'docs/evidence/runs',
+    "Folder of the finished cells' records and the ledger, kept in the repository; "
+    'report reads nothing else.',
+)
 flags.DEFINE_integer('jobs', 2, 'Runs side by side, each with cores / jobs threads.')
 flags.DEFINE_integer(
     'max_minutes', 0, 'run: start no new cell after this many minutes (0: no limit).'
@@ -42,8 +57,8 @@ flags.DEFINE_integer(
 flags.DEFINE_list(
     'settings',
     [],
-    'run, list: only the map and Table 2 cells at these settings (e.g. g100_b10_o0; '
-    'default: all), to drop settings on a short budget; the curve and the spread always run.',
+    'run, list: only the cells at the base setting and at these (e.g. g200_b10_o0; '
+    'default: all), to drop settings on a short budget.',
 )
 flags.DEFINE_string('document', 'docs/RESULTS.md', 'report: the document to write.')
 flags.DEFINE_string('output', 'docs/evidence', 'report: folder of its plots and the map.')
@@ -68,12 +83,12 @@ def list_cells(root: str, settings: Sequence[str]) -> None:
         state = status(root, cell)
         if not state.startswith('done'):
             left.append(evidence.steps_left(root, cell, cells))
-        print(f'{state:10} {cell.stage:7} {cell.workdir(root)}')
+        print(f'{state:10} {cell.stage:9} {cell.workdir(root)}')
     estimate = evidence.hours(root, left)
     speed = '' if estimate is None else ', about {:.1f} hours with {} runs side by side'
     print(
         f'{sum(left):,} steps left in the cells listed{speed.format(*(estimate or ()))}'
-        + (f'; then more, once {waiting} has finished' if waiting else '')
+        + (f'; then more, waiting for {waiting}' if waiting else '')
     )
 
 
@@ -86,21 +101,20 @@ def launch(root: str, cell: evidence.Cell, threads: int) -> subprocess.Popen:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def run(root: str, jobs: int, max_minutes: int, settings: Sequence[str] = ()) -> int:
+def run(
+    root: str, jobs: int, max_minutes: int, settings: Sequence[str] = (), records: str = ''
+) -> int:
     """Runs the plan's cells, `jobs` at a time, until none is left to start; 1 if one
-    failed. One runner per ROOT: a second one stops at once. `settings`: see --settings."""
+    failed. One runner per ROOT: a second one stops at once. `settings`: see --settings.
+    Each finished cell's records and the ledger are copied to RECORDS (if given)."""
     os.makedirs(root, exist_ok=True)
     busy = f'another scripts/evidence.py is running on {root}'
-    machine_info = {
-        'cpu': machine.cpu_model(),
-        'jobs': jobs,
-        'threads': max(1, (os.cpu_count() or 1) // jobs),
-    }
+    machine_info = _machine(jobs)
     running = {}
     try:
         with locks.hold(os.path.join(root, '.runner.lock'), busy):
             try:
-                return _run(root, max_minutes, settings, running, machine_info)
+                return _run(root, max_minutes, settings, running, machine_info, records)
             finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
                 for entry in running.values():
                     entry[1].terminate()
@@ -111,12 +125,22 @@ def run(root: str, jobs: int, max_minutes: int, settings: Sequence[str] = ()) ->
         sys.exit(f'error: {e}')
 
 
+def _machine(jobs: int) -> dict:
+    """What the ledger says of where runs ran."""
+    return {
+        'cpu': machine.cpu_model(),
+        'jobs': jobs,
+        'threads': max(1, (os.cpu_count() or 1) // jobs),
+    }
+
+
 def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) -> None:
     """Appends a run's line to the ledger: it finished, failed or was stopped."""
     cell, process, began, resumed, steps = entry
     record = {
         'workdir': cell.workdir(root),
         'stage': cell.stage,
+        'precision': cell.precision,
         'steps': steps,  # The cell's steps but a copied generation 0's.
         'returncode': process.returncode,
         'seconds': round(time.time() - began),
@@ -131,13 +155,62 @@ def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) 
         f.write(json.dumps(record) + '\n')
 
 
+def adopt(root: str, cells: list[evidence.Cell], machine_info: dict) -> list[evidence.Cell]:
+    """Gives each planned cell that finished outside the runner (started by hand) and has
+    no ledger line one: its training time from results.json (each generation's seconds,
+    start-up left out; a resumed run's last stretch only, so a lower bound). Returns them."""
+    known = {r['workdir'] for r in evidence.ledger(root)}
+    adopted = []
+    for cell in cells:
+        found = evidence.results(root, cell)
+        if found is None or cell.workdir(root) in known:
+            continue
+        copied = os.path.exists(os.path.join(cell.workdir(root), evidence.COPIED))
+        generations = found['generations'][1:] if copied else found['generations']
+        record = {
+            'workdir': cell.workdir(root),
+            'stage': cell.stage,
+            'precision': cell.precision,
+            'steps': evidence.steps_to_train(root, cell, cells),
+            'returncode': 0,
+            'seconds': round(sum(g['seconds'] for g in generations)),
+            'resumed': False,
+            'finished': datetime.datetime.fromtimestamp(
+                os.path.getmtime(os.path.join(cell.workdir(root), 'results.json'))
+            ).isoformat(timespec='seconds'),
+            **machine_info,
+            'by_hand': True,  # Timed by the run itself, not by the runner.
+        }
+        with open(os.path.join(root, evidence.LEDGER), 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        adopted.append(cell)
+    return adopted
+
+
+def sync(root: str, records: str, cells: list[evidence.Cell]) -> list[str]:
+    """Copies the records of every finished cell of `cells` and the ledger to RECORDS;
+    the files written."""
+    written = [p for cell in cells for p in evidence.save_records(root, records, cell)]
+    ledger = evidence.save_ledger(root, records)
+    return written + ([ledger] if ledger else [])
+
+
 def _run(
-    root: str, max_minutes: int, settings: Sequence[str], running: dict, machine_info: dict
+    root: str,
+    max_minutes: int,
+    settings: Sequence[str],
+    running: dict,
+    machine_info: dict,
+    records: str = '',
 ) -> int:
     jobs, threads = machine_info['jobs'], machine_info['threads']
     start, failed = time.time(), set()
     while True:
         cells, waiting = evidence.plan(root)
+        for cell in adopt(root, cells, machine_info):
+            print(f'evidence: {cell.workdir(root)} finished by hand; in the ledger', flush=True)
+            if records:
+                sync(root, records, [cell])
         pending, elsewhere = [], 0
         for c in cells:
             if evidence.results(root, c) is not None or evidence.cells_key(c) in running:
@@ -200,10 +273,59 @@ def _run(
                     f'balanced accuracy {100 * acc:.1f}',
                     flush=True,
                 )
+            if records:
+                written = sync(root, records, [cell])
+                if written:
+                    print(
+                        f'evidence: records in {cell.workdir(records)}: commit them',
+                        flush=True,
+                    )
     if waiting and not failed and not late:
         print(f'evidence: nothing runnable; waiting for {waiting}')
     print('evidence: ' + ('stopped (--max_minutes)' if late else 'no cell left to start'))
     return 1 if failed else 0
+
+
+def check(root: str, records: str) -> int:
+    """Trains the check cell again into a new folder and compares it with its records:
+    results.json but wall time and where it ran, the fold's counts.json (digests of its
+    TFRecords) and each generation's picks.json (the digest of the exported TFRecord). 0
+    when all are the same, 1 otherwise."""
+    cell = evidence.check_cell()
+    first_dir = cell.workdir(records)
+    if evidence.results(records, cell) is None:
+        sys.exit(f'error: {first_dir}: no results.json to compare with; run the study first')
+    with open(os.path.join(first_dir, 'args.json')) as f:
+        threads = json.load(f)['cpu_threads']
+    workdir = cell.workdir(root.rstrip('/') + '_check')
+    shutil.rmtree(workdir, ignore_errors=True)
+    command = [sys.executable, 'scripts/crest.py', *cell.flags(threads), f'--workdir={workdir}']
+    print(f'evidence: {" ".join(command[1:])}', flush=True)
+    if subprocess.run(command).returncode:
+        sys.exit(f'error: the check run failed; see {workdir}')
+    again = _read(os.path.join(workdir, 'results.json'))
+    differences = evidence.same_results(evidence.results(records, cell), again)
+    differences = [f'results.json{d}' for d in differences]
+    for name in ('data/counts.json', 'gen_00/picks.json'):
+        a, b = _read(os.path.join(first_dir, name)), _read(os.path.join(workdir, name))
+        strip = {'data_dir'}  # The fold's source folder, an absolute path.
+        if {k: v for k, v in a.items() if k not in strip} != {
+            k: v for k, v in b.items() if k not in strip
+        }:
+            differences.append(name)
+    if differences:
+        print(f'evidence: {workdir} differs from {first_dir}: {", ".join(differences)}')
+        return 1
+    print(
+        f'evidence: {workdir} is the same as {first_dir}: results.json but wall time, the '
+        "fold's and the export's digests"
+    )
+    return 0
+
+
+def _read(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 def main(argv):
@@ -211,7 +333,7 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     if FLAGS.jobs < 1:
         sys.exit(f'error: --jobs must be >= 1, got {FLAGS.jobs}')
-    known = [s.name for s in evidence.SETTINGS]
+    known = [s.name for s in evidence.map_settings(FLAGS.root)]
     unknown = [name for name in FLAGS.settings if name not in known]
     if unknown:
         sys.exit(f'error: --settings: unknown {", ".join(unknown)}; known: {", ".join(known)}')
@@ -220,12 +342,20 @@ def main(argv):
     elif FLAGS.action == 'run':
         # `kill` as Ctrl-C: the runs stop with the runner, at their last checkpoint.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        sys.exit(run(FLAGS.root, FLAGS.jobs, FLAGS.max_minutes, FLAGS.settings))
+        code = run(FLAGS.root, FLAGS.jobs, FLAGS.max_minutes, FLAGS.settings, FLAGS.records)
+        sys.exit(code)
+    elif FLAGS.action == 'sync':
+        cells, _ = evidence.plan(FLAGS.root)
+        adopt(FLAGS.root, cells, _machine(FLAGS.jobs))
+        written = sync(FLAGS.root, FLAGS.records, cells)
+        print(f'evidence: {len(written)} record file(s) in {FLAGS.records}')
+    elif FLAGS.action == 'check':
+        sys.exit(check(FLAGS.root, FLAGS.records))
     else:
         from crest.report import evidence_document
 
         notes = open(FLAGS.notes).read().rstrip() + '\n\n' if FLAGS.notes else ''
-        written = evidence_document.write(FLAGS.root, FLAGS.output, FLAGS.document, notes)
+        written = evidence_document.write(FLAGS.records, FLAGS.output, FLAGS.document, notes)
         print(f'wrote {", ".join(written)}')
 
 

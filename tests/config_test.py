@@ -1,6 +1,7 @@
 """Tests for crest/config.py: run folder names from the changed settings."""
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -106,3 +107,58 @@ def test_the_users_data_needs_its_folder_and_is_named_by_it(tmp_path):
         config_lib.validate(config_lib.resolve(config_lib.Config(class_order=-1)))
     permuted = config_lib.resolve(config_lib.Config(class_order=2))
     assert config_lib.default_workdir(permuted) == os.path.join('runs', 'class_order=2')
+
+
+def test_class_order_flag_is_a_seed_or_a_list():
+    assert config_lib.parse_class_order('0') == 0 and type(config_lib.parse_class_order('0')) is int
+    assert config_lib.parse_class_order('3') == 3
+    order = config_lib.parse_class_order('6,4,2,0,9,1,3,5,7,8')
+    assert order == [6, 4, 2, 0, 9, 1, 3, 5, 7, 8] and type(order) is list
+    for bad in ('abc', '', '1.5', '6,4,x', '6,,4'):
+        with pytest.raises(ValueError, match='^--class_order must be a seed .* got') as e:
+            config_lib.parse_class_order(bad)
+        assert '\n' not in str(e.value)
+
+
+def test_an_explicit_class_order_is_checked_named_and_compared_as_saved(tmp_path):
+    order = [6, 4, 2, 0, 9, 1, 3, 5, 7, 8]
+    cfg = config_lib.resolve(config_lib.Config(class_order=order))
+    config_lib.validate(cfg)
+    assert config_lib.default_workdir(cfg) == os.path.join(
+        'runs', 'class_order=6-4-2-0-9-1-3-5-7-8'
+    )
+    for bad, message in (
+        ([6, 4, 2, 0, 9, 1, 3, 5, 7], r'permutation of 0\.\.9 \(missing: \[8\]\)'),
+        ([6, 4, 2, 0, 9, 1, 3, 5, 7, 7], r'permutation of 0\.\.9 \(repeated: \[7\]\)'),
+        ([6, 4, 2, 0, 9, 1, 3, 5, 7, 8, 10], r'permutation of 0\.\.9 \(out of range: \[10\]\)'),
+        ([6, 4, 2, 0, 9, 1, 3, 5, 7, -8], r'permutation of 0\.\.9 \(out of range: \[-8\]\)'),
+    ):
+        with pytest.raises(ValueError, match=f'^--class_order must be a {message}, got') as e:
+            config_lib.validate(dataclasses.replace(cfg, class_order=bad))
+        assert '\n' not in str(e.value)
+    cifar100 = dataclasses.replace(cfg, dataset='cifar100lt')
+    with pytest.raises(ValueError, match=r'--class_order must be a permutation of 0\.\.99'):
+        config_lib.validate(cifar100)
+    config_lib.validate(dataclasses.replace(cifar100, class_order=list(range(100))[::-1]))
+    (tmp_path / 'my_images.npz').write_bytes(b'')
+    npz = dataclasses.replace(cfg, dataset='npz', data_dir=str(tmp_path / 'my_images.npz'))
+    with pytest.raises(ValueError, match='--class_order must be 0 for npz'):
+        config_lib.validate(npz)
+    # args.json holds the list as JSON: a resumed run with the same list matches it.
+    saved = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    assert saved['class_order'] == order
+    assert config_lib.changed_settings(saved, cfg) == []
+    for other in (0, 3, order[::-1]):
+        changed = config_lib.changed_settings(saved, dataclasses.replace(cfg, class_order=other))
+        assert changed == ['class_order']
+
+
+def test_the_seed_form_of_class_order_is_saved_and_named_as_before():
+    for seed, folder in ((0, 'paper'), (2, 'class_order=2')):
+        cfg = config_lib.resolve(
+            config_lib.Config(class_order=config_lib.parse_class_order(f'{seed}'))
+        )
+        saved = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        assert saved['class_order'] == seed and type(saved['class_order']) is int
+        assert config_lib.changed_settings(saved, cfg) == []
+        assert config_lib.default_workdir(cfg) == os.path.join('runs', folder)

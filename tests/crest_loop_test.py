@@ -9,7 +9,7 @@ import pytest
 
 from crest import config as config_lib
 from crest import loop, rebalance
-from libml import data, datasets
+from libml import data, datasets, lt
 from libml.algorithms import ALGORITHMS
 from tests import fakes
 
@@ -106,6 +106,39 @@ def test_rerun_with_other_settings_is_refused(tiny_config):
     loop.run(cfg, log=lambda _: None)
     with pytest.raises(ValueError, match='--alpha'):
         loop.run(dataclasses.replace(cfg, alpha=0.5), log=lambda _: None)
+
+
+class _Stop(Exception):
+    """Raised in place of training: what a run writes before it is all a test reads."""
+
+
+@pytest.mark.parametrize('class_order', [[6, 4, 2, 0, 9, 1, 3, 5, 7, 8], 3, 0])
+def test_class_order_is_recorded_logged_and_resumed(tiny_config, monkeypatch, class_order):
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(loop, 'run_generation', stop)
+    cfg = dataclasses.replace(tiny_config, class_order=class_order)
+    logs = []
+    with pytest.raises(_Stop):
+        loop.run(cfg, log=logs.append)
+    args = data.read_json(os.path.join(cfg.workdir, 'args.json'))
+    assert args['class_order'] == class_order and type(args['class_order']) is type(class_order)
+    counts = data.read_json(os.path.join(cfg.workdir, 'data', 'counts.json'))
+    assert counts.get('class_order', 0) == class_order
+    assert ('class_order' in counts) == bool(class_order)  # 0 stays unnamed, as before.
+    names = datasets.FASHION_MNIST_CLASSES
+    assert counts['class_names'] == [names[c] for c in lt.class_order(10, class_order)]
+    (line,) = [m for m in logs if m.startswith('tiny (fold 1')]
+    assert line.startswith(
+        f'tiny (fold 1, class order {class_order}):' if class_order else 'tiny (fold 1):'
+    )
+    with pytest.raises(_Stop):  # The same order resumes the run.
+        loop.run(cfg, log=logs.append)
+    with pytest.raises(ValueError, match='other values of --class_order; use another'):
+        loop.run(
+            dataclasses.replace(cfg, class_order=[8, 7, 5, 3, 1, 9, 0, 2, 4, 6]), log=logs.append
+        )
 
 
 def test_an_imbalance_that_empties_a_class_is_an_error(tiny_config):

@@ -118,6 +118,7 @@ def test_create_fold_files_and_ids(tiny, tmp_path):
 def test_class_order_relabels_so_that_other_classes_are_rare(tiny, tmp_path):
     out = str(tmp_path / 'fold')
     summary = data.create_fold('tiny', 10, 0.5, 1, out, tiny, log=lambda _: None, class_order=3)
+    assert summary['class_order'] == 3 and type(summary['class_order']) is int
     order = lt.class_order(10, 3)
     assert sorted(order) == list(range(10)) and list(order) != list(range(10))
     source = datasets.load_fashion_mnist(tiny)
@@ -135,6 +136,36 @@ def test_class_order_relabels_so_that_other_classes_are_rare(tiny, tmp_path):
         data.ensure_fold('tiny', 10, 0.5, 1, out, tiny)
     with pytest.raises(ValueError, match='>= 0'):
         lt.class_order(10, -1)
+
+
+def test_an_explicit_class_order_ranks_the_classes_as_listed(tiny, tmp_path):
+    out = str(tmp_path / 'fold')
+    order = [6, 4, 2, 0, 9, 1, 3, 5, 7, 8]
+    summary = data.create_fold('tiny', 10, 0.5, 1, out, tiny, log=lambda _: None, class_order=order)
+    assert summary['class_order'] == order
+    assert data.read_json(os.path.join(out, 'counts.json'))['class_order'] == order
+    source = datasets.load_fashion_mnist(tiny)
+    assert summary['class_names'][:2] == [source.class_names[6], source.class_names[4]]
+    assert summary['class_names'] == [source.class_names[c] for c in order]
+    assert summary['longtail'] == lt.longtail_counts(20, 10, 10)
+    for split in ('labeled', 'unlabeled', 'test'):
+        records = data.read_records(os.path.join(out, f'{split}.tfrecord'))
+        labels = (source.test_labels if split == 'test' else source.train_labels)[records.ids]
+        np.testing.assert_array_equal(np.asarray(order)[records.labels], labels)
+    train = np.concatenate(
+        [
+            data.read_records(os.path.join(out, f'{s}.tfrecord')).ids
+            for s in ('labeled', 'unlabeled')
+        ]
+    )
+    # Rank 0, the head, is source class 6 with N_1 = 20 images; rank 9 is class 8.
+    assert np.sum(source.train_labels[train] == 6) == 20
+    assert np.sum(source.train_labels[train] == 8) == lt.longtail_counts(20, 10, 10)[-1]
+    # The fold is reused for the same list (as counts.json gives it back), no other order.
+    assert data.ensure_fold('tiny', 10, 0.5, 1, out, tiny, class_order=list(order)) == summary
+    for other in (0, 3, order[::-1]):
+        with pytest.raises(datasets.DataError, match='another fold'):
+            data.ensure_fold('tiny', 10, 0.5, 1, out, tiny, class_order=other)
 
 
 def test_fold_determinism_through_files(tiny, tmp_path):

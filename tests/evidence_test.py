@@ -1,8 +1,9 @@
-"""The evidence study on made-up runs: its plan (curve, map, Table 2), FixMatch's bias,
-the regime map and its prediction, the generated document, scripts/diagnose.py and the
-runner; and, on tiny real runs, that a run started from a copied generation 0 ends as a
-full one."""
+"""The evidence study on made-up runs: its plan (base, precision, map, extras), FixMatch's
+bias, the regime map and its prediction, the document generated from the records (and
+the committed one from the committed records), scripts/diagnose.py and the runner; and,
+on tiny real runs, that a run started from a copied generation 0 ends as a full one."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -65,126 +66,150 @@ def _finish(root, cell, acc, **kwargs):
         json.dump(_results(acc, gens=gens, **kwargs), f)
 
 
-def _finish_curve(root, accs):
-    for steps, acc in accs.items():
-        _finish(root, evidence.curve_cell(steps), acc)
+def _ledger(root, cell, seconds, **extra):
+    """Appends a finished run's line to ROOT's ledger."""
+    record = {
+        'workdir': cell.workdir(str(root)),
+        'stage': cell.stage,
+        'precision': cell.precision,
+        'steps': cell.total_steps,
+        'returncode': 0,
+        'seconds': seconds,
+        'cpu': 'Test CPU',
+        'jobs': 2,
+        'threads': 1,
+        **extra,
+    }
+    with open(os.path.join(str(root), evidence.LEDGER), 'a') as f:
+        f.write(json.dumps(record) + '\n')
 
 
-def test_curve_doubles_until_doubling_gains_less_than_a_point(tmp_path):
-    cells, converged = evidence.curve(str(tmp_path))
-    assert [c.total_steps for c in cells] == [2400, 4800] and converged is None
-    _finish_curve(tmp_path, {2400: 0.75, 4800: 0.78})
-    cells, converged = evidence.curve(str(tmp_path))
-    assert [c.total_steps for c in cells] == [2400, 4800, 9600] and converged is None
-    _finish_curve(tmp_path, {9600: 0.785})  # +0.5 point: 4,800 is enough.
-    assert evidence.curve(str(tmp_path))[1] == 4800
+S = evidence.STEPS
+BASE_S = evidence.Cell(evidence.BASE, 'fixmatch', S)  # Base fold 1's FixMatch S.
+# Base fold 1's FixMatch S recalls class 1 worst, then 2, 3, 0 (its minority half, 2 and
+# 3, at 80%).
+BASE_RECALL = (0.9, 0.5, 0.75, 0.85)
 
 
-def test_curve_stops_when_doubling_loses_and_says_when_it_never_converges(tmp_path):
-    _finish_curve(tmp_path, {2400: 0.75, 4800: 0.70})
-    assert evidence.curve(str(tmp_path))[1] == 2400
-    steps, accs = 2400, {}
-    while steps <= evidence.CURVE_MAX:  # Two points more at every doubling.
-        accs[steps] = 0.5 + 0.02 * len(accs)
-        steps *= 2
-    _finish_curve(tmp_path / 'long', accs)
-    cells, waiting = evidence.plan(str(tmp_path / 'long'))
-    assert [c for c in cells if c.stage == 'curve'][-1].total_steps == evidence.CURVE_MAX
-    assert 'raise CURVE_MAX' in waiting
+def _decide(root, bf16_acc=0.78, bf16_seconds=1000):
+    """Finishes base fold 1's FixMatch S (float32, 0.78, 2,000 s) and its bf16 twin."""
+    _finish(root, BASE_S, 0.78, recall=BASE_RECALL)
+    _ledger(root, BASE_S, 2000)
+    _finish(root, evidence.precision_cell(), bf16_acc)
+    _ledger(root, evidence.precision_cell(), bf16_seconds)
 
 
-def test_plan_waits_for_the_curve_then_for_every_bias_before_table2(tmp_path):
+def test_plan_runs_the_base_first_and_adds_the_map_once_decided(tmp_path):
     root = str(tmp_path)
     cells, waiting = evidence.plan(root)
-    assert waiting == 'the convergence curve'
-    # The curve's first two lengths, then FixMatch with the other seeds.
-    assert [c.stage for c in cells] == ['curve', 'curve'] + ['spread'] * 2
-    _finish_curve(tmp_path, {2400: 0.75, 4800: 0.78, 9600: 0.785})
-    cells, waiting = evidence.plan(root)
-    assert 'Table 2' in waiting
-    assert [c.stage for c in cells[:5]] == ['curve'] * 3 + ['spread'] * 2
-    # The curve's runs at the base setting are the map's FixMatch runs, not run twice.
-    folders = [c.workdir(root) for c in cells]
-    assert len(folders) == len(set(folders))
-    assert sum('g100_b10_o0/total_4800/fixmatch/' in f for f in folders) == 1
-    # Every setting's S-step FixMatch comes before any CReST+ run.
-    first_plus = next(i for i, c in enumerate(cells) if c.method == 'fixmatch_crest_plus')
-    short = [i for i, c in enumerate(cells) if c.method == 'fixmatch' and c.total_steps == 4800]
-    assert len(short) == len(evidence.SETTINGS) and max(short) < first_plus
-    plus = cells[first_plus]
-    assert plus.total_steps == 9600 and plus.steps_per_generation == 4800
-    assert '--generations=2' in plus.flags(1) and '--eval_every=160' in plus.flags(1)
+    assert 'decides the hard tail' in waiting and "decides the map's precision" in waiting
+    # The check cell, FixMatch S on every base fold (CReST copies it), the bf16 run,
+    # then the rest of the base setting; nothing of the map yet.
+    assert [c.stage for c in cells] == ['check'] + ['base'] * 3 + ['precision'] + ['base'] * 9
+    assert [(c.method, c.total_steps, c.fold) for c in cells[1:4]] == [
+        ('fixmatch', S, f) for f in (1, 2, 3)
+    ]
+    assert {c.setting for c in cells} == {evidence.BASE}
+    plus = next(c for c in cells if c.method == 'fixmatch_crest_plus')
+    assert plus.total_steps == 2 * S and plus.steps_per_generation == S
+    assert '--generations=2' in plus.flags(1) and f'--eval_every={S // 30}' in plus.flags(1)
+    assert cells[0].total_steps == evidence.CHECK_STEPS
+    bf16 = cells[4]
+    assert '--precision=bf16' in bf16.flags(1) and '--precision' not in ' '.join(plus.flags(1))
+    assert bf16.workdir(root) == os.path.join(root, 'bf16', BASE_S.workdir(''))
 
-    # FixMatch recall on the minority half lowest at permutation 1: Table 2 goes there.
-    for setting in evidence.SETTINGS:
-        recall = (0.9, 0.8, 0.2, 0.1) if setting.class_order == 1 else (0.9, 0.8, 0.6, 0.5)
-        _finish(tmp_path, evidence.Cell(setting, 'fixmatch', 4800), 0.78, recall=recall)
+    _decide(tmp_path)
     cells, waiting = evidence.plan(root)
     assert waiting is None
-    # The map now starts with the most biased setting; its fold-1 runs count for Table 2.
-    plus = [c for c in cells if c.method == 'fixmatch_crest_plus']
-    assert plus[0].setting.class_order == 1 and plus[0].stage == 'map'
-    table2 = [c for c in cells if c.stage == 'table2']
-    assert {c.setting.class_order for c in table2} == {1}
-    # The whole map (CReST's one generation of its own included) before Table 2.
-    crest = [i for i, c in enumerate(cells) if c.method == 'fixmatch_crest' and c.stage == 'map']
-    assert len(crest) == len(evidence.SETTINGS) and max(crest) < cells.index(table2[0])
-    assert {c.fold for c in table2} == {1, 2, 3}
-    assert {'fixmatch', 'fixmatch_crest_plus', 'alpha0', 'mixmatch'} <= {c.method for c in table2}
+    folders = [c.workdir(root) for c in cells]
+    assert len(folders) == len(set(folders))
+    # The map after the base: the hard tail first, four cells per setting, fold 1, in the
+    # precision decided; the extras last.
+    map_cells = [c for c in cells if c.stage == 'map']
+    hard = map_cells[0].setting
+    assert hard.class_order == (0, 3, 2, 1) and hard.label == 'hard tail'
+    assert hard.name == 'g100_b10_o0-3-2-1' and '--class_order=0,3,2,1' in hard.flags()
+    assert [s.label for s in dict.fromkeys(c.setting for c in map_cells)] == [
+        'hard tail',
+        '3% labeled',
+        'imbalance 200',
+        'permutation 2',
+    ]
+    assert len(map_cells) == 16 and {c.fold for c in map_cells} == {1}
+    assert {c.precision for c in map_cells} == {'bf16'}
+    assert cells.index(map_cells[0]) > max(i for i, c in enumerate(cells) if c.stage == 'base')
+    assert [c.method for c in cells[-3:]] == ['fixmatch_da05'] * 3
+    assert [c.fold for c in cells[-3:]] == [1, 2, 3]
+    crest = next(c for c in map_cells if c.method == 'fixmatch_crest')
+    assert evidence.generation0_source(crest, cells) == map_cells[0]
 
 
-def test_a_cell_of_another_seed_has_its_own_folder_flag_and_generation0(tmp_path):
+@pytest.mark.parametrize(
+    ('bf16_acc', 'bf16_seconds', 'chosen'),
+    [
+        (0.785, 1500, 'bf16'),  # 0.5 points off (allowed: 0.6), 1.33x as fast.
+        (0.790, 1000, 'float32'),  # 1.0 point off.
+        (0.780, 1600, 'float32'),  # 1.25x as fast only.
+    ],
+)
+def test_the_map_trains_in_bf16_only_if_as_accurate_and_faster(
+    tmp_path, bf16_acc, bf16_seconds, chosen
+):
+    assert evidence.seed_std() == pytest.approx(0.003)  # Seeds at 81.2, 80.6, 80.9.
+    assert evidence.map_precision(str(tmp_path)) is None
+    _decide(tmp_path, bf16_acc, bf16_seconds)
+    decided = evidence.map_precision(str(tmp_path))
+    assert decided['precision'] == chosen
+    assert decided['speedup'] == pytest.approx(2000 / bf16_seconds)
+    assert decided['limit'] == pytest.approx(0.006)
+
+
+def test_speed_counts_every_stretch_of_a_run(tmp_path):
+    cell = evidence.precision_cell()
+    assert evidence.steps_per_second(str(tmp_path), cell) is None
+    _ledger(tmp_path, cell, 600, returncode=-15, stopped=True, steps=S)
+    assert evidence.steps_per_second(str(tmp_path), cell) is None  # Not finished.
+    _ledger(tmp_path, cell, 1000, resumed=True)
+    assert evidence.steps_per_second(str(tmp_path), cell) == pytest.approx(S / 1600)
+
+
+def test_a_cell_of_another_precision_or_seed_has_its_own_folder_flag_and_generation0(
+    tmp_path,
+):
     root = str(tmp_path)
-    first, other = (evidence.Cell(evidence.BASE, 'fixmatch', 4800, 1, 'spread', s) for s in (1, 2))
+    first, other = (evidence.Cell(evidence.BASE, 'fixmatch', 4800, 1, 'base', s) for s in (1, 2))
     assert other.workdir(root) == os.path.join(root, 'seed_2', first.workdir(''))
     assert '--seed=2' in other.flags(1) and '--seed=1' not in other.flags(1)
-    assert '--seed=1' in first.flags(1)
     assert evidence.cells_key(first) != evidence.cells_key(other)
+    bf16 = dataclasses.replace(first, precision='bf16')
+    assert evidence.cells_key(first) != evidence.cells_key(bf16)
     crest = evidence.Cell(evidence.BASE, 'fixmatch_crest', 9600, seed=2)
     assert evidence.generation0_source(crest, [first]) is None
     assert evidence.generation0_source(crest, [first, other]).seed == 2
-    # A run of seed 1 never reads as the seed-2 cell's.
+    crest = evidence.Cell(evidence.BASE, 'fixmatch_crest', 9600, precision='bf16')
+    assert evidence.generation0_source(crest, [first, other]) is None
+    assert evidence.generation0_source(crest, [first, bf16]) == bf16
+    # A run of seed 1 in float32 never reads as another cell's.
     _finish(tmp_path, first, 0.8)
-    assert evidence.results(root, other) is None
+    assert evidence.results(root, other) is None and evidence.results(root, bf16) is None
 
 
-def test_the_document_sets_the_last_doubling_against_the_seed_spread(tmp_path):
-    root = str(tmp_path)
-    steps = evidence.SPREAD_STEPS
-    lengths = [evidence.CURVE_START * 2**k for k in range(5)]
-    assert steps in lengths[:-1]
-    # Still rising at the longest: its doubling is the last measured one.
-    _finish_curve(tmp_path, dict(zip(lengths, (0.70, 0.73, 0.76, 0.78, 0.795), strict=True)))
-    _finish(tmp_path, evidence.curve_cell(steps), 0.78)
-    text = evidence_document.spread(root)
-    assert '| 1 | 78.0 |' in text and '| 2 | not finished |' in text
-    assert 'standard deviation' not in text  # One seed: no spread yet.
-    for cell, acc in zip(evidence.spread_cells(), (0.80, 0.79), strict=True):
-        _finish(tmp_path, cell, acc)
-    text = evidence_document.spread(root)
-    # Seeds 78, 80, 79: standard deviation 1.0 point; of a difference, 1.4.
-    assert 'Across 3 seeds the standard deviation is 1.0 points' in text
-    assert 'about 1.4 points' in text
-    assert 'last measured doubling changed balanced accuracy by +1.5 points' in text
-
-
-def test_a_cell_run_on_one_fold_is_rerun_against_the_seed_spread(tmp_path):
-    root = str(tmp_path / 'evidence')
-    first = evidence.curve_cell(evidence.CURVE_START)
-    _finish(root, first, 0.75)
-    _finish(root + '_rerun', first, 0.755)
-    text = evidence_document.reruns(root)
-    assert '| +0.5 |  | no spread measured |' in text  # One fold, no seeds yet.
-    steps = evidence.SPREAD_STEPS
-    for cell, acc in zip(
-        [evidence.curve_cell(steps), *evidence.spread_cells()], (0.78, 0.80, 0.79), strict=True
-    ):
-        _finish(root, cell, acc)
-    text = evidence_document.reruns(root)
-    assert f'| 75.0 | 75.5 | +0.5 | 1.0 (seeds, {steps:,} steps) | yes |' in text
-    _finish(root + '_rerun', first, 0.77)  # 2 points off: more than the seeds' 1.0.
-    assert '| +2.0 | 1.0 (seeds' in evidence_document.reruns(root)
-    assert '| no |' in evidence_document.reruns(root)
+def test_same_results_ignores_wall_time_and_where_a_run_ran():
+    first = _results(0.7, gens=2)
+    first['args']['workdir'], first['args']['cpu_threads'] = 'a', 1
+    again = json.loads(json.dumps(first))
+    again['args']['workdir'], again['args']['cpu_threads'] = 'b', 2
+    again['generations'][1] = {**again['generations'][1], 'seconds': 99.0}
+    assert evidence.same_results(first, again) == []
+    again['generations'][1]['test'] = {**again['generations'][1]['test'], 'recall': [0] * 4}
+    again['args']['seed'] = 2
+    assert evidence.same_results(first, again) == [
+        '/args/seed',
+        '/generations[1]/test/recall[0]',
+        '/generations[1]/test/recall[1]',
+        '/generations[1]/test/recall[2]',
+        '/generations[1]/test/recall[3]',
+    ]
 
 
 def _checkpoint(gen_dir, step):
@@ -230,30 +255,34 @@ def test_minority_bias_is_precision_minus_recall_on_the_smaller_half():
 
 
 def _map_root(tmp_path, gains):
-    """A finished curve (S = 4800) and map where CReST+ gains `gains[i]` at a bias
-    set by the minority recall of setting i."""
+    """Decided precision (bf16) and the map's five settings (base first), where CReST+
+    gains `gains[i]` at a bias set by the minority recall of setting i."""
     root = str(tmp_path)
-    _finish_curve(tmp_path, {2400: 0.75, 4800: 0.78, 9600: 0.785})
-    cells = evidence.map_cells(4800)
-    for i, setting in enumerate(evidence.SETTINGS):
+    _decide(tmp_path, 0.781, 1000)
+    for i, setting in enumerate(evidence.map_settings(root)):
         low = 0.8 - 0.1 * i  # Lower minority recall: more bias.
-        roles = cells[setting.name]
+        precision = 'float32' if setting == evidence.BASE else 'bf16'
+        cells = evidence.setting_cells(setting, 1, 'map', precision)
         for role in ('fixmatch_1gen', 'fixmatch'):
-            _finish(tmp_path, roles[role], 0.78, recall=(0.9, 0.9, low, low))
-        _finish(tmp_path, roles['fixmatch_crest_plus'], 0.78 + gains[i])
+            recall = BASE_RECALL if i == 0 else (0.9, 0.9, low, low)
+            _finish(tmp_path, cells[role], 0.78, recall=recall)
+        _finish(tmp_path, cells['fixmatch_crest_plus'], 0.78 + gains[i])
     return root
 
 
 def test_map_gains_follow_the_bias_and_predict_from_it(tmp_path):
     gains = [-0.02, 0.0, 0.01, 0.03, 0.05]
     root = _map_root(tmp_path, gains)
-    entries = regime.map_entries(root, 4800)
+    entries = regime.map_entries(root)
+    assert [e['precision'] for e in entries] == ['float32'] + ['bf16'] * 4
+    assert entries[1]['class_order'] == [0, 3, 2, 1]
     assert [e['crest_plus_t2'] for e in entries] == pytest.approx(gains)
     assert entries[0]['crest_t2'] is None  # CReST not run: no gain, no crash.
     line = regime.fit(entries, 'crest_plus_t2')
-    assert line['spearman'] == pytest.approx(1.0) and line['slope'] > 0
+    assert line['spearman'] > 0.7 and line['slope'] > 0
     assert regime.follows(line).startswith('yes')
-    data = regime.write_map(str(tmp_path / 'map.json'), entries, 4800)
+    data = regime.write_map(str(tmp_path / 'map.json'), entries)
+    assert data['steps_per_generation'] == S
     most = max(e['fixmatch_bias']['bias'] for e in entries)
     least = min(e['fixmatch_bias']['bias'] for e in entries)
     assert regime.predict(data, most)[0].startswith('CReST+ is likely to help')
@@ -266,45 +295,69 @@ def test_map_gains_follow_the_bias_and_predict_from_it(tmp_path):
     assert regime.follows(regime.fit(entries, 'crest_plus_t2')).startswith('undetermined')
 
 
-def test_document_is_generated_from_the_runs(tmp_path):
+def test_document_is_generated_from_the_records(tmp_path):
     root = _map_root(tmp_path, [-0.02, 0.0, 0.01, 0.03, 0.05])
-    with open(os.path.join(root, 'ledger.jsonl'), 'w') as f:
-        record = {'stage': 'map', 'steps': 9600, 'returncode': 0, 'seconds': 1800}
-        f.write(json.dumps({**record, 'cpu': 'Test CPU', 'jobs': 2, 'threads': 1}) + '\n')
-    # Table 2's FixMatch on folds 2 and 3, and fold 2 run again.
-    chosen = evidence.SETTINGS[-1]
-    for fold, acc in ((2, 0.77), (3, 0.79)):
-        _finish(tmp_path, evidence.Cell(chosen, 'fixmatch', 9600, fold), acc)
-    _finish(tmp_path / 'again', evidence.Cell(chosen, 'fixmatch', 9600, 2), 0.775)
-    os.rename(tmp_path / 'again', root + '_rerun')
-    # A run started by hand at a length the plan does not use: CReST+ 2 x 2,400.
-    _finish(tmp_path, evidence.Cell(evidence.BASE, 'fixmatch_crest_plus', 4800), 0.80)
+    # The base setting: FixMatch S 78/77/79, FixMatch 2S 79/78/80, CReST+ 81/81/82.
+    for fold, (short, long, plus) in enumerate(
+        ((0.78, 0.79, 0.81), (0.77, 0.78, 0.81), (0.79, 0.80, 0.82)), start=1
+    ):
+        cells = evidence.setting_cells(evidence.BASE, fold, 'base', 'float32')
+        _finish(tmp_path, cells['fixmatch_1gen'], short, recall=BASE_RECALL)
+        _finish(tmp_path, cells['fixmatch'], long)
+        _finish(tmp_path, cells['fixmatch_crest_plus'], plus)
     out = tmp_path / 'docs'
     path = str(out / 'RESULTS.md')
-    evidence_document.write(root, str(out), path, '# Notes\n')
+    written = evidence_document.write(root, str(out), path, '# Notes\n')
     text = open(path).read()
     assert text.startswith('# Notes') and 'Test CPU' in text
-    assert '| 4,800 | 78.0 | +3.0 | +15.0 | d 80.0 |' in text  # The curve, from its runs.
+    # The second edition's curve and the choice of S.
+    assert '| 76,800 | 82.7 | +0.4 |  |' in text and 'answers 38,400 steps' in text
+    assert '| 19,200 | 81.2 | +1.3 | 78.0 |' in text  # This edition's run of that cell.
+    # The base table and its claims: CReST+ - FixMatch 2S = +2, +3, +2 points.
+    assert '| FixMatch, 2S | 79.0 | 78.0 | 80.0 | 79.0 ± 1.0 |' in text
+    assert '| FixMatch, 2S + LA | 80.0 | 79.0 | 81.0 | 80.0 ± 1.0 |' in text
+    row = '| CReST+ beats FixMatch | Table 2 | +2.0 (fold 1), +3.0 (fold 2), +2.0 (fold 3) |'
+    assert row + ' +2.3 ± 0.6 | held |' in text
+    assert '| CReST beats FixMatch (claim 2) | Table 1 | … | … | not run yet |' in text
+    # LA adds 1 point to every run here: LA alone is not a 1-point gain.
+    assert '| FixMatch + LA beats FixMatch | Table 2 | +1.0 (fold 1), +1.0 (fold 2)' in text
+    # The map: precision decided, the gains, the plots.
+    assert 'scored 78.1 in bf16 against 78.0 in float32' in text and '**bf16**' in text
     assert '+5.0' in text and 'CReST+ is' not in text  # The map's gains, no advice.
-    assert (out / 'regime_map.json').exists() and (out / 'gain_vs_bias.png').exists()
-    # The most biased setting (the last) is Table 2's; its runs are the map's on fold 1.
-    assert 'gamma 100, beta 3%, index order (the setting whose FixMatch is most biased)' in text
-    assert '| FixMatch + CReST+ |' in text
-    command = next(line for line in text.splitlines() if line.startswith('.venv/bin/python'))
-    assert '--method=fixmatch --total_steps=9600 --fold=2' in command
-    assert '--imbalance=100 --label_fraction=0.03 --class_order=0' in command
-    assert command.endswith(f'--workdir={root}_rerun/g100_b3_o0/total_9600/fixmatch/fold_2')
-    rerun = '| g100_b3_o0/total_9600/fixmatch/fold_2 | 77.0 | 77.5 | +0.5 | 1.0 (folds) | yes |'
-    assert rerun in text
-    # Compared with FixMatch under both rules, outside the plan's tables.
-    row = '| gamma 100, beta 10%, index order | FixMatch + CReST+ | 2 x 2,400 | 1 | 80.0 | 81.0 |'
-    row += '  | +5.0 (FixMatch 2,400: 75.0) | +2.0 (FixMatch 4,800: 78.0) |'
-    assert text.split('## Runs outside the plan')[1].count(row) == 1
+    assert 'hard tail: gamma 100, beta 10%, order 0,3,2,1 | bf16 |' in text
+    assert '| d (6) |' in text  # The hard tail's per-class table.
+    for name in ('regime_map.json', 'gain_vs_bias.png', 'hard_tail_recall.png'):
+        assert str(out / name) in written and (out / name).exists()
+    assert "Table 2's other presets at the base setting, 3 folds" in text
+    assert 'machine hours with 2 runs side by side' in text
+    # Written twice from the same records: the same document.
+    evidence_document.write(root, str(out), str(out / 'again.md'), '# Notes\n')
+    assert open(out / 'again.md').read() == text
+
+
+def test_the_committed_document_is_what_the_committed_records_give(tmp_path):
+    """docs/RESULTS.md and docs/evidence/regime_map.json, written again from
+    docs/evidence/runs alone."""
+    notes = open(os.path.join(ROOT, 'docs', 'evidence_notes.md')).read().rstrip() + '\n\n'
+    path = str(tmp_path / 'RESULTS.md')
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # The document's links are relative to the repository.
+    try:
+        evidence_document.write('docs/evidence/runs', str(tmp_path / 'evidence'), path, notes)
+    finally:
+        os.chdir(cwd)
+    text = open(path).read().replace(os.path.relpath(tmp_path / 'evidence', tmp_path), 'evidence')
+    assert text == open(os.path.join(ROOT, 'docs', 'RESULTS.md')).read()
+    with (
+        open(tmp_path / 'evidence' / 'regime_map.json') as f,
+        open(os.path.join(ROOT, 'docs', 'evidence', 'regime_map.json')) as g,
+    ):
+        assert f.read() == g.read()
 
 
 def test_diagnose_reads_a_run_and_the_map(tmp_path):
     root = _map_root(tmp_path, [-0.02, 0.0, 0.01, 0.03, 0.05])
-    regime.write_map(str(tmp_path / 'map.json'), regime.map_entries(root, 4800), 4800)
+    regime.write_map(str(tmp_path / 'map.json'), regime.map_entries(root))
     run = tmp_path / 'mine'
     run.mkdir()
     (run / 'results.json').write_text(json.dumps(_results(0.7, recall=(0.9, 0.9, 0.3, 0.3))))
@@ -353,7 +406,7 @@ def cli():
 
 
 def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, monkeypatch, cli):
-    cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:3]]
+    cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.MAP_OTHERS]
     monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
     launched = []
 
@@ -387,12 +440,78 @@ def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, mo
             cli.run(root, jobs=2, max_minutes=0)
 
 
-def test_runner_limited_to_settings_drops_the_others_but_never_the_curve(
+def _write(path, content='{}'):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(content)
+
+
+def test_runner_keeps_the_records_of_finished_cells_and_times_runs_made_by_hand(
     tmp_path, monkeypatch, cli
 ):
-    base, other, dropped = evidence.SETTINGS[:3]
+    by_hand, by_runner = (evidence.Cell(s, 'fixmatch', 4800) for s in evidence.MAP_OTHERS[:2])
+    monkeypatch.setattr(evidence, 'plan', lambda root: ([by_hand, by_runner], None))
+    root, records = str(tmp_path / 'runs'), str(tmp_path / 'records')
+    # A run finished by hand: its small files beside a checkpoint, TFRecords, test
+    # probabilities and a TensorBoard log, none of which are records.
+    _finish(root, by_hand, 0.7)
+    folder = by_hand.workdir(root)
+    for name in ('args.json', 'data/counts.json', 'gen_00/evals.json', 'gen_00/picks.json'):
+        _write(os.path.join(folder, name), json.dumps({'name': name}))
+    for name in ('data/test.tfrecord', 'gen_00/labeled.tfrecord', 'gen_00/test_probs.npy'):
+        _write(os.path.join(folder, name), 'bytes')
+    _write(os.path.join(folder, 'gen_00', 'ckpt', 'checkpoint'), 'x')
+    _write(os.path.join(folder, 'gen_00', 'tb', 'events'), 'x')
+
+    def fake_launch(root, cell, threads):
+        path = os.path.join(cell.workdir(root), 'results.json')
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        code = f'import json; json.dump({{"balanced_accuracy": 0.5}}, open({path!r}, "w"))'
+        return subprocess.Popen([sys.executable, '-c', code])
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    assert cli.run(root, jobs=2, max_minutes=0, records=records) == 0
+    kept = sorted(
+        os.path.relpath(os.path.join(d, f), records)
+        for d, _, files in os.walk(records)
+        for f in files
+    )
+    hand = os.path.relpath(by_hand.workdir(records), records)
+    runner = os.path.relpath(by_runner.workdir(records), records)
+    assert kept == sorted(
+        [
+            evidence.LEDGER,
+            *(
+                os.path.join(hand, n)
+                for n in (
+                    'args.json',
+                    'results.json',
+                    'data/counts.json',
+                    'gen_00/evals.json',
+                    'gen_00/picks.json',
+                )
+            ),
+            os.path.join(runner, 'results.json'),
+        ]
+    )
+    with open(os.path.join(hand, 'gen_00/picks.json').join([records + os.sep, ''])) as f:
+        assert json.load(f) == {'name': 'gen_00/picks.json'}
+    # The run made by hand is timed by its results.json (one generation of 60 s).
+    lines = {r['workdir']: r for r in evidence.ledger(records)}
+    assert lines[by_hand.workdir(root)]['seconds'] == 60
+    assert (
+        lines[by_hand.workdir(root)]['by_hand'] and 'by_hand' not in lines[by_runner.workdir(root)]
+    )
+    assert evidence.ledger(records) == evidence.ledger(root)
+    # Adopted once only.
+    assert cli.adopt(root, [by_hand, by_runner], {}) == []
+
+
+def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path, monkeypatch, cli):
+    base, (other, dropped) = evidence.BASE, evidence.MAP_OTHERS[:2]
     cells = [
-        evidence.curve_cell(4800),
+        evidence.check_cell(),
         evidence.Cell(dropped, 'fixmatch', 4800),
         evidence.Cell(other, 'fixmatch', 4800),
         evidence.Cell(base, 'fixmatch_crest_plus', 9600),
@@ -409,7 +528,7 @@ def test_runner_limited_to_settings_drops_the_others_but_never_the_curve(
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
-    assert cli.run(str(tmp_path), jobs=1, max_minutes=0, settings=[base.name, other.name]) == 0
+    assert cli.run(str(tmp_path), jobs=1, max_minutes=0, settings=[other.name]) == 0
     assert launched == [cells[0], cells[2], cells[3]]
 
 
@@ -429,7 +548,7 @@ def test_an_unknown_setting_is_refused_in_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         'error: --settings: unknown g300_b10_o0; known: '
-        + ', '.join(s.name for s in evidence.SETTINGS)
+        + ', '.join(s.name for s in evidence.map_settings(str(tmp_path)))
     )
 
 
@@ -500,8 +619,8 @@ def test_runner_waits_for_generation0_then_copies_it(tmp_path, monkeypatch, cli)
     assert steps[crest.workdir(root)] == 4800  # Generation 1 only.
     assert evidence.steps_to_train(root, crest, cells) == 4800  # Started, from a copy.
     # Generation 0 of another setting's run is refused, the flag named.
-    other = evidence.Cell(evidence.SETTINGS[1], 'fixmatch_crest', 9600)
-    with pytest.raises(ValueError, match='--class_order=1 .the run has 0.'):
+    other = evidence.Cell(evidence.MAP_OTHERS[2], 'fixmatch_crest', 9600)
+    with pytest.raises(ValueError, match='--class_order=2 .the run has 0.'):
         evidence.copy_generation0(root, fixmatch, other)
 
 
@@ -526,12 +645,13 @@ def test_runner_trains_generation0_itself_when_the_source_was_trained_otherwise(
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
     assert cli.run(root, jobs=1, max_minutes=0) == 0
     assert launched == [(crest, False)]  # Nothing copied into its folder.
-    assert [r['steps'] for r in evidence.ledger(root)] == [9600]
+    trained = [r['steps'] for r in evidence.ledger(root) if not r.get('by_hand')]
+    assert trained == [9600]
 
 
 @pytest.mark.parametrize('jobs', [1, 2])
 def test_runner_leaves_a_run_busy_elsewhere_to_it_within_its_jobs(tmp_path, monkeypatch, cli, jobs):
-    first, busy = (evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:2])
+    first, busy = (evidence.Cell(s, 'fixmatch', 4800) for s in evidence.MAP_OTHERS[:2])
     monkeypatch.setattr(evidence, 'plan', lambda root: ([first, busy], None))
     root = str(tmp_path)
     # Another process trains `busy` (holds its folder's lock) until told to stop, then
@@ -602,7 +722,7 @@ sys.path.insert(0, {ROOT!r})
 from crest import evidence
 from tests import fakes
 cli = fakes.load_script('scripts/evidence.py', 'cli')
-cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.SETTINGS[:2]]
+cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.MAP_OTHERS[:2]]
 evidence.plan = lambda root: (cells, None)
 def launch(root, cell, threads):
     p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])

@@ -81,6 +81,12 @@ FLAG_CASES = [
     (['--dataset=folder', '--data_dir=/no/such'], '--data_dir must be an existing folder or'),
     (['--dataset=npz', '--data_dir=/no/such.npz'], '--data_dir must be an existing folder or'),
     (['--image_size=64'], '--image_size must be 0 for cifar10lt'),
+    (['--class_order=abc'], '--class_order must be a seed (an integer) or class indices'),
+    (['--class_order=-1'], '--class_order must be >= 0, got -1'),
+    (['--class_order=6,4,2,0,9,1,3,5,7'], '--class_order must be a permutation of 0..9 (missing'),
+    (['--class_order=6,4,2,0,9,1,3,5,7,7'], '--class_order must be a permutation of 0..9 (repea'),
+    (['--class_order=6,4,2,0,9,1,3,5,7,10'], '--class_order must be a permutation of 0..9 (out'),
+    (['--dataset=npz', '--data_dir=/', '--class_order=1,0'], '--class_order must be 0 for npz'),
 ]
 
 
@@ -92,6 +98,15 @@ def test_bad_flag(cli, argv, message, tmp_path):
     assert error is not None and error.startswith(f'error: {message}'), error
     assert '\n' not in error
     assert not (tmp_path / 'run').exists()  # Refused before any work.
+
+
+def test_class_order_flag_gives_a_seed_or_a_list(cli):
+    for argv, value in (([], 0), (['--class_order=2'], 2), (['--class_order=2,0,1'], [2, 0, 1])):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(['crest.py', *argv])
+        cfg = cli._config()
+        assert cfg.class_order == value and type(cfg.class_order) is type(value)
+    flags.FLAGS.unparse_flags()
 
 
 # Run folders that cannot be written.

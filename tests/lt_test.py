@@ -105,3 +105,12 @@ def test_darp_split_takes_the_first_images_of_each_class_in_record_order():
     assert [a.tolist() for a in again] == [labeled.tolist(), unlabeled.tolist()]
     with pytest.raises(ValueError, match='class 0 has 5 images, the split needs 6'):
         lt.darp_split(labels, [3, 1], [3, 1])
+
+
+def test_class_order_is_a_seed_or_the_order_itself():
+    np.testing.assert_array_equal(lt.class_order(4, 0), [0, 1, 2, 3])
+    np.testing.assert_array_equal(lt.class_order(4, 1), np.random.RandomState(1).permutation(4))
+    np.testing.assert_array_equal(lt.class_order(4, [2, 0, 3, 1]), [2, 0, 3, 1])
+    for bad in ([2, 0, 1], [2, 0, 3, 3], [2, 0, 3, 4], [0, 1, 2, 3, 4]):
+        with pytest.raises(ValueError, match=r'permutation of 0\.\.3'):
+            lt.class_order(4, bad)

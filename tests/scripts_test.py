@@ -30,6 +30,7 @@ def _run(script, *args):
         ('crest.py', ['--label_fraction=1'], 'error: --label_fraction must be in (0, 1)'),
         ('create_datasets.py', ['--label_fraction=1'], 'error: --label_fraction must be in (0, 1)'),
         ('create_datasets.py', ['--imbalance=6000'], 'error: --imbalance must be in [1, 5000]'),
+        ('create_datasets.py', ['--class_order=1,0'], 'error: --class_order must be a permutation'),
     ],
 )
 def test_bad_flag_is_one_line_error(script, argv, message, tmp_path):

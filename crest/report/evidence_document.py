@@ -1,29 +1,33 @@
-"""docs/RESULTS.md from the runs of the evidence study (crest/evidence.py): the
-convergence curve, the regime map, Table 2 with the paper's claims under both budget
-rules, finished runs the plan does not hold, re-runs of cells, and the machine time
-spent. Every number comes from a run's results.json or the runner's ledger."""
+"""docs/RESULTS.md from the records of the evidence study (crest/evidence.py): the
+generation length, the base setting on 3 folds with the claims under both budget rules,
+the bias map with the hard tail's per-class recall, the machine time spent and what is
+still to run. Every number comes from a record (a run's results.json, the ledger, or
+the second edition's measurements kept in crest/evidence.py); ROOT is the records
+folder, so that the document is the same on any clone."""
 
-import glob
-import json
 import os
 import re
 
+import numpy as np
+
 from crest import evidence, methods
-from crest.report import claims, document, plots, regime
-from crest.report.runs import load_runs, mean_std, pct, signed, table
+from crest.report import claims, regime
+from crest.report.runs import mean_std, pct, signed, table
 
 MAP_FILE = 'regime_map.json'
 MAP_PLOT = 'gain_vs_bias.png'
+HARD_TAIL_PLOT = 'hard_tail_recall.png'
+BUDGET_HOURS = 16  # Machine hours this edition may spend.
 
 
 def machine_time(root: str) -> str:
     """What the study cost: cells, steps and hours per stage, and the machines."""
     records = evidence.ledger(root)
     if not records:
-        return 'No cell has run under the runner yet (its ledger is empty).\n'
+        return 'No cell has run yet (the ledger is empty).\n'
     rows = []
-    stages = ['curve', 'spread', 'map', 'table2']
-    stages += sorted({r['stage'] for r in records} - set(stages))  # E.g. runs made by hand.
+    stages = ['check', 'base', 'precision', 'map', 'extra']
+    stages += sorted({r['stage'] for r in records} - set(stages))
     for stage in stages:
         mine = [r for r in records if r['stage'] == stage]
         if mine:
@@ -39,342 +43,336 @@ def machine_time(root: str) -> str:
     )
     total = sum(r['seconds'] for r in records) / 3600
     jobs = max(r['jobs'] for r in records)
+    by_hand = sum(1 for r in records if r.get('by_hand'))
     return (
         table(['stage', 'cells finished', 'steps trained', 'run-hours'], rows)
         + f"\n\nMachines: {'; '.join(cpus)}. Run-hours add up each run's own wall time, "
         f'stretches stopped early or failed included: {total:.1f} in all; with {jobs} runs '
-        f'side by side the machine was busy about {total / jobs:.1f} hours. Steps count '
-        "finished cells only, a resumed cell's all, a copied generation 0 none.\n"
+        f'side by side the machine was busy about {total / jobs:.1f} of the '
+        f'{BUDGET_HOURS} hours budgeted. Steps count finished cells only, a copied '
+        'generation 0 none.'
+        + (
+            f' {by_hand} run(s) started by hand are timed by their own results.json '
+            '(training time, start-up left out).'
+            if by_hand
+            else ''
+        )
+        + '\n'
     )
 
 
-def spread_runs(root: str) -> list[tuple[evidence.Cell, dict | None]]:
-    """FixMatch at SPREAD_STEPS with each seed (the study's own first), and its results."""
-    steps = evidence.SPREAD_STEPS
-    cells = [evidence.Cell(evidence.BASE, 'fixmatch', steps), *evidence.spread_cells()]
-    return [(cell, evidence.results(root, cell)) for cell in cells]
-
-
-def seed_std(runs: list[tuple[evidence.Cell, dict | None]]) -> float | None:
-    """The standard deviation of balanced accuracy over `spread_runs`' finished seeds."""
-    values = [found['balanced_accuracy'] for _, found in runs if found]
-    return mean_std(values)[1] if len(values) > 1 else None
-
-
-def spread(root: str) -> str:
-    """How much single FixMatch runs differ with the seed alone, set against the curve's
-    last measured doubling."""
-    runs, rows = spread_runs(root), []
-    for cell, found in runs:
-        bias = None if found is None else evidence.minority_bias(found)
+def generation_length(root: str) -> str:
+    """The second edition's curve, the doubling rule's answer, the length chosen, and
+    this edition's runs of the same cells."""
+    curve = evidence.SECOND_EDITION['curve']
+    rows, previous = [], None
+    for steps, acc in curve.items():
+        found = evidence.accuracy(root, evidence.Cell(evidence.BASE, 'fixmatch', steps))
         rows.append(
             [
-                str(cell.seed),
-                'not finished' if found is None else pct(found['balanced_accuracy']),
-                '' if bias is None else signed(bias['bias']),
+                f'{steps:,}',
+                pct(acc),
+                '' if previous is None else signed(acc - previous),
+                '' if found is None else pct(found),
             ]
         )
+        previous = acc
+    lengths = list(curve)
+    answer = next(
+        (a for a, b in zip(lengths, lengths[1:], strict=False) if curve[b] - curve[a] < 0.01),
+        None,
+    )
+    seeds = evidence.SECOND_EDITION['seeds']
+    s = evidence.STEPS
     out = [
-        f'The same run ({evidence.SPREAD_STEPS:,} steps) with other seeds: other '
-        "initialisation, augmentation and batch order on the same fold's images.\n",
-        table(['seed', 'balanced accuracy', 'bias (unlabeled set, points)'], rows),
+        'FixMatch at the base setting, fold 1, trained for each number of steps: the second '
+        "edition's convergence curve (float32, AMD EPYC; its run folders were lost with its "
+        "machine, its numbers are kept in `crest/evidence.py`), and this edition's runs of "
+        'the same cells where it has them (the same flags on another machine).\n',
+        table(
+            ['steps', 'balanced accuracy (second edition)', 'change from half', 'this edition'],
+            rows,
+        ),
+        f'\nThe doubling rule (stop where doubling gains less than '
+        f'{100 * evidence.MIN_EFFECT:.0f} point) answers {answer:,} steps. This edition '
+        f'trains generations of S = {s:,} steps: there FixMatch is '
+        f'{100 * (curve[max(curve)] - curve[s]):.1f} points under its plateau, but under the '
+        f"paper's Table 2 rule FixMatch trains {evidence.GENERATIONS * s:,} steps, so the "
+        'shorter generations handicap self-training, not FixMatch: a gain found here holds a '
+        'fortiori. The seed-to-seed spread of the second edition (FixMatch S, fold 1, seeds '
+        + ', '.join(f'{k}: {pct(v)}' for k, v in seeds.items())
+        + f') has a standard deviation of {pct(evidence.seed_std())} points.\n',
     ]
-    std = seed_std(runs)
-    if std is not None:
-        finished = sum(found is not None for _, found in runs)
-        said = (
-            f'\nAcross {finished} seeds the standard deviation is {100 * std:.1f} points, '
-            f'so the difference of two single runs, which the rule compares, has one of about '
-            f'{100 * std * 2**0.5:.1f} points.'
-        )
-        gain = last_doubling(root)
-        if gain is not None:
-            said += (
-                f" The curve's last measured doubling changed balanced accuracy by "
-                f'{signed(gain)} points.'
-            )
-        out.append(said + '\n')
     return '\n'.join(out)
 
 
-def last_doubling(root: str) -> float | None:
-    """The change of balanced accuracy at the curve's longest finished doubling."""
-    cells, _ = evidence.curve(root)
-    found = [evidence.accuracy(root, c) for c in cells]
-    pairs = [(a, b) for a, b in zip(found, found[1:], strict=False) if None not in (a, b)]
-    return pairs[-1][1] - pairs[-1][0] if pairs else None
+# --------------------------------------------------------------------------------------
+# The base setting on 3 folds.
+
+# (row, preset, total steps in generations of S) of the base table.
+BASE_ROWS = (
+    ('FixMatch, S', 'fixmatch', 1),
+    ('FixMatch, 2S', 'fixmatch', 2),
+    ('FixMatch + DA (t=0.5), 2S', 'fixmatch_da05', 2),
+    ('CReST, 2 x S', 'fixmatch_crest', 2),
+    ('CReST+, 2 x S', 'fixmatch_crest_plus', 2),
+)
+# (claim, (row, with LA), (row, with LA)) with BASE_ROWS' row names; 'FixMatch' is the
+# rule's baseline: FixMatch S under the Table 1 rule, FixMatch 2S under the Table 2 rule.
+COMPARISONS = (
+    ('CReST beats FixMatch (claim 2)', ('CReST, 2 x S', False), ('FixMatch', False)),
+    ('CReST+ beats FixMatch', ('CReST+, 2 x S', False), ('FixMatch', False)),
+    ('CReST+ beats CReST (claim 3)', ('CReST+, 2 x S', False), ('CReST, 2 x S', False)),
+    ('CReST+ & LA beats FixMatch + LA', ('CReST+, 2 x S', True), ('FixMatch', True)),
+    ('CReST & LA beats FixMatch + LA', ('CReST, 2 x S', True), ('FixMatch', True)),
+    ('FixMatch + LA beats FixMatch', ('FixMatch', True), ('FixMatch', False)),
+    ('CReST+ beats FixMatch + LA', ('CReST+, 2 x S', False), ('FixMatch', True)),
+)
+RULES = (('Table 1', 'FixMatch, S'), ('Table 2', 'FixMatch, 2S'))
 
 
-def with_baseline(runs: dict, baseline: dict) -> dict:
-    """`runs` with FixMatch's runs replaced by `baseline` (the Table 1 rule's)."""
-    swapped = {m: f for m, f in runs.items() if m not in ('fixmatch', 'fixmatch_la')}
-    return {'fixmatch': baseline, **swapped}
-
-
-def table2_section(root: str, setting: evidence.Setting, converged: int, output: str):
-    """Markdown of Table 2 at `setting` and the plots it makes."""
-    total = evidence.GENERATIONS * converged
-    folder = os.path.join(root, setting.name, f'total_{total}')
-    runs, unfinished = load_runs(folder)
-    if not runs:
-        return f'No Table 2 run at {setting.title} has finished yet.\n', []
-    out = [
-        f'At {setting.title} (the setting whose FixMatch is most biased), every preset at '
-        f'{total:,} steps in all; self-training ones in {evidence.GENERATIONS} generations '
-        f'of {converged:,}. Folder `{folder}`.\n',
-        document.markdown(runs, unfinished),
-    ]
-    # The Table 1 rule: the same CReST(+) runs against FixMatch trained one generation.
-    short = load_runs(os.path.join(root, setting.name, f'total_{converged}'))[0].get('fixmatch')
-    if short:
-        table1 = with_baseline(runs, short)
-        claim_table, missing = claims.paper_claims(table1)
-        out.append(
-            f"\n### The claims under the paper's Table 1 rule\n\nThe same runs, with FixMatch "
-            f'trained one generation of {converged:,} steps (folds {sorted(short)}) as the '
-            f'baseline: claim 1 is then about that model and claim 2 compares '
-            f'{evidence.GENERATIONS} generations with one; claims 3 and 4 do not involve '
-            'FixMatch and read as under the Table 2 rule.\n'
-        )
-        out.append(claim_table)
-        if missing:
-            out.append(f'\nNot checked (runs missing): {", ".join(missing)}.')
-    images_dir = os.path.join(output, 'table2')
-    os.makedirs(images_dir, exist_ok=True)
-    files = [os.path.join('table2', f) for f in plots.plots(runs, images_dir)]
-    return '\n'.join(out) + '\n', files
-
-
-def rerun_root(root: str) -> str:
-    return root.rstrip('/') + '_rerun'
-
-
-def rerun_command(root: str, cell: evidence.Cell) -> str:
-    """The command that runs `cell` again, into the re-run folder."""
-    workdir = cell.workdir(rerun_root(root))
-    flags = ' '.join(cell.flags(threads=1))
-    return f'.venv/bin/python scripts/crest.py {flags} --workdir={workdir}'
-
-
-def _accuracy(path: str) -> float:
-    with open(path) as f:
-        return json.load(f)['balanced_accuracy']
-
-
-def reruns(root: str) -> str:
-    """Cells run again in ROOT_rerun (same layout) against their fold spread, or against
-    the seed-to-seed spread for a cell run on one fold only (the curve's)."""
-    again_root = rerun_root(root)
-    seeds = seed_std(spread_runs(root))
-    rows = []
-    for path in sorted(glob.glob(os.path.join(again_root, '*', 'total_*', '*', 'fold_*'))):
-        if not os.path.exists(os.path.join(path, 'results.json')):
-            continue
-        relative = os.path.relpath(path, again_root)
-        original = os.path.join(root, relative, 'results.json')
-        if not os.path.exists(original):
-            continue
-        repeat = _accuracy(os.path.join(path, 'results.json'))
-        first = _accuracy(original)
-        folds = glob.glob(os.path.join(root, os.path.dirname(relative), 'fold_*', 'results.json'))
-        values = [_accuracy(p) for p in folds]
-        if len(values) > 1:
-            spread, said = mean_std(values)[1], 'folds'
-        elif seeds is not None:
-            spread, said = seeds, f'seeds, {evidence.SPREAD_STEPS:,} steps'
-        else:
-            spread, said = None, ''
-        verdict = (
-            'no spread measured'
-            if spread is None
-            else 'yes'
-            if abs(repeat - first) <= spread
-            else 'no'
-        )
-        rows.append(
-            [
-                relative,
-                pct(first),
-                pct(repeat),
-                signed(repeat - first),
-                '' if spread is None else f'{pct(spread)} ({said})',
-                verdict,
-            ]
-        )
-    if not rows:
-        return f'No cell has been run again yet (in `{again_root}`).\n'
-    return table(['cell', 'first run', 're-run', 'difference', 'std', 'within'], rows) + '\n'
-
-
-def finished_cells(root: str) -> list[evidence.Cell]:
-    """Every finished run under ROOT laid out as a cell (<setting>/total_<steps>/<preset>/
-    fold_<f>) at one of the study's settings."""
-    settings = {s.name: s for s in evidence.SETTINGS}
-    found = []
-    pattern = os.path.join(root, '*', 'total_*', '*', 'fold_*', 'results.json')
-    for path in sorted(glob.glob(pattern)):
-        parts = os.path.relpath(path, root).split(os.sep)
-        name, total, method, fold = parts[:4]
-        if name in settings and method in methods.METHODS:
-            cell = evidence.Cell(
-                settings[name], method, int(total[len('total_') :]), int(fold[len('fold_') :])
+def base_runs(root: str) -> dict[str, dict[int, dict]]:
+    """{row name: {fold: results}} of the finished base cells."""
+    runs = {}
+    for name, method, gens in BASE_ROWS:
+        for fold in evidence.FOLDS:
+            found = evidence.results(
+                root, evidence.Cell(evidence.BASE, method, gens * evidence.STEPS, fold)
             )
-            found.append(cell)
-    return found
+            if found is not None:
+                runs.setdefault(name, {})[fold] = found
+    return runs
 
 
-def runs_outside_the_plan(root: str, cells: list[evidence.Cell]) -> str:
-    """Markdown table of the finished runs the plan does not (yet) hold: runs started by
-    hand ahead of a decision. A self-training run is compared with FixMatch under both
-    rules where those FixMatch runs exist; a FixMatch run shows its bias. `cells`: the
-    plan's."""
-    planned = {evidence.cells_key(c) for c in cells}
+def _value(result: dict, la: bool) -> float | None:
+    return result.get('balanced_accuracy_la') if la else result['balanced_accuracy']
+
+
+def base_table(runs: dict) -> str:
+    """Balanced accuracy per fold, mean and std, without and with LA."""
     rows = []
-    for cell in finished_cells(root):
-        if evidence.cells_key(cell) in planned:
-            continue
-        found = evidence.results(root, cell)
-        acc, la = found['balanced_accuracy'], found.get('balanced_accuracy_la')
-        bias, gains = '', ['', '']  # Under the Table 1 rule, the Table 2 rule.
-        if cell.generations == 1:
-            measured = evidence.minority_bias(found)
-            bias = '' if measured is None else signed(measured['bias'])
-        else:
-            for i, steps in enumerate((cell.steps_per_generation, cell.total_steps)):
-                fixmatch = evidence.Cell(cell.setting, 'fixmatch', steps, cell.fold)
-                baseline = evidence.accuracy(root, fixmatch)
-                if baseline is not None:
-                    gains[i] = f'{signed(acc - baseline)} (FixMatch {steps:,}: {pct(baseline)})'
-        length = (
-            f'{cell.generations} x {cell.steps_per_generation:,}'
-            if cell.generations > 1
-            else f'{cell.total_steps:,}'
-        )
-        rows.append(
-            [
-                cell.setting.title,
-                methods.METHODS[cell.method].title,
-                length,
-                str(cell.fold),
-                pct(acc),
-                '' if la is None else pct(la),
-                bias,
-                *gains,
+    for name, *_ in BASE_ROWS:
+        for la in (False, True):
+            values = [
+                None if f not in runs.get(name, {}) else _value(runs[name][f], la)
+                for f in evidence.FOLDS
             ]
-        )
-    if not rows:
-        return ''
-    header = ['setting', 'preset', 'steps', 'fold', 'balanced accuracy', '+ LA']
-    header += ['bias (points)', 'gain, Table 1 rule', 'gain, Table 2 rule']
-    return (
-        'Finished runs that the plan does not hold at this point (started by hand ahead of '
-        'a decision, at a generation length the curve has not confirmed), with the same '
-        'flags as a planned cell of that length. Gains in points against FixMatch on the '
-        'same fold: Table 1 rule, one generation of the same length; Table 2 rule, as many '
-        'steps in all.\n\n' + table(header, rows) + '\n'
+            done = [v for v in values if v is not None]
+            rows.append(
+                [
+                    name + (' + LA' if la else ''),
+                    *('…' if v is None else pct(v) for v in values),
+                    pct(*mean_std(done)) if len(done) > 1 else '…',
+                ]
+            )
+    header = ['run', *(f'fold {f}' for f in evidence.FOLDS), 'mean ± std']
+    return table(header, rows)
+
+
+def base_claims(runs: dict) -> str:
+    """Each comparison under both rules: paired by fold, the mean of the differences
+    against their fold-to-fold standard deviation and 1 point (`claims.verdict`)."""
+    rows = []
+    for claim, (a, la_a), (b, la_b) in COMPARISONS:
+        for rule, baseline in RULES:
+            a_runs = runs.get(baseline if a == 'FixMatch' else a, {})
+            b_runs = runs.get(baseline if b == 'FixMatch' else b, {})
+            folds = sorted(set(a_runs) & set(b_runs))
+            if not folds:
+                rows.append([claim, rule, '…', '…', 'not run yet'])
+                continue
+            diffs = np.array(
+                [_value(a_runs[f], la_a) - _value(b_runs[f], la_b) for f in folds], np.float64
+            )
+            mean, spread, verdict = claims.verdict(diffs)
+            rows.append(
+                [
+                    claim,
+                    rule,
+                    ', '.join(f'{signed(d)} (fold {f})' for f, d in zip(folds, diffs, strict=True)),
+                    f'{signed(mean)} ± {100 * spread:.1f}',
+                    verdict,
+                ]
+            )
+    return table(['claim', 'rule', 'differences (points)', 'mean ± std', 'verdict'], rows)
+
+
+def base_section(root: str) -> str:
+    runs = base_runs(root)
+    s = evidence.STEPS
+    return '\n'.join(
+        [
+            f'{evidence.BASE.title}, folds {", ".join(map(str, evidence.FOLDS))}, float32. '
+            f'S = {s:,} steps; "2 x S": {evidence.GENERATIONS} generations of S (CReST\'s first '
+            "is a copy of FixMatch S's run); LA: post-hoc logit adjustment of the same runs by "
+            'the labeled class distribution. Balanced test accuracy, mean of the last 5 of '
+            f'{evidence.EVALS_PER_GENERATION} evaluations.\n',
+            base_table(runs),
+            '\nThe claims, paired by fold: held when the mean difference exceeds both its '
+            'fold-to-fold standard deviation and 1 point; with one fold, undecided. Table 1 '
+            f'rule: FixMatch trained S ({s:,} steps) as the baseline; Table 2 rule: FixMatch '
+            f'trained 2S ({evidence.GENERATIONS * s:,} steps, the same budget).\n',
+            base_claims(runs),
+        ]
     )
+
+
+# --------------------------------------------------------------------------------------
+# The bias map.
+
+
+def precision_paragraph(root: str) -> str:
+    decided = evidence.map_precision(root)
+    if decided is None:
+        return (
+            'The precision of the map is decided by FixMatch S on base fold 1 in bf16 against '
+            'float32: not both finished yet.\n'
+        )
+    return (
+        f'Precision of the map: FixMatch S on base fold 1 scored {pct(decided["bf16"])} in '
+        f'bf16 against {pct(decided["float32"])} in float32 (difference '
+        f'{signed(decided["bf16"] - decided["float32"])}; allowed: two seed-to-seed standard '
+        f'deviations, {pct(decided["limit"])}) and trained {decided["speedup"]:.2f}x as fast '
+        f'(needed: {evidence.BF16_MIN_SPEEDUP}x), so the map runs in '
+        f'**{decided["precision"]}**.\n'
+    )
+
+
+def hard_tail_section(root: str, output: str, rel: str) -> tuple[str, list[str]]:
+    """Per-class test recall of FixMatch S and 2S and CReST+ at the hard tail, against
+    class size: a table and a plot."""
+    hard = evidence.hard_tail(root)
+    decided = evidence.map_precision(root)
+    if hard is None or decided is None:
+        return 'Not decided yet.\n', []
+    cells = evidence.setting_cells(hard, 1, 'map', decided['precision'])
+    found = {
+        'FixMatch, S': evidence.results(root, cells['fixmatch_1gen']),
+        'FixMatch, 2S': evidence.results(root, cells['fixmatch']),
+        'CReST+, 2 x S': evidence.results(root, cells['fixmatch_crest_plus']),
+    }
+    found = {k: v for k, v in found.items() if v is not None}
+    if not found:
+        return f'{hard.title}: no run finished yet.\n', []
+    first = next(iter(found.values()))
+    names, counts = first['class_names'], first['labeled_counts']
+    order = sorted(range(len(names)), key=lambda c: (-counts[c], c))
+    header = ['class (labeled images)', *found]
+    rows = [
+        [
+            f'{names[c]} ({counts[c]})',
+            *(pct(r['generations'][-1]['test']['recall'][c]) for r in found.values()),
+        ]
+        for c in order
+    ]
+    out = (
+        f"{hard.title}: the classes that FixMatch S recalls worst on base fold 1's test set "
+        'made the rarest. Per-class test recall, the head first (mean of the last 5 '
+        'evaluations of the last generation):\n\n' + table(header, rows) + '\n'
+    )
+    path = os.path.join(output, HARD_TAIL_PLOT)
+    _recall_plot(found, order, path)
+    return out + f'\n![per-class recall at the hard tail]({rel}/{HARD_TAIL_PLOT})\n', [path]
+
+
+def _recall_plot(found: dict, order: list[int], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    first = next(iter(found.values()))
+    names, counts = first['class_names'], first['labeled_counts']
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, result in found.items():
+        recall = result['generations'][-1]['test']['recall']
+        ax.plot([counts[c] for c in order], [100 * recall[c] for c in order], 'o-', label=label)
+    for c in order:
+        ax.annotate(names[c], (counts[c], 2), fontsize=7, rotation=90, ha='center')
+    ax.set_xscale('log')
+    ax.set_xlabel('labeled images of the class (log scale)')
+    ax.set_ylabel('test recall (%)')
+    ax.set_ylim(0, 100)
+    ax.set_title('Hard tail, fold 1: per-class recall against class size')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# What is left.
 
 
 def still_to_run(root: str, cells: list[evidence.Cell], waiting: str | None) -> str:
-    """What the plan (`cells`, `waiting`: `evidence.plan`'s) has not run yet."""
+    """What the plan (`cells`, `waiting`: `evidence.plan`'s) has not run yet, with its
+    price at the ledger's speed, and the price of Table 2's other presets."""
     todo = [c for c in cells if evidence.results(root, c) is None]
-    if not todo and not waiting:
-        return 'Every planned cell has finished.\n'
+    lines = []
     by_stage = {}
     for cell in todo:
         by_stage.setdefault(cell.stage, []).append(cell)
-    lines = []
     for stage, group in by_stage.items():
-        # A copied generation 0 is not trained again; a started run resumes.
-        steps = [evidence.steps_left(root, c, cells) for c in group]
-        estimate = evidence.hours(root, steps)
-        lines.append(
-            f'- {stage}: {len(group)} cell(s), {sum(steps):,} steps to train'
-            + ('' if estimate is None else f', about {estimate[0]:.1f} hours')
-            + f' ({", ".join(sorted({methods.METHODS[c.method].title for c in group}))})'
-        )
+        steps = [evidence.steps_to_train(root, c, cells) for c in group]
+        lines.append(f'- {stage}: {len(group)} cell(s), {_price(root, steps)}')
     if waiting:
-        lines.append(f'- then more, once {waiting} has finished')
+        lines.append(f'- then more (the map and the extras), waiting for {waiting}')
+    if not lines:
+        lines.append('- every planned cell has finished')
+    others = [
+        evidence.Cell(evidence.BASE, m, evidence.GENERATIONS * evidence.STEPS, f, 'table2')
+        for m in evidence.TABLE2_OTHERS
+        for f in evidence.FOLDS
+    ]
+    steps = [c.total_steps for c in others]
+    lines.append(
+        "- not in this edition: Table 2's other presets at the base setting, 3 folds "
+        f'({", ".join(methods.METHODS[m].title for m in evidence.TABLE2_OTHERS)}): '
+        f'{len(others)} cells, {_price(root, steps)}'
+    )
     return '\n'.join(lines) + '\n'
 
 
+def _price(root: str, steps: list[int]) -> str:
+    estimate = evidence.hours(root, steps)
+    said = f'{sum(steps):,} steps to train'
+    if estimate is not None:
+        said += f', about {estimate[0]:.1f} machine hours with {estimate[1]} runs side by side'
+    return said
+
+
 def write(root: str, output: str, path: str, notes: str) -> list[str]:
-    """Writes `path` (notes + generated sections) and its plots and map into `output`."""
+    """Writes `path` (notes + generated sections) and its plots and map into `output`,
+    from the records in ROOT alone."""
     os.makedirs(output, exist_ok=True)
     rel = os.path.relpath(output, os.path.dirname(os.path.abspath(path)))
-    out = [notes.rstrip(), '\n## Machine and time\n', machine_time(root)]
-    rows, converged = regime.curve_rows(root)
-    chosen = None
-    out.append('\n## 1. Converged generations\n')
-    out.append(
-        f'FixMatch, {evidence.BASE.title}, fold 1, trained for each number of steps '
-        f'(balanced accuracy on the test set, mean of the last 5 evaluations; bias as in '
-        'the regime map below):\n'
-    )
-    header = ['steps', 'balanced accuracy', 'change from half the steps']
-    header += ['bias (unlabeled set, points)', 'smallest class recall']
-    out.append(table(header, rows))
     written = [path]
-    if converged is None:
-        cells, _ = evidence.curve(root)
-        out.append(f'\nNot converged: waiting for {evidence.curve_waiting(root, cells)}.\n')
-    else:
-        out.append(
-            f'\nDoubling {converged:,} steps gains less than '
-            f'{100 * evidence.MIN_EFFECT:.0f} point of balanced accuracy: every generation '
-            f'below trains {converged:,} steps.\n'
-        )
-    out.append('\n### Seed-to-seed spread\n')
-    out.append(spread(root))
-    if converged is not None:
-        entries = regime.map_entries(root, converged)
-        regime.write_map(os.path.join(output, MAP_FILE), entries, converged)
-        written.append(os.path.join(output, MAP_FILE))
-        out.append('\n## 2. The regime map\n')
-        out.append(
-            f"Fold 1 of each setting. FixMatch's bias: the mean precision minus the mean recall "
-            f'of the minority half of the classes on the unlabeled set, after '
-            f'{converged:,} steps (paper Fig. 2). Gains in points of balanced accuracy; '
-            f'Table 1 rule: {evidence.GENERATIONS} generations against FixMatch '
-            f'{converged:,}; Table 2 rule: against FixMatch '
-            f'{evidence.GENERATIONS * converged:,}. "…": not run yet.\n'
-        )
-        out.append(regime.map_markdown(entries, converged))
-        if regime.map_plot(entries, os.path.join(output, MAP_PLOT)):
-            out.append(f'\n![gain vs bias]({rel}/{MAP_PLOT})\n')
-            written.append(os.path.join(output, MAP_PLOT))
-        out.append('\n## 3. Table 2 at the most biased setting\n')
-        chosen = evidence.most_biased(root, converged)
-        if chosen is None:
-            out.append("Chosen once every setting's FixMatch run has finished.\n")
-        else:
-            body, files = table2_section(root, chosen, converged, output)
-            out.append(body)
-            out += [f'![{f}]({rel}/{f})' for f in files]
-            written += [os.path.join(output, f) for f in files]
-    planned, waiting = evidence.plan(root)
-    outside = runs_outside_the_plan(root, planned)
-    if outside:
-        out.append('\n## Runs outside the plan\n')
-        out.append(outside)
-    out.append('\n## Re-running a cell\n')
-    if converged is not None and chosen is not None:
-        cell = evidence.Cell(chosen, 'fixmatch', evidence.GENERATIONS * converged, 2)
-        which = 'A cell of Table 2 run again, with the same flags into another folder, e.g. '
-        which += 'FixMatch on fold 2'
-    else:
-        cell = evidence.curve_cell(evidence.CURVE_START)
-        which = 'A cell run again, with the same flags into another folder, e.g. the '
-        which += "curve's shortest"
+    out = [notes.rstrip(), '\n## Machine and time\n', machine_time(root)]
+    out += ['\n## 1. Generation length\n', generation_length(root)]
+    out += ['\n## 2. The base setting on 3 folds\n', base_section(root)]
+    out.append('\n## 3. The bias map\n')
+    out.append(precision_paragraph(root))
+    entries = regime.map_entries(root)
+    regime.write_map(os.path.join(output, MAP_FILE), entries)
+    written.append(os.path.join(output, MAP_FILE))
     out.append(
-        f'{which}:\n\n```\n{rerun_command(root, cell)}\n```\n\nthen '
-        '`scripts/evidence.py --action=report` compares every such run with the first, '
-        "against the fold-to-fold standard deviation of the cell's method (for a cell run on "
-        'one fold only, the seed-to-seed one):\n'
+        "\nFold 1 of each setting. FixMatch's bias: the mean precision minus the mean recall "
+        'of the minority half of the classes on the unlabeled set, after S steps (paper '
+        f'Fig. 2). Gains in points of balanced accuracy; Table 1 rule: '
+        f'{evidence.GENERATIONS} generations against FixMatch S; Table 2 rule: against '
+        'FixMatch 2S. "…": not run yet.\n'
     )
-    out.append(reruns(root))
+    out.append(regime.map_markdown(entries))
+    if regime.map_plot(entries, os.path.join(output, MAP_PLOT)):
+        out.append(f'\n![gain vs bias]({rel}/{MAP_PLOT})\n')
+        written.append(os.path.join(output, MAP_PLOT))
+    out.append('\n### The hard tail, class by class\n')
+    body, files = hard_tail_section(root, output, rel)
+    out.append(body)
+    written += files
     out.append('\n## Still to run\n')
-    out.append(still_to_run(root, planned, waiting))
+    cells, waiting = evidence.plan(root)
+    out.append(still_to_run(root, cells, waiting))
     with open(path, 'w') as f:
         f.write(re.sub(r'\n{3,}', '\n\n', '\n'.join(out)).rstrip() + '\n')
     return written

@@ -25,44 +25,37 @@ GAINS = (
 )
 
 
-def curve_rows(root: str) -> tuple[list[list[str]], int | None]:
-    """The convergence curve as table rows, and the converged length S."""
-    cells, converged = evidence.curve(root)
-    rows, previous = [], None
-    for cell in cells:
-        found = evidence.results(root, cell)
-        acc = None if found is None else found['balanced_accuracy']
-        change = '' if acc is None or previous is None else signed(acc - previous)
-        bias = None if found is None else evidence.minority_bias(found)
-        rows.append(
-            [
-                f'{cell.total_steps:,}',
-                'running' if acc is None else pct(acc),
-                change,
-                '' if bias is None else signed(bias['bias']),
-                '' if bias is None else f'{bias["smallest_class"]} {pct(bias["smallest_recall"])}',
-            ]
-        )
-        previous = acc
-    return rows, converged
-
-
-def map_entries(root: str, converged: int) -> list[dict]:
-    """One entry per setting of the map: FixMatch's bias, each run's balanced accuracy
-    (None while unfinished) and the gains under both rules."""
-    entries, by_setting = [], evidence.map_cells(converged)
-    for setting in evidence.SETTINGS:
-        cells = by_setting[setting.name]
+def map_entries(root: str) -> list[dict]:
+    """One entry per setting of the map (fold 1): its precision, FixMatch's bias, each
+    run's balanced accuracy (None while unfinished or undecided) and the gains under both
+    rules."""
+    decided = evidence.map_precision(root)
+    entries = []
+    for setting in evidence.map_settings(root):
+        if setting == evidence.BASE:
+            precision = 'float32'  # Its fold 1 cells are the base stage's.
+        else:
+            precision = None if decided is None else decided['precision']
         entry = {
             'setting': setting.name,
             'title': setting.title,
             'imbalance': setting.imbalance,
             'label_fraction': setting.label_fraction,
-            'class_order': setting.class_order,
+            'class_order': list(setting.class_order)
+            if isinstance(setting.class_order, tuple)
+            else setting.class_order,
+            'precision': precision,
         }
-        found = {role: evidence.results(root, cell) for role, cell in cells.items()}
+        if precision is None:
+            found = {role: None for role, _, _ in evidence.ROLES}
+        else:
+            cells = evidence.setting_cells(setting, 1, 'map', precision)
+            found = {role: evidence.results(root, cell) for role, cell in cells.items()}
         entry['accuracy'] = {
             role: None if r is None else r['balanced_accuracy'] for role, r in found.items()
+        }
+        entry['accuracy_la'] = {
+            role: None if r is None else r.get('balanced_accuracy_la') for role, r in found.items()
         }
         fixmatch = found['fixmatch_1gen']
         entry['fixmatch_bias'] = None if fixmatch is None else evidence.minority_bias(fixmatch)
@@ -136,9 +129,9 @@ def _gain(value):
     return '…' if value is None else signed(value)
 
 
-def map_markdown(entries: list[dict], converged: int) -> str:
+def map_markdown(entries: list[dict]) -> str:
     """The map as a Markdown table, with whether the gains follow the bias."""
-    g, s = evidence.GENERATIONS, converged
+    g, s = evidence.GENERATIONS, evidence.STEPS
     rows = []
     for e in entries:
         bias = e['fixmatch_bias']
@@ -146,6 +139,7 @@ def map_markdown(entries: list[dict], converged: int) -> str:
         rows.append(
             [
                 e['title'],
+                e['precision'] or 'not decided yet',
                 '…'
                 if bias is None
                 else f'{_precision(bias["minority_precision"])} / {pct(bias["minority_recall"])}',
@@ -161,6 +155,7 @@ def map_markdown(entries: list[dict], converged: int) -> str:
         )
     header = [
         'setting (Fashion-MNIST-LT)',
+        'precision',
         'FixMatch minority half: precision / recall',
         'bias (points)',
         'smallest class recall',
@@ -221,10 +216,10 @@ def map_plot(entries: list[dict], path: str) -> bool:
     return True
 
 
-def write_map(path: str, entries: list[dict], converged: int) -> dict:
+def write_map(path: str, entries: list[dict]) -> dict:
     """Writes the map as JSON: what `predict` reads."""
     data = {
-        'steps_per_generation': converged,
+        'steps_per_generation': evidence.STEPS,
         'generations': evidence.GENERATIONS,
         'min_effect': evidence.MIN_EFFECT,
         'settings': entries,
@@ -233,6 +228,7 @@ def write_map(path: str, entries: list[dict], converged: int) -> dict:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
         json.dump(data, f, indent=1)
+        f.write('\n')
     return data
 
 
