@@ -1,16 +1,20 @@
-"""The settings of a CReST run, with their checks. Defaults are the paper's CIFAR-10-LT
+"""The settings of a CReST run, each declared once: its default, a help text, its allowed
+values and its group. scripts/crest.py makes its flags from these declarations, and
+`validate` checks a run's settings against them. Defaults are the paper's CIFAR-10-LT
 FixMatch CReST+ setting (gamma=100, beta=10%, 6 generations of 2^16 steps).
 
 Some settings depend on the algorithm (paper section 4.1: alpha = 1/3 and t_min = 0.5
 for FixMatch, 1/2 and 0.8 for MixMatch, whose generations are 2^17 steps and whose own
 batch is 64 labeled + 64 unlabeled images): left as None, `resolve` fills them in from
-ALGORITHM_DEFAULTS. The algorithm's own hyperparameters are a dict, `hparams`, of the
-values set; `resolve` adds the algorithm's defaults for the others.
+the algorithm's own `PAPER_SETTINGS`. The algorithm's own hyperparameters are a dict,
+`hparams`, of the values set; `resolve` adds the algorithm's defaults for the others.
+Presets and the order in which flags, presets and defaults win: crest/presets.py.
 """
 
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 
 from crest import rebalance
 from libml import datasets, models, user_data
@@ -19,83 +23,241 @@ from libml.algorithms import ALGORITHMS
 DIST_ALIGN = ('none', 'constant', 'progressive')
 CLASS_PRIORS = ('labeled', 'analytic')
 STREAM = ('auto', 'always', 'never')
+# The groups of settings, in the order --helpfull shows them.
+GROUPS = ('data', 'method', 'training', 'run')
+# Generation g draws from seed * 1000 + g, which NumPy's seeding takes below 2^32.
+MAX_SEED = 4_000_000
+
+
+def setting(
+    default,
+    help: str,
+    group: str,
+    *,
+    check: Callable | None = None,
+    allowed: str = '',
+    choices: tuple | Callable[[], list] | None = None,
+):
+    """A Config field and its declaration: `check(value)` must hold (`allowed` says how,
+    in the error message), or the value must be one of `choices`: a fixed tuple, or a
+    registry's names (a function, read when checked so that a registry may grow). A
+    default of None is the algorithm's paper setting."""
+    kind = dict(default_factory=default) if callable(default) else dict(default=default)
+    return dataclasses.field(
+        **kind,
+        metadata=dict(help=help, group=group, check=check, allowed=allowed, choices=choices),
+    )
+
+
+def _at_least(low):
+    return dict(check=lambda v: v >= low, allowed=f'>= {low}')
+
+
+def _within(low, high, high_open=False):
+    if high_open:
+        return dict(check=lambda v: low <= v < high, allowed=f'in [{low}, {high})')
+    return dict(check=lambda v: low <= v <= high, allowed=f'in [{low}, {high}]')
 
 
 @dataclasses.dataclass
 class Config:
-    workdir: str = ''  # '': runs/<settings that differ from the defaults>
-    dataset: str = 'cifar10lt'
-    data_dir: str | None = None
-    image_size: int = 0  # The user's images' side in pixels; 0: their median side.
-    bad_images: str = 'stop'  # Or 'skip': what an unreadable image file of the user's does.
-    # Stream images from the TFRecords instead of holding them: 'auto' above 4 GiB.
-    stream: str = 'auto'
-    imbalance: float = 100.0
-    # Which classes are rare: 0 keeps the source's label order (class 0 the head), k > 0
-    # ranks the classes by a permutation seeded by k, a list [c_0, c_1, ...] ranks source
-    # class c_r at rank r. Built-in long-tailed data only.
-    class_order: int | list[int] = 0
-    label_fraction: float = 0.1
-    fold: int = 1
-    algorithm: str = 'fixmatch'
-    hparams: dict = dataclasses.field(default_factory=dict)  # The algorithm's own.
-    arch: str = 'wrn28_2'
-    precision: str = 'float32'  # Or 'bf16': bfloat16 compute, float32 variables.
-    xla: bool = False  # Compile the train step with XLA.
-    generations: int = 6
-    alpha: float | None = None  # None here and below: ALGORITHM_DEFAULTS.
-    dist_align: str = 'progressive'
-    t_min: float | None = None
-    class_prior: str = 'labeled'
-    steps_per_generation: int | None = None
-    eval_every: int = 1024
-    batch_size: int = 64
-    uratio: int | None = None
-    lr: float = 0.03
-    lr_decay_level: float = 1.0
-    wd: float = 5e-4
-    ema_decay: float = 0.999
-    ema_warmup: bool = False
-    labeled_weights: str = 'none'  # Class weights of the labeled loss (CB).
-    cb_beta: float = 0.9999
-    resample: bool = False  # Class-balanced labeled batches (RS).
-    seed: int = 0  # Of every random draw: initialisation, data order, augmentation.
-    method: str = ''  # The preset these settings came from, if any (crest/methods.py).
-    preset: str = ''  # The experiment preset they came from, if any (crest/presets.py).
+    workdir: str = setting(
+        '',
+        'Run folder (local or any tf.io.gfile path). Default: runs/<flags that differ '
+        'from their defaults>, e.g. runs/fold=2,imbalance=50.',
+        'run',
+    )
+    dataset: str = setting(
+        'cifar10lt',
+        "cifar10lt, cifar100lt, fashion_mnist_lt, cifar10_darp (DARP's fixed split, the "
+        "paper's Table 3); or your own images, used as they are: folder (--data_dir with "
+        'labeled/<class>/, unlabeled/, test/<class>/) or npz (--data_dir=file.npz).',
+        'data',
+        choices=lambda: list(datasets.DATASETS),
+    )
+    data_dir: str | None = setting(
+        None,
+        'Folder with the official files (CIFAR binary archives, Fashion-MNIST '
+        'IDX). Default: Debian files for Fashion-MNIST, else tensorflow-datasets. For '
+        '--dataset=folder or npz: your images folder or .npz file.',
+        'data',
+    )
+    image_size: int = setting(
+        0,
+        'With --dataset=folder or npz: resize images to this square side in pixels. '
+        "Default (0): the median side of a folder's images, an npz file's own size.",
+        'data',
+        **_at_least(0),
+    )
+    bad_images: str = setting(
+        'stop',
+        'With --dataset=folder: an unreadable image file stops the run, naming it (stop), '
+        "or is left out and listed in the log and the fold's counts.json (skip).",
+        'data',
+        choices=user_data.BAD_IMAGES,
+    )
+    stream: str = setting(
+        'auto',
+        "Stream images from the fold's TFRecords instead of holding them in memory: "
+        'always, never, or auto (when they take over 4 GiB decoded). A streamed stream is '
+        'shuffled through a buffer of 10,000 records, kept in every checkpoint.',
+        'data',
+        choices=STREAM,
+    )
+    imbalance: float = setting(100.0, 'gamma = N_1 / N_L, >= 1.', 'data')
+    class_order: int | list[int] = setting(
+        0,
+        'Which classes are rare: 0 keeps the source label order (class 0 the largest), k > 0 '
+        'ranks the classes by a permutation seeded by k, a list like 6,4,2,0,9,1,3,5,7,8 puts '
+        'source class 6 at rank 0 (the largest), 4 at rank 1, ... Built-in long-tailed data '
+        'sets only.',
+        'data',
+    )
+    label_fraction: float = setting(
+        0.1,
+        'beta, labeled share per class.',
+        'data',
+        check=lambda v: 0 < v < 1,
+        allowed='in (0, 1) (1 would leave no unlabeled image)',
+    )
+    fold: int = setting(1, 'Labeled/unlabeled split, 1..5 in the paper.', 'data', **_at_least(1))
+    algorithm: str = setting(
+        'fixmatch',
+        'Semi-supervised learner; its own settings are the --<algorithm>.<name> flags.',
+        'method',
+        choices=lambda: list(ALGORITHMS),
+    )
+    # The algorithm's own hyperparameters: --<algorithm>.<name> flags of their own.
+    hparams: dict = dataclasses.field(default_factory=dict)
+    arch: str = setting(
+        'wrn28_2',
+        'wrn28_2 (paper) or cnn_small (CPU).',
+        'training',
+        choices=lambda: list(models.ARCHS),
+    )
+    precision: str = setting(
+        'float32',
+        'float32, or bf16: mixed precision (bfloat16 compute, float32 variables, logits and '
+        'losses), for GPUs and CPUs with bfloat16 instructions.',
+        'training',
+        choices=lambda: list(models.PRECISIONS),
+    )
+    xla: bool = setting(
+        False,
+        'Compile the train step with XLA: for GPUs (on CPUs it was slower, see README).',
+        'training',
+    )
+    generations: int = setting(6, 'Self-training generations G.', 'method', **_at_least(1))
+    alpha: float | None = setting(
+        None,
+        'Paper alpha: mu_l = (N_{L+1-l}/N_1)^alpha; 0 keeps every pseudo-label.',
+        'method',
+        **_at_least(0),
+    )
+    dist_align: str = setting(
+        'progressive',
+        'Distribution alignment: none (CReST), constant t=t_min, or progressive '
+        '(CReST+: t from 1 to t_min over the generations).',
+        'method',
+        choices=DIST_ALIGN,
+    )
+    t_min: float | None = setting(
+        None, 'Final alignment temperature, in [0, 1].', 'method', **_within(0, 1)
+    )
+    class_prior: str = setting(
+        'labeled',
+        'p(y) for rates and alignment: labeled-set counts (paper) or the analytic '
+        'gamma law (reference code).',
+        'method',
+        choices=CLASS_PRIORS,
+    )
+    steps_per_generation: int | None = setting(None, 'Train steps.', 'training', **_at_least(1))
+    eval_every: int = setting(1024, 'Steps between evaluations.', 'training', **_at_least(1))
+    batch_size: int = setting(
+        64,
+        'Labeled images per step in all (the global batch, split over the GPUs and machines).',
+        'training',
+        **_at_least(1),
+    )
+    uratio: int | None = setting(
+        None, 'Unlabeled images per labeled image.', 'training', **_at_least(1)
+    )
+    lr: float = setting(
+        0.03, 'SGD Nesterov learning rate.', 'training', check=lambda v: v > 0, allowed='> 0'
+    )
+    # lr * cos(pi * level * k / (16 K)) stays >= 0 up to level 8.
+    lr_decay_level: float = setting(
+        1.0,
+        'lr * cos(pi * level * k / (16 K)): 1 (reference), 7 (FixMatch).',
+        'training',
+        **_within(0, 8),
+    )
+    wd: float = setting(5e-4, 'Coupled L2 weight decay.', 'training', **_at_least(0))
+    ema_decay: float = setting(
+        0.999, 'Decay of the evaluated EMA model.', 'training', **_within(0, 1, high_open=True)
+    )
+    ema_warmup: bool = setting(
+        False, 'EMA decay min(decay, (1+k)/(10+k)): for runs of a few hundred steps.', 'training'
+    )
+    labeled_weights: str = setting(
+        'none',
+        "Class weights of the labeled loss: class_balanced (Cui et al. 2019, the paper's CB), "
+        "inverse_frequency (the reference code's), or none.",
+        'method',
+        choices=rebalance.LABELED_WEIGHTS,
+    )
+    cb_beta: float = setting(
+        0.9999, 'beta of the class_balanced weights.', 'method', **_within(0, 1, high_open=True)
+    )
+    resample: bool = setting(False, 'Class-balanced labeled batches (re-sampling, RS).', 'method')
+    seed: int = setting(
+        0,
+        'Seed of every random draw (initialisation, data order, augmentation, mixup): the '
+        'same flags and seed give the same run, resumed or not.',
+        'run',
+        **_within(0, MAX_SEED),
+    )
+    # The presets these settings came from, if any (crest/presets.py): flags of their own.
+    method: str = ''
+    preset: str = ''
 
-
-# Values of the settings left None, by algorithm; an algorithm not listed takes FixMatch's.
-ALGORITHM_DEFAULTS = {
-    'fixmatch': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=7),
-    'mixmatch': dict(alpha=1 / 2, t_min=0.8, steps_per_generation=2**17, uratio=1),
-    # The FixMatch code's baselines train on 64 labeled + 64 unlabeled images.
-    'pseudo_label': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1),
-    'mean_teacher': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1),
-    'supervised': dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1),
-}
-
-MAX_SEED = 4_000_000
 
 # Settings that do not change what a run computes (XLA at most reorders float
 # arithmetic), so a resumed run may change them.
 RUNTIME_ONLY = ('workdir', 'data_dir', 'method', 'preset', 'xla', 'bad_images')
+DECLARED = [f for f in dataclasses.fields(Config) if 'help' in f.metadata]
+
+
+def paper_setting_help(name: str) -> str:
+    """'Default: 0.333 (fixmatch), 0.5 (mixmatch), ...' for a setting left None."""
+    values = []
+    for algorithm, cls in ALGORITHMS.items():
+        value = cls.PAPER_SETTINGS[name]
+        values.append(
+            f'{value:.3g} ({algorithm})' if isinstance(value, float) else f'{value} ({algorithm})'
+        )
+    return f'Default: {", ".join(values)}.'
 
 
 def resolve(cfg: Config) -> Config:
-    """`cfg` with the algorithm's defaults in place of None and of unset hparams.
+    """`cfg` with the algorithm's paper settings in place of None and its defaults in
+    place of unset hparams.
 
     Raises ValueError for an unknown algorithm or a hyperparameter it does not have.
     """
     _check(cfg.algorithm in ALGORITHMS, 'algorithm', f'one of {list(ALGORITHMS)}', cfg.algorithm)
-    defaults = ALGORITHM_DEFAULTS.get(cfg.algorithm, ALGORITHM_DEFAULTS['fixmatch'])
-    own = ALGORITHMS[cfg.algorithm].hparam_defaults()
+    algorithm = ALGORITHMS[cfg.algorithm]
+    own = algorithm.hparam_defaults()
     unknown = sorted(set(cfg.hparams) - set(own))
     if unknown:
         raise ValueError(
             f'--{cfg.algorithm}.{unknown[0]}: {cfg.algorithm} has no such setting; '
             f'it has {", ".join(own) or "none"}'
         )
-    filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+    filled = {}
+    for f in DECLARED:
+        if f.default is None and f.name != 'data_dir' and getattr(cfg, f.name) is None:
+            filled[f.name] = algorithm.PAPER_SETTINGS[f.name]
     return dataclasses.replace(cfg, hparams={**own, **cfg.hparams}, **filled)
 
 
@@ -141,27 +303,25 @@ def validate(cfg: Config) -> None:
     for name, value in numbers.items():
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
         _check(not is_number or math.isfinite(value), name, 'a finite number', value)
-    _check(
-        cfg.dataset in datasets.DATASETS,
-        'dataset',
-        f'one of {list(datasets.DATASETS)}',
-        cfg.dataset,
-    )
-    _check(cfg.arch in models.ARCHS, 'arch', f'one of {list(models.ARCHS)}', cfg.arch)
-    _check(
-        cfg.precision in models.PRECISIONS,
-        'precision',
-        f'one of {list(models.PRECISIONS)}',
-        cfg.precision,
-    )
-    _check(cfg.algorithm in ALGORITHMS, 'algorithm', f'one of {list(ALGORITHMS)}', cfg.algorithm)
-    _check(cfg.dist_align in DIST_ALIGN, 'dist_align', f'one of {list(DIST_ALIGN)}', cfg.dist_align)
-    _check(
-        cfg.class_prior in CLASS_PRIORS,
-        'class_prior',
-        f'one of {list(CLASS_PRIORS)}',
-        cfg.class_prior,
-    )
+    for f in DECLARED:
+        choices = f.metadata['choices']
+        if choices is not None:
+            choices = choices() if callable(choices) else list(choices)
+            value = getattr(cfg, f.name)
+            _check(value in choices, f.name, f'one of {choices}', value)
+    _check_data(cfg)
+    for f in DECLARED:
+        check = f.metadata['check']
+        if check is not None:
+            value = getattr(cfg, f.name)
+            _check(check(value), f.name, f.metadata['allowed'], value)
+    for name, hparam in ALGORITHMS[cfg.algorithm].HPARAMS.items():
+        value = cfg.hparams[name]
+        _check(hparam.check(value), f'{cfg.algorithm}.{name}', hparam.allowed, value)
+
+
+def _check_data(cfg: Config) -> None:
+    """The checks of the settings that depend on the data set."""
     info = datasets.DATASETS[cfg.dataset]
     if info.load_given or info.write_fold:  # The user's data, ImageNet127: as they are.
         _check(bool(cfg.data_dir), 'data_dir', f'set for --dataset={cfg.dataset}', cfg.data_dir)
@@ -199,13 +359,6 @@ def validate(cfg: Config) -> None:
             f'0 for {cfg.dataset} (its images keep their size)',
             cfg.image_size,
         )
-    _check(
-        0 < cfg.label_fraction < 1,
-        'label_fraction',
-        'in (0, 1) (1 would leave no unlabeled image)',
-        cfg.label_fraction,
-    )
-    _check(cfg.fold >= 1, 'fold', '>= 1', cfg.fold)
     if info.fixed_split:
         _check(
             cfg.fold == 1,
@@ -213,38 +366,6 @@ def validate(cfg: Config) -> None:
             f'1 for {cfg.dataset}: its split is fixed, runs differ by --seed',
             cfg.fold,
         )
-    _check(cfg.image_size >= 0, 'image_size', '>= 0', cfg.image_size)
-    _check(cfg.stream in STREAM, 'stream', f'one of {list(STREAM)}', cfg.stream)
-    _check(
-        cfg.bad_images in user_data.BAD_IMAGES,
-        'bad_images',
-        f'one of {list(user_data.BAD_IMAGES)}',
-        cfg.bad_images,
-    )
-    _check(cfg.alpha >= 0, 'alpha', '>= 0', cfg.alpha)
-    _check(0 <= cfg.t_min <= 1, 't_min', 'in [0, 1]', cfg.t_min)
-    _check(cfg.generations >= 1, 'generations', '>= 1', cfg.generations)
-    _check(cfg.steps_per_generation >= 1, 'steps_per_generation', '>= 1', cfg.steps_per_generation)
-    _check(cfg.eval_every >= 1, 'eval_every', '>= 1', cfg.eval_every)
-    _check(cfg.batch_size >= 1, 'batch_size', '>= 1', cfg.batch_size)
-    _check(cfg.uratio >= 1, 'uratio', '>= 1', cfg.uratio)
-    _check(cfg.lr > 0, 'lr', '> 0', cfg.lr)
-    # lr * cos(pi * level * k / (16 K)) stays >= 0 up to level 8.
-    _check(0 <= cfg.lr_decay_level <= 8, 'lr_decay_level', 'in [0, 8]', cfg.lr_decay_level)
-    _check(cfg.wd >= 0, 'wd', '>= 0', cfg.wd)
-    _check(0 <= cfg.ema_decay < 1, 'ema_decay', 'in [0, 1)', cfg.ema_decay)
-    # Generation g draws from seed * 1000 + g, which NumPy's seeding takes below 2^32.
-    _check(0 <= cfg.seed <= MAX_SEED, 'seed', f'in [0, {MAX_SEED}]', cfg.seed)
-    _check(
-        cfg.labeled_weights in rebalance.LABELED_WEIGHTS,
-        'labeled_weights',
-        f'one of {list(rebalance.LABELED_WEIGHTS)}',
-        cfg.labeled_weights,
-    )
-    _check(0 <= cfg.cb_beta < 1, 'cb_beta', 'in [0, 1)', cfg.cb_beta)
-    for name, hparam in ALGORITHMS[cfg.algorithm].HPARAMS.items():
-        value = cfg.hparams[name]
-        _check(hparam.check(value), f'{cfg.algorithm}.{name}', hparam.allowed, value)
 
 
 def flat_settings(settings: dict) -> dict:

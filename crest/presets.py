@@ -1,47 +1,227 @@
-"""Whole-experiment presets: the settings of one of the paper's data protocols.
+"""Named presets: the settings that make a method of the paper's comparison (Tables 2
+and 3), or a whole data protocol (Table 4's ImageNet127), in one registry.
 
-`--preset=NAME` sets them; flags given explicitly win, and a method preset
-(`--method`, crest/methods.py) may be combined with one.
+A preset is a set of `Config` values with what the tables say of it. Two kinds:
+  - a method (`--method`): the algorithm, alignment, alpha and rebalancing options, and
+    its number of generations at the paper's Table 2 budget. The Table 2 rule gives every
+    method the same total number of steps: a self-training method (more than one
+    generation) splits it into its generations, the others train one generation of the
+    whole budget (`settings(name, total_steps)`).
+  - a protocol (`--preset`): the data set, network, batch and schedule of an experiment.
 
-imagenet127 is the paper's Table 4 setting (section 4.2): ImageNet127, beta = 10%,
-ResNet-50, 3 generations with alpha = 0.7 and t_min = 0.5, each generation trained with
-FixMatch's ImageNet hyperparameters. Those are taken from FixMatch's own ImageNet code
-(google-research/fixmatch, imagenet/): threshold 0.7, unlabeled loss weight 10, 1024
-labeled + 5 x 1024 unlabeled images per step, SGD with Nesterov momentum at lr 0.4
-(0.1 per 256 labeled images), weight decay 3e-4 on sum(w^2) (6e-4 in this project's
-0.5 sum(w^2) convention), EMA 0.999, 300 epochs of the unlabeled stream (1.28M
-images / 5,120 per step: 75,000 steps), 224 x 224 images. Differences, all this
-project's: the learning rate follows its cosine decay (level 7, FixMatch's CIFAR one)
-instead of FixMatch's warmup and step decay; the augmentations are the CIFAR ones (pad
-and crop, flip; RandAugment and Cutout), not an Inception crop; and images are resized
-once, when the fold is written. The paper gives no more detail of its ImageNet127 runs.
+One precedence rule makes a run's settings (`combine`): a flag given explicitly, then
+the method preset, then the protocol preset, then the algorithm's paper settings (see
+`Config` fields left None), then the global defaults of `Config`.
+
+Two method presets train nothing of their own: "+ LA" is the post-hoc logit adjustment
+that every run reports next to its plain number, so FixMatch + LA is read off a FixMatch
+run (`trains_as`).
+
+This module imports nothing heavy, so that shell scripts can list the presets quickly:
+`python -m crest.presets` prints one line per method preset: name, kind, title.
 """
 
+import dataclasses
+import sys
+
+# The paper's Table 2 budget: 6 x 2^16 steps for every method.
+PAPER_BUDGET = 6 * 2**16
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    title: str  # As in the paper's tables.
+    settings: dict  # Config values that make it.
+    protocol: bool = False  # A data protocol (--preset) rather than a method (--method).
+    generations: int = 1  # At the paper's budget; > 1 makes a self-training method.
+    trains_as: str | None = None  # A preset whose run this one is read from.
+    logit_adjusted: bool = False  # Its number is the logit-adjusted one.
+    paper: str = ''  # The paper's number: CIFAR-10-LT, gamma = 100, beta = 10%.
+
+
+_NO_DA = dict(dist_align='none')
+
+# ImageNet127 is the paper's Table 4 setting (section 4.2): beta = 10%, ResNet-50, 3
+# generations with alpha = 0.7 and t_min = 0.5, each generation trained with FixMatch's
+# ImageNet hyperparameters, taken from FixMatch's own ImageNet code
+# (google-research/fixmatch, imagenet/): threshold 0.7, unlabeled loss weight 10, 1024
+# labeled + 5 x 1024 unlabeled images per step, SGD with Nesterov momentum at lr 0.4
+# (0.1 per 256 labeled images), weight decay 3e-4 on sum(w^2) (6e-4 in this project's
+# 0.5 sum(w^2) convention), EMA 0.999, 300 epochs of the unlabeled stream (1.28M images /
+# 5,120 per step: 75,000 steps), 224 x 224 images. Differences, all this project's: the
+# learning rate follows its cosine decay (level 7, FixMatch's CIFAR one) instead of
+# FixMatch's warmup and step decay; the augmentations are the CIFAR ones (pad and crop,
+# flip; RandAugment and Cutout), not an Inception crop; and images are resized once, when
+# the fold is written. The paper gives no more detail of its ImageNet127 runs.
+_IMAGENET127 = dict(
+    dataset='imagenet127',
+    label_fraction=0.1,
+    image_size=224,
+    arch='resnet50',
+    algorithm='fixmatch',
+    hparams=dict(threshold=0.7, wu=10.0),
+    batch_size=1024,
+    uratio=5,
+    lr=0.4,
+    lr_decay_level=7.0,
+    wd=6e-4,
+    ema_decay=0.999,
+    steps_per_generation=75_000,
+    generations=3,
+    alpha=0.7,
+    t_min=0.5,
+    dist_align='progressive',
+)
+
 PRESETS = {
-    'imagenet127': dict(
-        dataset='imagenet127',
-        label_fraction=0.1,
-        image_size=224,
-        arch='resnet50',
-        algorithm='fixmatch',
-        hparams=dict(threshold=0.7, wu=10.0),
-        batch_size=1024,
-        uratio=5,
-        lr=0.4,
-        lr_decay_level=7.0,
-        wd=6e-4,
-        ema_decay=0.999,
-        steps_per_generation=75_000,
-        generations=3,
-        alpha=0.7,
-        t_min=0.5,
-        dist_align='progressive',
+    'supervised': Preset(
+        'Supervised', dict(algorithm='supervised', **_NO_DA), paper='58.8 (Table 3, DARP split)'
     ),
+    'pseudo_label': Preset(
+        'Pseudo-Labeling', dict(algorithm='pseudo_label', **_NO_DA), paper='46.5'
+    ),
+    'mean_teacher': Preset('Mean Teacher', dict(algorithm='mean_teacher', **_NO_DA), paper='48.1'),
+    'mixmatch': Preset('MixMatch', dict(algorithm='mixmatch', **_NO_DA), paper='60.4'),
+    'mixmatch_crest': Preset(
+        'MixMatch + CReST', dict(algorithm='mixmatch', **_NO_DA), generations=3, paper='60.5'
+    ),
+    'mixmatch_crest_plus': Preset(
+        'MixMatch + CReST+',
+        dict(algorithm='mixmatch', dist_align='progressive'),
+        generations=3,
+        paper='66.1',
+    ),
+    'fixmatch': Preset('FixMatch', dict(algorithm='fixmatch', **_NO_DA), paper='67.3'),
+    'fixmatch_cb': Preset(
+        'FixMatch + CB',
+        dict(algorithm='fixmatch', labeled_weights='class_balanced', **_NO_DA),
+        paper='67.6',
+    ),
+    'fixmatch_rs': Preset(
+        'FixMatch + RS', dict(algorithm='fixmatch', resample=True, **_NO_DA), paper='69.6'
+    ),
+    'fixmatch_da1': Preset(
+        'FixMatch + DA (t=1)',
+        dict(algorithm='fixmatch', dist_align='constant', t_min=1.0),
+        paper='69.7',
+    ),
+    'fixmatch_da05': Preset(
+        'FixMatch + DA (t=0.5)',
+        dict(algorithm='fixmatch', dist_align='constant', t_min=0.5),
+        paper='73.6',
+    ),
+    'fixmatch_la': Preset(
+        'FixMatch + LA',
+        dict(algorithm='fixmatch', **_NO_DA),
+        trains_as='fixmatch',
+        logit_adjusted=True,
+        paper='70.4',
+    ),
+    'fixmatch_crest': Preset(
+        'FixMatch + CReST', dict(algorithm='fixmatch', **_NO_DA), generations=6, paper='74.8'
+    ),
+    'fixmatch_crest_plus': Preset(
+        'FixMatch + CReST+',
+        dict(algorithm='fixmatch', dist_align='progressive'),
+        generations=6,
+        paper='78.1',
+    ),
+    'fixmatch_crest_plus_la': Preset(
+        'FixMatch + CReST+ & LA',
+        dict(algorithm='fixmatch', dist_align='progressive'),
+        generations=6,
+        trains_as='fixmatch_crest_plus',
+        logit_adjusted=True,
+        paper='81.2',
+    ),
+    'alpha0': Preset(
+        'Self-training (alpha=0)', dict(algorithm='fixmatch', alpha=0.0, **_NO_DA), generations=6
+    ),
+    'imagenet127': Preset('ImageNet127 (Table 4)', _IMAGENET127, protocol=True),
 }
 
+# The methods of the paper's comparison: the presets --method takes.
+METHODS = {name: p for name, p in PRESETS.items() if not p.protocol}
+PROTOCOLS = {name: p for name, p in PRESETS.items() if p.protocol}
 
-def settings(name: str) -> dict:
-    """The Config values of preset `name`; ValueError for an unknown name."""
-    if name not in PRESETS:
-        raise ValueError(f'--preset must be one of {list(PRESETS)}, got {name!r}')
-    return {**PRESETS[name], 'preset': name}
+
+def canonical(name: str) -> str:
+    """The registry name of method `name`; ValueError otherwise."""
+    if name not in METHODS:
+        raise ValueError(f'--method must be one of {list(METHODS)}, got {name!r}')
+    return name
+
+
+def settings(name: str, total_steps: int = PAPER_BUDGET, generations: int | None = None) -> dict:
+    """The Config values of method preset `name` at a total budget of `total_steps` steps.
+
+    A self-training preset trains `generations` (default: its own) generations of
+    total_steps // generations steps; the others one generation of total_steps.
+    """
+    method = METHODS[canonical(name)]
+    if method.generations == 1 or generations is None:
+        generations = method.generations
+    return dict(
+        method.settings,
+        method=name,
+        generations=generations,
+        steps_per_generation=max(1, total_steps // generations),
+    )
+
+
+def protocol_settings(name: str) -> dict:
+    """The Config values of protocol preset `name`; ValueError for an unknown name."""
+    if name not in PROTOCOLS:
+        raise ValueError(f'--preset must be one of {list(PROTOCOLS)}, got {name!r}')
+    return {**PROTOCOLS[name].settings, 'preset': name}
+
+
+def combine(
+    explicit: dict,
+    method: str = '',
+    preset: str = '',
+    total_steps: int | None = None,
+) -> dict:
+    """Config values by the one precedence rule: `explicit` (the flags given) over the
+    method preset over the protocol preset. Settings none of them gives are left out (the
+    algorithm's paper settings and Config's defaults fill them in).
+
+    The protocol's algorithm hyperparameters apply only if its algorithm is the one that
+    runs; an explicit `generations` is the method's number of generations.
+    """
+    values, hparams, algorithm = {}, {}, None
+    if preset:
+        protocol = protocol_settings(preset)
+        hparams, algorithm = protocol.pop('hparams', {}), protocol.get('algorithm')
+        values.update(protocol)
+    if method:
+        values.update(
+            settings(
+                method,
+                PAPER_BUDGET if total_steps is None else total_steps,
+                explicit.get('generations'),
+            )
+        )
+    elif total_steps is not None:
+        raise ValueError('--total_steps applies with --method only')
+    values.update({k: v for k, v in explicit.items() if k != 'hparams'})
+    runs = values.get('algorithm', 'fixmatch')
+    values['hparams'] = {**(hparams if runs == algorithm else {}), **explicit.get('hparams', {})}
+    return values
+
+
+def kind(name: str) -> str:
+    """'derived' (read off another preset's run), 'self_training' or 'single'."""
+    method = METHODS[canonical(name)]
+    if method.trains_as:
+        return 'derived'
+    return 'self_training' if method.generations > 1 else 'single'
+
+
+if __name__ == '__main__':
+    try:
+        names = [canonical(name) for name in sys.argv[1:] or METHODS]
+    except ValueError as e:
+        sys.exit(f'error: {e}')
+    for name in names:
+        print(name, kind(name), METHODS[name].title, sep='\t')

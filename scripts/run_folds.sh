@@ -8,7 +8,7 @@
 # last checkpoint, so the benchmark may be stopped and restarted at will. Then
 # scripts/summarize.py writes ROOT/summary/summary.md and its plots.
 #
-# Methods are the presets of crest/methods.py (`python -m crest.methods` lists them), all
+# Methods are the presets of crest/presets.py (`python -m crest.presets` lists them), all
 # at the same total budget of GENERATIONS x STEPS steps (paper Table 2 rule): the
 # self-training ones (CReST, CReST+, alpha0, ...) train GENERATIONS generations of STEPS,
 # the others one generation of the whole budget. The "+ LA" presets train nothing: their
@@ -41,9 +41,9 @@ common=(--dataset=fashion_mnist_lt --imbalance=100 --label_fraction=0.1 --arch=c
 total=$(( generations * steps ))
 
 # name -> kind (single, self_training, derived), from the registry.
-[ "$methods" = all ] && methods=$(.venv/bin/python -m crest.methods | cut -f1)
+[ "$methods" = all ] && methods=$(.venv/bin/python -m crest.presets | cut -f1)
 declare -A kind
-listing=$(.venv/bin/python -m crest.methods $methods) || exit 1
+listing=$(.venv/bin/python -m crest.presets $methods) || exit 1
 canonical=()
 while IFS=$'\t' read -r name method_kind _; do
   kind[$name]=$method_kind

@@ -80,7 +80,7 @@ def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monk
 
     # Generation 1 trained on generation 0's export; temperatures follow eq. 2 (G=2) down
     # to the algorithm's t_min (0.5 for FixMatch, 0.8 for MixMatch).
-    t_min = config_lib.ALGORITHM_DEFAULTS[algorithm]['t_min']
+    t_min = ALGORITHMS[algorithm].PAPER_SETTINGS['t_min']
     gen0, gen1 = results['generations']
     assert gen1['labeled_size'] == len(original) + len(selections[0][2])
     assert (gen0['temperature'], gen1['temperature']) == (1.0, t_min)

@@ -64,6 +64,10 @@ class SemiSupervised(keras.Model):
     TRACKED = ('loss/total', 'loss/xe', 'loss/xeu', 'loss/wd')
     # name -> HParam, for the constructor's own keyword arguments.
     HPARAMS: dict[str, HParam] = {}
+    # The paper's settings of a run with this learner (section 4.1): unlabeled images per
+    # labeled one, steps per generation, and the sampling power alpha and final alignment
+    # temperature t_min of the self-training around it. Every algorithm declares all four.
+    PAPER_SETTINGS: dict[str, float] = {}
     # Labeled images only, weakly augmented; subclasses add unlabeled views.
     views = data.Views()
 

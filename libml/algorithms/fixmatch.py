@@ -16,6 +16,9 @@ from libml.algorithms.base import HParam, SemiSupervised, assign_all
 
 class FixMatch(SemiSupervised):
     TRACKED = (*SemiSupervised.TRACKED, 'monitor/mask')
+
+    # 7 unlabeled images per labeled one; CReST's alpha = 1/3, t_min = 0.5.
+    PAPER_SETTINGS = dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=7)
     HPARAMS = {
         'threshold': HParam(
             'Aligned confidence a pseudo-label needs to count.', 'in [0, 1]', lambda v: 0 <= v <= 1

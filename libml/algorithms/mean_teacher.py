@@ -18,6 +18,8 @@ from libml.algorithms.base import HParam, SemiSupervised, assign_all
 
 class MeanTeacher(SemiSupervised):
     TRACKED = (*SemiSupervised.TRACKED, 'monitor/wu')
+    # As in the FixMatch code's baselines: 64 labeled + 64 unlabeled images per step.
+    PAPER_SETTINGS = dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1)
     HPARAMS = {
         'wu': HParam('Weight of the consistency loss after the ramp-up.', '>= 0', lambda v: v >= 0),
         'rampup': HParam(

@@ -27,6 +27,8 @@ from libml.algorithms.base import HParam, SemiSupervised, assign_all
 
 class MixMatch(SemiSupervised):
     TRACKED = (*SemiSupervised.TRACKED, 'monitor/wu')
+    # Its own batch of 64 + 64 images, 2^17 steps per generation; alpha = 1/2, t_min = 0.8.
+    PAPER_SETTINGS = dict(alpha=1 / 2, t_min=0.8, steps_per_generation=2**17, uratio=1)
     HPARAMS = {
         'K': HParam(
             'Weak views per unlabeled image, for its label guess.',

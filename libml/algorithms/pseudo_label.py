@@ -17,6 +17,8 @@ from libml.algorithms.base import HParam, SemiSupervised, assign_all
 
 class PseudoLabel(SemiSupervised):
     TRACKED = (*SemiSupervised.TRACKED, 'monitor/mask', 'monitor/wu')
+    # As in the FixMatch code's baselines: 64 labeled + 64 unlabeled images per step.
+    PAPER_SETTINGS = dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1)
     HPARAMS = {
         'threshold': HParam(
             'Aligned confidence a pseudo-label needs to count.', 'in [0, 1]', lambda v: 0 <= v <= 1

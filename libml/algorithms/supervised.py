@@ -13,6 +13,8 @@ from libml.algorithms.base import SemiSupervised, assign_all
 
 class Supervised(SemiSupervised):
     TRACKED = ('loss/total', 'loss/xe', 'loss/wd')
+    # As in the FixMatch code's baselines (the unlabeled images are not used).
+    PAPER_SETTINGS = dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1)
     views = data.Views('weak', ())
 
     def train_step(self, data):
