@@ -11,12 +11,10 @@ numbers bit for bit: `LeakyReLU` differentiates from its output, and `BNLReLUCon
 BN -> LReLU -> conv and recomputes the first two when the gradient arrives (the WRN-28-2
 FixMatch step: 6.3 GB peak before, 3.1 GB after, float32).
 
-Also here: `l2_variables`, the variables the coupled L2 weight decay applies to, and
-`macs_per_image` / `flops_per_image`, the forward cost a step benchmark divides by.
+Also here: `l2_variables`, the variables the coupled L2 weight decay applies to.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 BN_MOMENTUM = 0.999
@@ -352,7 +350,7 @@ def cnn_small(num_classes, input_shape):
     steps, and after k steps the moving statistics still hold momentum^k of their
     initial (0, 1) values, 61% after 500 steps at 0.999 against 0.7% at 0.99 (at 0.999
     a short trial's evaluated model stayed at chance level). Counted by `count_params`
-    and `macs_per_image` with 10 classes:
+    and tests/models_test.py with 10 classes:
 
     - 28x28x1: 288,170 trainable parameters (289,066 with BN moving statistics),
       29.1 M multiply-adds (58.3 MFLOP) per image.
@@ -383,7 +381,7 @@ def resnet50(num_classes, input_shape):
     Dense layer of `num_classes` logits (as `_head`'s). Its input is at least 32x32.
 
     With 127 classes: 23.8 M trainable parameters; 3.86 G multiply-adds per 224x224
-    image (He et al.: 3.8 G), 0.32 G per 64x64 (`macs_per_image`).
+    image (He et al.: 3.8 G), 0.32 G per 64x64.
     """
     inputs = keras.Input(shape=tuple(input_shape), name='images')
     backbone = keras.applications.ResNet50(
@@ -437,32 +435,3 @@ def l2_variables(model):
             if layer.bias is not None:
                 variables.append(layer.bias)
     return variables
-
-
-def macs_per_image(model):
-    """Forward multiply-adds per image over the Conv2D and Dense layers of `model`.
-
-    Batch norm, activations, padding, pooling and adds are left out (under 1% of WRN's
-    cost). Reads each layer's output shape, so every counted layer must have been called
-    exactly once on a symbolic input, as in a functional model.
-    """
-    total = 0
-    for layer in _layers(model):
-        if not isinstance(layer, keras.layers.Conv2D | keras.layers.Dense):
-            continue
-        try:
-            out_shape = layer.output.shape
-        except (AttributeError, ValueError) as e:
-            raise ValueError(f'Layer {layer.name} has no single output shape.') from e
-        channels_first = getattr(layer, 'data_format', None) == 'channels_first'
-        spatial = out_shape[2:] if channels_first else out_shape[1:-1]
-        # Conv kernel (kh, kw, in_channels / groups, filters), Dense kernel (in, out):
-        # either way one multiply-add per kernel entry per output position.
-        per_position = int(np.prod(layer.kernel.shape))
-        total += int(np.prod(spatial, dtype=np.int64)) * per_position
-    return total
-
-
-def flops_per_image(model):
-    """Forward FLOPs per image, counting a multiply-add as 2 (TF-NOTES' convention)."""
-    return 2 * macs_per_image(model)

@@ -104,3 +104,19 @@ def test_train_loop_resumes_from_checkpoint(name, tmp_path):
     assert [e['step'] for e in evals] == [2, 4, 6]
     assert int(again.optimizer.iterations.numpy()) == 6
     assert int(again.ema_updates.numpy()) == 6
+
+
+def test_keras_fit_and_evaluate_work_on_one_device(tmp_path):
+    """The driver runs its own loop; a user may still call fit() and evaluate()."""
+    model = _build('fixmatch', 4)
+    stream = _stream(tmp_path, model)
+    model.compile(optimizer=train.make_optimizer(0.03, 4))
+    history = model.fit(stream, steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history['loss/total'][-1])
+    assert int(model.optimizer.iterations.numpy()) == 2
+    x = np.zeros((6, 28, 28, 1), np.float32)
+    # The EMA model's accuracy: it gives every all-zero image one class, right for 2 of 6.
+    p = int(np.argmax(model.ema_net(x[:1], training=False)))
+    y = np.array([p, p] + [(p + 1) % 10] * 4)
+    found = model.evaluate(x, y, batch_size=3, verbose=0, return_dict=True)
+    assert found['acc/ema'] == pytest.approx(2 / 6)
