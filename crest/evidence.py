@@ -36,7 +36,7 @@ import os
 import shutil
 from collections.abc import Sequence
 
-from crest import presets
+from crest import methods
 
 STEPS = 19200  # S, every generation's length.
 GENERATIONS = 2  # Of the self-training methods; the paper trains 6 of 2^16 steps each.
@@ -154,7 +154,7 @@ class Cell:
 
     @property
     def generations(self) -> int:
-        return GENERATIONS if presets.kind(self.method) == 'self_training' else 1
+        return GENERATIONS if methods.kind(self.method) == 'self_training' else 1
 
     @property
     def steps_per_generation(self) -> int:
@@ -384,12 +384,12 @@ def generation0_source(cell: Cell, cells: list[Cell]) -> Cell | None:
     steps from the same seed and picks pseudo-labels at the same rates."""
     if cell.generations == 1:
         return None
-    own = presets.METHODS[presets.canonical(cell.method)].settings
+    own = methods.METHODS[methods.canonical(cell.method)].settings
     planned = {cells_key(c): c for c in cells}
-    for name, method in presets.METHODS.items():
+    for name, method in methods.METHODS.items():
         source = dataclasses.replace(cell, method=name, total_steps=cell.steps_per_generation)
         if (
-            presets.kind(name) == 'single'
+            methods.kind(name) == 'single'
             and method.settings == own
             and cells_key(source) in planned
         ):

@@ -756,7 +756,7 @@ _COPY_SCRIPT = """
 import json, sys
 import tensorflow as tf
 tf.config.experimental.enable_op_determinism()
-from crest import config as config_lib, evidence, loop, presets
+from crest import config as config_lib, evidence, loop, methods
 from libml import datasets, locks
 from tests import fakes
 
@@ -767,7 +767,7 @@ def cfg(method, total, name):
     return config_lib.Config(
         workdir=tmp + '/' + name, dataset='tiny', data_dir=tmp + '/src', imbalance=8,
         label_fraction=0.3, arch='cnn_small', eval_every=2, batch_size=8, uratio=2,
-        ema_warmup=True, seed=3, **presets.settings(method, total, generations=2))
+        ema_warmup=True, seed=3, **methods.settings(method, total, generations=2))
 
 quiet = lambda _: None
 loop.run(cfg('fixmatch', 6, 'fixmatch'), log=quiet)

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from crest import evidence, presets
+from crest import evidence, methods
 from crest.report import claims, regime
 from crest.report.runs import mean_std, pct, signed, table
 
@@ -327,7 +327,7 @@ def still_to_run(root: str, cells: list[evidence.Cell], waiting: str | None) -> 
     steps = [c.total_steps for c in others]
     lines.append(
         "- not in this edition: Table 2's other presets at the base setting, 3 folds "
-        f'({", ".join(presets.METHODS[m].title for m in evidence.TABLE2_OTHERS)}): '
+        f'({", ".join(methods.METHODS[m].title for m in evidence.TABLE2_OTHERS)}): '
         f'{len(others)} cells, {_price(root, steps)}'
     )
     return '\n'.join(lines) + '\n'
