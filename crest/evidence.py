@@ -257,34 +257,6 @@ def steps_per_second(root: str, cell: Cell) -> float | None:
     return finished[-1]['steps'] / seconds
 
 
-def minority_bias(result: dict, split: str = 'unlabeled', generation: int = -1) -> dict | None:
-    """FixMatch's bias as in the paper's Fig. 2, on the minority half of the classes
-    (the smaller half by labeled count): mean precision, mean recall and their
-    difference, from `split` ('unlabeled' or 'test') of a generation, the last by default.
-    When no minority class is ever predicted, precision counts as 1 in the bias."""
-    report = result['generations'][generation].get(split)
-    if not report:
-        return None
-    counts = result['labeled_counts']
-    order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
-    minority = order[len(order) - len(order) // 2 :]
-    # Precision of a class never predicted is undefined, not 0: left out of the mean.
-    predicted = [c for c in minority if report['predicted'][c] > 0]
-    precision = sum(report['precision'][c] for c in predicted) / max(len(predicted), 1)
-    recall = sum(report['recall'][c] for c in minority) / len(minority)
-    smallest = order[-1]
-    return {
-        'split': split,
-        'minority_precision': precision if predicted else None,
-        'minority_recall': recall,
-        'bias': (precision if predicted else 1.0) - recall,
-        'never_predicted': [result['class_names'][c] for c in minority if c not in predicted],
-        'smallest_class': result['class_names'][smallest],
-        'smallest_recall': report['recall'][smallest],
-        'smallest_precision': report['precision'][smallest] if smallest in predicted else None,
-    }
-
-
 def seed_std() -> float:
     """The sample standard deviation of the second edition's FixMatch S runs over seeds."""
     values = list(SECOND_EDITION['seeds'].values())

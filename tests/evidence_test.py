@@ -1,5 +1,5 @@
-"""The evidence study on made-up runs: its plan (base, precision, map, extras), FixMatch's
-bias, the regime map and its prediction, the document generated from the records (and
+"""The evidence study on made-up runs: its plan (base, precision, map, extras), the
+regime map and its prediction, the document generated from the records (and
 the committed one from the committed records), scripts/diagnose.py and the runner; and,
 on tiny real runs, that a run started from a copied generation 0 ends as a full one."""
 
@@ -238,20 +238,6 @@ def test_steps_left_counts_what_a_run_folder_holds(tmp_path):
         f.write('{}')
     _checkpoint(os.path.join(crest.workdir(root), 'gen_01'), 2560)
     assert evidence.steps_left(root, crest, [fixmatch, crest]) == 4800 - 2560
-
-
-def test_minority_bias_is_precision_minus_recall_on_the_smaller_half():
-    bias = evidence.minority_bias(_results(0.7))
-    # Minority half: classes c and d (16 and 6 labeled).
-    assert bias['minority_precision'] == pytest.approx(0.95)
-    assert bias['minority_recall'] == pytest.approx(0.4)
-    assert bias['bias'] == pytest.approx(0.55)
-    assert bias['smallest_class'] == 'd' and bias['smallest_recall'] == 0.3
-    never = _results(0.7)
-    never['generations'][0]['unlabeled']['predicted'] = [60, 25, 0, 0]
-    bias = evidence.minority_bias(never)
-    assert bias['minority_precision'] is None and bias['never_predicted'] == ['c', 'd']
-    assert bias['bias'] == pytest.approx(1 - 0.4)  # Precision counts as 1.
 
 
 def _map_root(tmp_path, gains):

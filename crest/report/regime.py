@@ -15,6 +15,7 @@ import numpy as np
 
 from crest import evidence
 from crest.report.runs import pct, signed, table
+from libml import metrics
 
 # (key in an entry, method, rule) of the gains the map reports.
 GAINS = (
@@ -58,7 +59,7 @@ def map_entries(root: str) -> list[dict]:
             role: None if r is None else r.get('balanced_accuracy_la') for role, r in found.items()
         }
         fixmatch = found['fixmatch_1gen']
-        entry['fixmatch_bias'] = None if fixmatch is None else evidence.minority_bias(fixmatch)
+        entry['fixmatch_bias'] = None if fixmatch is None else metrics.minority_bias(fixmatch)
         if fixmatch is not None:
             entry['class_names'] = fixmatch['class_names']
             entry['labeled_counts'] = fixmatch['labeled_counts']
