@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from crest.report import regime  # noqa: E402
 from libml import metrics  # noqa: E402
+from study.evidence import regime  # noqa: E402
 
 flags.DEFINE_string('run', None, 'A finished run folder (holds results.json).')
 flags.DEFINE_integer('generation', 0, 'Which generation to read (0: the FixMatch model).')

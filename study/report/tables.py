@@ -3,7 +3,7 @@
 import numpy as np
 
 from crest import methods
-from crest.report.runs import (
+from study.report.runs import (
     balanced_la,
     by_generation,
     class_header,

@@ -12,7 +12,7 @@ question is undecided. "a and b are level" holds when neither beats the other.
 import numpy as np
 
 from crest import methods
-from crest.report.runs import (
+from study.report.runs import (
     balanced,
     by_generation,
     first_run,
