@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from crest import methods
-from study.evidence import planner, regime
+from study.evidence import design, planner, progress, regime, timing
 from study.report import claims
 from study.report.runs import mean_std, pct, signed, table
 
@@ -23,7 +23,7 @@ BUDGET_HOURS = 16  # Machine hours this edition may spend.
 
 def machine_time(root: str) -> str:
     """What the study cost: cells, steps and hours per stage, and the machines."""
-    records = planner.ledger(root)
+    records = timing.ledger(root)
     if not records:
         return 'No cell has run yet (the ledger is empty).\n'
     rows = []
@@ -68,7 +68,7 @@ def generation_length(root: str) -> str:
     curve = planner.SECOND_EDITION['curve']
     rows, previous = [], None
     for steps, acc in curve.items():
-        found = planner.accuracy(root, planner.Cell(planner.BASE, 'fixmatch', steps))
+        found = progress.accuracy(root, design.Cell(design.BASE, 'fixmatch', steps))
         rows.append(
             [
                 f'{steps:,}',
@@ -84,7 +84,7 @@ def generation_length(root: str) -> str:
         None,
     )
     seeds = planner.SECOND_EDITION['seeds']
-    s = planner.STEPS
+    s = design.STEPS
     out = [
         'FixMatch at the base setting, fold 1, trained for each number of steps: the second '
         "edition's convergence curve (float32, AMD EPYC; its run folders were lost with its "
@@ -98,7 +98,7 @@ def generation_length(root: str) -> str:
         f'{100 * planner.MIN_EFFECT:.0f} point) answers {answer:,} steps. This edition '
         f'trains generations of S = {s:,} steps: there FixMatch is '
         f'{100 * (curve[max(curve)] - curve[s]):.1f} points under its plateau, but under the '
-        f"paper's Table 2 rule FixMatch trains {planner.GENERATIONS * s:,} steps, so the "
+        f"paper's Table 2 rule FixMatch trains {design.GENERATIONS * s:,} steps, so the "
         'shorter generations handicap self-training, not FixMatch: a gain found here holds a '
         'fortiori. The seed-to-seed spread of the second edition (FixMatch S, fold 1, seeds '
         + ', '.join(f'{k}: {pct(v)}' for k, v in seeds.items())
@@ -136,9 +136,9 @@ def base_runs(root: str) -> dict[str, dict[int, dict]]:
     """{row name: {fold: results}} of the finished base cells."""
     runs = {}
     for name, method, gens in BASE_ROWS:
-        for fold in planner.FOLDS:
-            found = planner.results(
-                root, planner.Cell(planner.BASE, method, gens * planner.STEPS, fold)
+        for fold in design.FOLDS:
+            found = progress.results(
+                root, design.Cell(design.BASE, method, gens * design.STEPS, fold)
             )
             if found is not None:
                 runs.setdefault(name, {})[fold] = found
@@ -156,7 +156,7 @@ def base_table(runs: dict) -> str:
         for la in (False, True):
             values = [
                 None if f not in runs.get(name, {}) else _value(runs[name][f], la)
-                for f in planner.FOLDS
+                for f in design.FOLDS
             ]
             done = [v for v in values if v is not None]
             rows.append(
@@ -166,7 +166,7 @@ def base_table(runs: dict) -> str:
                     pct(*mean_std(done)) if len(done) > 1 else '…',
                 ]
             )
-    header = ['run', *(f'fold {f}' for f in planner.FOLDS), 'mean ± std']
+    header = ['run', *(f'fold {f}' for f in design.FOLDS), 'mean ± std']
     return table(header, rows)
 
 
@@ -200,19 +200,19 @@ def base_claims(runs: dict) -> str:
 
 def base_section(root: str) -> str:
     runs = base_runs(root)
-    s = planner.STEPS
+    s = design.STEPS
     return '\n'.join(
         [
-            f'{planner.BASE.title}, folds {", ".join(map(str, planner.FOLDS))}, float32. '
-            f'S = {s:,} steps; "2 x S": {planner.GENERATIONS} generations of S (CReST\'s first '
+            f'{design.BASE.title}, folds {", ".join(map(str, design.FOLDS))}, float32. '
+            f'S = {s:,} steps; "2 x S": {design.GENERATIONS} generations of S (CReST\'s first '
             "is a copy of FixMatch S's run); LA: post-hoc logit adjustment of the same runs by "
             'the labeled class distribution. Balanced test accuracy, mean of the last 5 of '
-            f'{planner.EVALS_PER_GENERATION} evaluations.\n',
+            f'{design.EVALS_PER_GENERATION} evaluations.\n',
             base_table(runs),
             '\nThe claims, paired by fold: held when the mean difference exceeds both its '
             'fold-to-fold standard deviation and 1 point; with one fold, undecided. Table 1 '
             f'rule: FixMatch trained S ({s:,} steps) as the baseline; Table 2 rule: FixMatch '
-            f'trained 2S ({planner.GENERATIONS * s:,} steps, the same budget).\n',
+            f'trained 2S ({design.GENERATIONS * s:,} steps, the same budget).\n',
             base_claims(runs),
         ]
     )
@@ -246,11 +246,11 @@ def hard_tail_section(root: str, output: str, rel: str) -> tuple[str, list[str]]
     decided = planner.map_precision(root)
     if hard is None or decided is None:
         return 'Not decided yet.\n', []
-    cells = planner.setting_cells(hard, 1, 'map', decided['precision'])
+    cells = design.setting_cells(hard, 1, 'map', decided['precision'])
     found = {
-        'FixMatch, S': planner.results(root, cells['fixmatch_1gen']),
-        'FixMatch, 2S': planner.results(root, cells['fixmatch']),
-        'CReST+, 2 x S': planner.results(root, cells['fixmatch_crest_plus']),
+        'FixMatch, S': progress.results(root, cells['fixmatch_1gen']),
+        'FixMatch, 2S': progress.results(root, cells['fixmatch']),
+        'CReST+, 2 x S': progress.results(root, cells['fixmatch_crest_plus']),
     }
     found = {k: v for k, v in found.items() if v is not None}
     if not found:
@@ -305,37 +305,37 @@ def _recall_plot(found: dict, order: list[int], path: str) -> None:
 # What is left.
 
 
-def still_to_run(root: str, cells: list[planner.Cell], waiting: str | None) -> str:
+def still_to_run(root: str, cells: list[design.Cell], waiting: str | None) -> str:
     """What the plan (`cells`, `waiting`: `planner.plan`'s) has not run yet, with its
     price at the ledger's speed, and the price of Table 2's other presets."""
-    todo = [c for c in cells if planner.results(root, c) is None]
+    todo = [c for c in cells if progress.results(root, c) is None]
     lines = []
     by_stage = {}
     for cell in todo:
         by_stage.setdefault(cell.stage, []).append(cell)
     for stage, group in by_stage.items():
-        steps = [planner.steps_to_train(root, c, cells) for c in group]
+        steps = [progress.steps_to_train(root, c, cells) for c in group]
         lines.append(f'- {stage}: {len(group)} cell(s), {_price(root, steps)}')
     if waiting:
         lines.append(f'- then more (the map and the extras), waiting for {waiting}')
     if not lines:
         lines.append('- every planned cell has finished')
     others = [
-        planner.Cell(planner.BASE, m, planner.GENERATIONS * planner.STEPS, f, 'table2')
-        for m in planner.TABLE2_OTHERS
-        for f in planner.FOLDS
+        design.Cell(design.BASE, m, design.GENERATIONS * design.STEPS, f, 'table2')
+        for m in design.TABLE2_OTHERS
+        for f in design.FOLDS
     ]
     steps = [c.total_steps for c in others]
     lines.append(
         "- not in this edition: Table 2's other presets at the base setting, 3 folds "
-        f'({", ".join(methods.METHODS[m].title for m in planner.TABLE2_OTHERS)}): '
+        f'({", ".join(methods.METHODS[m].title for m in design.TABLE2_OTHERS)}): '
         f'{len(others)} cells, {_price(root, steps)}'
     )
     return '\n'.join(lines) + '\n'
 
 
 def _price(root: str, steps: list[int]) -> str:
-    estimate = planner.hours(root, steps)
+    estimate = timing.hours(root, steps)
     said = f'{sum(steps):,} steps to train'
     if estimate is not None:
         said += f', about {estimate[0]:.1f} machine hours with {estimate[1]} runs side by side'
@@ -360,7 +360,7 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
         "\nFold 1 of each setting. FixMatch's bias: the mean precision minus the mean recall "
         'of the minority half of the classes on the unlabeled set, after S steps (paper '
         f'Fig. 2). Gains in points of balanced accuracy; Table 1 rule: '
-        f'{planner.GENERATIONS} generations against FixMatch S; Table 2 rule: against '
+        f'{design.GENERATIONS} generations against FixMatch S; Table 2 rule: against '
         'FixMatch 2S. "…": not run yet.\n'
     )
     out.append(regime.map_markdown(entries))

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from libml import metrics
-from study.evidence import planner
+from study.evidence import design, planner, progress
 from study.report.runs import pct, signed, table
 
 # (key in an entry, method, rule) of the gains the map reports.
@@ -33,7 +33,7 @@ def map_entries(root: str) -> list[dict]:
     decided = planner.map_precision(root)
     entries = []
     for setting in planner.map_settings(root):
-        if setting == planner.BASE:
+        if setting == design.BASE:
             precision = 'float32'  # Its fold 1 cells are the base stage's.
         else:
             precision = None if decided is None else decided['precision']
@@ -48,10 +48,10 @@ def map_entries(root: str) -> list[dict]:
             'precision': precision,
         }
         if precision is None:
-            found = {role: None for role, _, _ in planner.ROLES}
+            found = {role: None for role, _, _ in design.ROLES}
         else:
-            cells = planner.setting_cells(setting, 1, 'map', precision)
-            found = {role: planner.results(root, cell) for role, cell in cells.items()}
+            cells = design.setting_cells(setting, 1, 'map', precision)
+            found = {role: progress.results(root, cell) for role, cell in cells.items()}
         entry['accuracy'] = {
             role: None if r is None else r['balanced_accuracy'] for role, r in found.items()
         }
@@ -132,7 +132,7 @@ def _gain(value):
 
 def map_markdown(entries: list[dict]) -> str:
     """The map as a Markdown table, with whether the gains follow the bias."""
-    g, s = planner.GENERATIONS, planner.STEPS
+    g, s = design.GENERATIONS, design.STEPS
     rows = []
     for e in entries:
         bias = e['fixmatch_bias']
@@ -220,8 +220,8 @@ def map_plot(entries: list[dict], path: str) -> bool:
 def write_map(path: str, entries: list[dict]) -> dict:
     """Writes the map as JSON: what `predict` reads."""
     data = {
-        'steps_per_generation': planner.STEPS,
-        'generations': planner.GENERATIONS,
+        'steps_per_generation': design.STEPS,
+        'generations': design.GENERATIONS,
         'min_effect': planner.MIN_EFFECT,
         'settings': entries,
         'fits': {key: fit(entries, key) for key, _, _ in GAINS},
