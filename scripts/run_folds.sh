@@ -16,7 +16,7 @@
 # of earlier versions still work (crest, crest_plus, fixmatch_da).
 #
 # Settings (environment variables, defaults = the Fashion-MNIST-LT CPU benchmark of
-# docs/results_first_edition.md): METHODS (names, or `all` for every preset that
+# docs/archive/results_first_edition.md): METHODS (names, or `all` for every preset that
 # trains), FOLDS (for every method but alpha0), ALPHA0_FOLDS, GENERATIONS, STEPS (per
 # generation), EVAL_EVERY, JOBS (runs in parallel, each with cores / JOBS threads), and EXTRA (more
 # scripts/crest.py flags for every run).
