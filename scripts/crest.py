@@ -23,7 +23,7 @@ after post-hoc logit adjustment (LA).
 CPU demo on Fashion-MNIST-LT: see scripts/demo.sh.
 
 Several GPUs are used as replicas of one model; several machines when TF_CONFIG names
-a cluster (run the same command on each; README, "Several GPUs and machines").
+a cluster (run the same command on each; docs/distributed.md).
 --batch_size is the global batch however many replicas there are.
 
 Writes WORKDIR/args.json, the fold under WORKDIR/data, one WORKDIR/gen_XX folder per
@@ -119,7 +119,7 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     'xla',
     _DEFAULT.xla,
-    'Compile the train step with XLA: for GPUs (on CPUs it was slower, see README).',
+    'Compile the train step with XLA: for GPUs (on CPUs it was slower, see docs/performance.md).',
 )
 flags.DEFINE_enum(
     'stream',
