@@ -144,7 +144,7 @@ class Config:
     )
     xla: bool = setting(
         False,
-        'Compile the train step with XLA: for GPUs (on CPUs it was slower, see README).',
+        'Compile the train step with XLA: for GPUs (on CPUs it was slower, docs/performance.md).',
         'training',
     )
     generations: int = setting(6, 'Self-training generations G.', 'method', **_at_least(1))

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from crest import config as config_lib
-from crest import evidence, rebalance
+from crest import rebalance
 from libml import data, datasets, locks, metrics, models, train
 from libml.algorithms import ALGORITHMS
 
@@ -497,7 +497,7 @@ def _run(cfg: config_lib.Config, strategy, replicas: int, log) -> dict:
         'generations': generations,
     }
     split = 'unlabeled' if generations[0].get('unlabeled') else 'test'
-    bias = evidence.minority_bias(results, split, generation=0)
+    bias = metrics.minority_bias(results, split, generation=0)
     data.write_json(os.path.join(cfg.workdir, 'results.json'), results)
     precision = bias['minority_precision']
     log(

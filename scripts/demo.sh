@@ -10,9 +10,9 @@
 #
 # Prints a progress line every 90 steps and, per generation, the balanced test accuracy
 # (mean of the last 5 evaluations), the recall of the three smallest classes and the
-# picked pseudo-labels with their precision. Outputs: runs/demo (see README). A second
-# run skips finished generations; delete runs/demo to start over. Extra arguments go to
-# scripts/crest.py, e.g. `--workdir=runs/demo2 --fold=2`.
+# picked pseudo-labels with their precision. Outputs: runs/demo (see
+# docs/run_folder.md). A second run skips finished generations; delete runs/demo to start
+# over. Extra arguments go to scripts/crest.py, e.g. `--workdir=runs/demo2 --fold=2`.
 #
 # Short-run settings, different from the paper's: 900 steps per generation instead of
 # 2^16, 32 labeled + 2 x 32 unlabeled images per step instead of 64 + 2 x 448, FixMatch's

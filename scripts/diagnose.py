@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from crest import evidence  # noqa: E402
-from crest.report import regime  # noqa: E402
+from libml import metrics  # noqa: E402
+from study.evidence import regime  # noqa: E402
 
 flags.DEFINE_string('run', None, 'A finished run folder (holds results.json).')
 flags.DEFINE_integer('generation', 0, 'Which generation to read (0: the FixMatch model).')
@@ -64,7 +64,7 @@ def diagnose(result: dict, generation: int, regime_map: dict | None) -> list[str
             f'  {names[c]:{width}}  {counts[c]:7d}  {100 * report["recall"][c]:5.1f}%  '
             f'{precision}  {round(predicted):9d}'
         )
-    bias = evidence.minority_bias(result, split, generation)
+    bias = metrics.minority_bias(result, split, generation)
     precision = bias['minority_precision']
     precision = 'undefined' if precision is None else f'{100 * precision:.1f}%'
     lines.append(

@@ -7,7 +7,7 @@ its report.
   python scripts/evidence.py --action=report   # writes docs/RESULTS.md from the records
   python scripts/evidence.py --action=check    # re-runs the check cell, compares
 
-The cells (training runs of scripts/crest.py) and their order are crest/evidence.py's:
+The cells (training runs of scripts/crest.py) and their order are study/evidence/planner.py's:
 a check cell, the base setting on 3 folds, the bf16 test, the map, the extras. A run is
 ROOT/[bf16/]<setting>/total_<steps>/<method>/fold_<f>, its log next to it as
 fold_<f>.log. `run` is resumable: a finished cell is skipped and an unfinished one
@@ -39,8 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from crest import evidence  # noqa: E402
 from libml import locks, machine  # noqa: E402
+from study.evidence import design, generation0, planner, progress, store, timing  # noqa: E402
 
 flags.DEFINE_enum('action', 'list', ['list', 'run', 'sync', 'report', 'check'], 'What to do.')
 flags.DEFINE_string('root', 'runs/evidence', 'Folder of the runs.')
@@ -67,24 +67,24 @@ FLAGS = flags.FLAGS
 POLL_SECONDS = 5  # How often the runner looks at its runs.
 
 
-def status(root: str, cell: evidence.Cell) -> str:
-    acc = evidence.accuracy(root, cell)
+def status(root: str, cell: design.Cell) -> str:
+    acc = progress.accuracy(root, cell)
     if acc is not None:
         return f'done {100 * acc:.1f}'
     return 'started' if os.path.isdir(cell.workdir(root)) else 'to do'
 
 
 def list_cells(root: str, settings: Sequence[str]) -> None:
-    cells, waiting = evidence.plan(root)
+    cells, waiting = planner.plan(root)
     left = []
     for cell in cells:
-        if not evidence.selected(cell, settings):
+        if not planner.selected(cell, settings):
             continue
         state = status(root, cell)
         if not state.startswith('done'):
-            left.append(evidence.steps_left(root, cell, cells))
+            left.append(progress.steps_left(root, cell, cells))
         print(f'{state:10} {cell.stage:9} {cell.workdir(root)}')
-    estimate = evidence.hours(root, left)
+    estimate = timing.hours(root, left)
     speed = '' if estimate is None else ', about {:.1f} hours with {} runs side by side'
     print(
         f'{sum(left):,} steps left in the cells listed{speed.format(*(estimate or ()))}'
@@ -92,7 +92,7 @@ def list_cells(root: str, settings: Sequence[str]) -> None:
     )
 
 
-def launch(root: str, cell: evidence.Cell, threads: int) -> subprocess.Popen:
+def launch(root: str, cell: design.Cell, threads: int) -> subprocess.Popen:
     workdir = cell.workdir(root)
     os.makedirs(os.path.dirname(workdir), exist_ok=True)
     command = [sys.executable, 'scripts/crest.py', *cell.flags(threads), f'--workdir={workdir}']
@@ -151,27 +151,27 @@ def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) 
     }
     if stopped:  # Its time counts; the run resumes at its last checkpoint.
         record['stopped'] = True
-    with open(os.path.join(root, evidence.LEDGER), 'a') as f:
+    with open(os.path.join(root, timing.LEDGER), 'a') as f:
         f.write(json.dumps(record) + '\n')
 
 
-def adopt(root: str, cells: list[evidence.Cell], machine_info: dict) -> list[evidence.Cell]:
+def adopt(root: str, cells: list[design.Cell], machine_info: dict) -> list[design.Cell]:
     """Gives each planned cell that finished outside the runner (started by hand) and has
     no ledger line one: its training time from results.json (each generation's seconds,
     start-up left out; a resumed run's last stretch only, so a lower bound). Returns them."""
-    known = {r['workdir'] for r in evidence.ledger(root)}
+    known = {r['workdir'] for r in timing.ledger(root)}
     adopted = []
     for cell in cells:
-        found = evidence.results(root, cell)
+        found = progress.results(root, cell)
         if found is None or cell.workdir(root) in known:
             continue
-        copied = os.path.exists(os.path.join(cell.workdir(root), evidence.COPIED))
+        copied = os.path.exists(os.path.join(cell.workdir(root), generation0.COPIED))
         generations = found['generations'][1:] if copied else found['generations']
         record = {
             'workdir': cell.workdir(root),
             'stage': cell.stage,
             'precision': cell.precision,
-            'steps': evidence.steps_to_train(root, cell, cells),
+            'steps': progress.steps_to_train(root, cell, cells),
             'returncode': 0,
             'seconds': round(sum(g['seconds'] for g in generations)),
             'resumed': False,
@@ -181,17 +181,17 @@ def adopt(root: str, cells: list[evidence.Cell], machine_info: dict) -> list[evi
             **machine_info,
             'by_hand': True,  # Timed by the run itself, not by the runner.
         }
-        with open(os.path.join(root, evidence.LEDGER), 'a') as f:
+        with open(os.path.join(root, timing.LEDGER), 'a') as f:
             f.write(json.dumps(record) + '\n')
         adopted.append(cell)
     return adopted
 
 
-def sync(root: str, records: str, cells: list[evidence.Cell]) -> list[str]:
+def sync(root: str, records: str, cells: list[design.Cell]) -> list[str]:
     """Copies the records of every finished cell of `cells` and the ledger to RECORDS;
     the files written."""
-    written = [p for cell in cells for p in evidence.save_records(root, records, cell)]
-    ledger = evidence.save_ledger(root, records)
+    written = [p for cell in cells for p in store.save_records(root, records, cell)]
+    ledger = store.save_ledger(root, records)
     return written + ([ledger] if ledger else [])
 
 
@@ -206,28 +206,28 @@ def _run(
     jobs, threads = machine_info['jobs'], machine_info['threads']
     start, failed = time.time(), set()
     while True:
-        cells, waiting = evidence.plan(root)
+        cells, waiting = planner.plan(root)
         for cell in adopt(root, cells, machine_info):
             print(f'evidence: {cell.workdir(root)} finished by hand; in the ledger', flush=True)
             if records:
                 sync(root, records, [cell])
         pending, elsewhere = [], 0
         for c in cells:
-            if evidence.results(root, c) is not None or evidence.cells_key(c) in running:
+            if progress.results(root, c) is not None or design.cells_key(c) in running:
                 continue
-            if not evidence.selected(c, settings):
+            if not planner.selected(c, settings):
                 continue
-            if evidence.cells_key(c) in failed:
+            if design.cells_key(c) in failed:
                 continue
             if locks.held(os.path.join(c.workdir(root), locks.RUN)):
                 elsewhere += 1  # Started by hand or by another runner: left to it.
                 continue
-            source = evidence.generation0_source(c, cells)
+            source = generation0.source(c, cells)
             if (
                 source is not None
                 and not os.path.exists(c.workdir(root))
-                and evidence.results(root, source) is None
-                and evidence.cells_key(source) not in failed
+                and progress.results(root, source) is None
+                and design.cells_key(source) not in failed
             ):
                 continue  # Waits for its generation 0, trained by another cell.
             pending.append(c)
@@ -236,10 +236,10 @@ def _run(
         while pending and len(running) + elsewhere < jobs and not late:
             cell = pending.pop(0)
             resumed = os.path.isdir(cell.workdir(root))
-            source = evidence.generation0_source(cell, cells)
-            if not resumed and source and evidence.results(root, source) is not None:
+            source = generation0.source(cell, cells)
+            if not resumed and source and progress.results(root, source) is not None:
                 try:
-                    evidence.copy_generation0(root, source, cell)
+                    generation0.copy(root, source, cell)
                 except (OSError, ValueError) as e:
                     print(f'evidence: generation 0 not copied, trained: {e}', flush=True)
                 else:
@@ -250,9 +250,9 @@ def _run(
                     )
             # No folder yet: nothing was copied, the run trains all its steps.
             started = os.path.exists(cell.workdir(root))
-            steps = evidence.steps_to_train(root, cell, cells) if started else cell.total_steps
+            steps = progress.steps_to_train(root, cell, cells) if started else cell.total_steps
             process = launch(root, cell, threads)
-            running[evidence.cells_key(cell)] = (cell, process, time.time(), resumed, steps)
+            running[design.cells_key(cell)] = (cell, process, time.time(), resumed, steps)
         if not running and not (elsewhere and not late):
             break
         time.sleep(POLL_SECONDS)
@@ -266,7 +266,7 @@ def _run(
                 failed.add(key)
                 print(f'evidence: FAILED {cell.workdir(root)}, see its .log', flush=True)
             else:
-                acc = evidence.accuracy(root, cell)
+                acc = progress.accuracy(root, cell)
                 minutes = (time.time() - began) / 60
                 print(
                     f'evidence: done {cell.workdir(root)} in {minutes:.0f} min: '
@@ -291,9 +291,9 @@ def check(root: str, records: str) -> int:
     results.json but wall time and where it ran, the fold's counts.json (digests of its
     TFRecords) and each generation's picks.json (the digest of the exported TFRecord). 0
     when all are the same, 1 otherwise."""
-    cell = evidence.check_cell()
+    cell = design.check_cell()
     first_dir = cell.workdir(records)
-    if evidence.results(records, cell) is None:
+    if progress.results(records, cell) is None:
         sys.exit(f'error: {first_dir}: no results.json to compare with; run the study first')
     with open(os.path.join(first_dir, 'args.json')) as f:
         threads = json.load(f)['cpu_threads']
@@ -304,7 +304,7 @@ def check(root: str, records: str) -> int:
     if subprocess.run(command).returncode:
         sys.exit(f'error: the check run failed; see {workdir}')
     again = _read(os.path.join(workdir, 'results.json'))
-    differences = evidence.same_results(evidence.results(records, cell), again)
+    differences = store.same_results(progress.results(records, cell), again)
     differences = [f'results.json{d}' for d in differences]
     for name in ('data/counts.json', 'gen_00/picks.json'):
         a, b = _read(os.path.join(first_dir, name)), _read(os.path.join(workdir, name))
@@ -333,7 +333,7 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     if FLAGS.jobs < 1:
         sys.exit(f'error: --jobs must be >= 1, got {FLAGS.jobs}')
-    known = [s.name for s in evidence.map_settings(FLAGS.root)]
+    known = [s.name for s in planner.map_settings(FLAGS.root)]
     unknown = [name for name in FLAGS.settings if name not in known]
     if unknown:
         sys.exit(f'error: --settings: unknown {", ".join(unknown)}; known: {", ".join(known)}')
@@ -345,17 +345,17 @@ def main(argv):
         code = run(FLAGS.root, FLAGS.jobs, FLAGS.max_minutes, FLAGS.settings, FLAGS.records)
         sys.exit(code)
     elif FLAGS.action == 'sync':
-        cells, _ = evidence.plan(FLAGS.root)
+        cells, _ = planner.plan(FLAGS.root)
         adopt(FLAGS.root, cells, _machine(FLAGS.jobs))
         written = sync(FLAGS.root, FLAGS.records, cells)
         print(f'evidence: {len(written)} record file(s) in {FLAGS.records}')
     elif FLAGS.action == 'check':
         sys.exit(check(FLAGS.root, FLAGS.records))
     else:
-        from crest.report import evidence_document
+        from study.evidence import document
 
         notes = open(FLAGS.notes).read().rstrip() + '\n\n' if FLAGS.notes else ''
-        written = evidence_document.write(FLAGS.records, FLAGS.output, FLAGS.document, notes)
+        written = document.write(FLAGS.records, FLAGS.output, FLAGS.document, notes)
         print(f'wrote {", ".join(written)}')
 
 

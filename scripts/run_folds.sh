@@ -12,11 +12,10 @@
 # at the same total budget of GENERATIONS x STEPS steps (paper Table 2 rule): the
 # self-training ones (CReST, CReST+, alpha0, ...) train GENERATIONS generations of STEPS,
 # the others one generation of the whole budget. The "+ LA" presets train nothing: their
-# numbers are read off the runs of the method they adjust (summarize does that). Names
-# of earlier versions still work (crest, crest_plus, fixmatch_da).
+# numbers are read off the runs of the method they adjust (summarize does that).
 #
 # Settings (environment variables, defaults = the Fashion-MNIST-LT CPU benchmark of
-# docs/results_first_edition.md): METHODS (names, or `all` for every preset that
+# docs/archive/results_first_edition.md): METHODS (names, or `all` for every preset that
 # trains), FOLDS (for every method but alpha0), ALPHA0_FOLDS, GENERATIONS, STEPS (per
 # generation), EVAL_EVERY, JOBS (runs in parallel, each with cores / JOBS threads), and EXTRA (more
 # scripts/crest.py flags for every run).

@@ -13,7 +13,7 @@ accuracy by generation; the paper's four claims and its Table 2 orderings checke
 writes the whole to PATH too. With --rerun=FOLDER, runs in FOLDER that repeat a cell of
 RUNS (same method and fold) are compared with it, against the method's fold-to-fold
 spread. Unfinished runs (no results.json) are listed and left out. Takes a few seconds.
-The report itself is crest/report/.
+The report itself is study/report/.
 """
 
 import os
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from crest.report import document, plots, runs  # noqa: E402
+from study.report import document, plots, runs  # noqa: E402
 
 flags.DEFINE_string('runs', 'runs/bench', 'Folder of <method>/fold_<f>/results.json.')
 flags.DEFINE_string('output', 'docs/results', 'Folder for summary.md and the PNG plots.')

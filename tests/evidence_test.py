@@ -1,5 +1,5 @@
-"""The evidence study on made-up runs: its plan (base, precision, map, extras), FixMatch's
-bias, the regime map and its prediction, the document generated from the records (and
+"""The evidence study on made-up runs: its plan (base, precision, map, extras), the
+regime map and its prediction, the document generated from the records (and
 the committed one from the committed records), scripts/diagnose.py and the runner; and,
 on tiny real runs, that a run started from a copied generation 0 ends as a full one."""
 
@@ -13,9 +13,8 @@ import threading
 import numpy as np
 import pytest
 
-from crest import evidence
-from crest.report import evidence_document, regime
 from libml import locks
+from study.evidence import design, document, generation0, planner, progress, regime, store, timing
 from tests import fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,12 +79,12 @@ def _ledger(root, cell, seconds, **extra):
         'threads': 1,
         **extra,
     }
-    with open(os.path.join(str(root), evidence.LEDGER), 'a') as f:
+    with open(os.path.join(str(root), timing.LEDGER), 'a') as f:
         f.write(json.dumps(record) + '\n')
 
 
-S = evidence.STEPS
-BASE_S = evidence.Cell(evidence.BASE, 'fixmatch', S)  # Base fold 1's FixMatch S.
+S = design.STEPS
+BASE_S = design.Cell(design.BASE, 'fixmatch', S)  # Base fold 1's FixMatch S.
 # Base fold 1's FixMatch S recalls class 1 worst, then 2, 3, 0 (its minority half, 2 and
 # 3, at 80%).
 BASE_RECALL = (0.9, 0.5, 0.75, 0.85)
@@ -95,13 +94,13 @@ def _decide(root, bf16_acc=0.78, bf16_seconds=1000):
     """Finishes base fold 1's FixMatch S (float32, 0.78, 2,000 s) and its bf16 twin."""
     _finish(root, BASE_S, 0.78, recall=BASE_RECALL)
     _ledger(root, BASE_S, 2000)
-    _finish(root, evidence.precision_cell(), bf16_acc)
-    _ledger(root, evidence.precision_cell(), bf16_seconds)
+    _finish(root, design.precision_cell(), bf16_acc)
+    _ledger(root, design.precision_cell(), bf16_seconds)
 
 
 def test_plan_runs_the_base_first_and_adds_the_map_once_decided(tmp_path):
     root = str(tmp_path)
-    cells, waiting = evidence.plan(root)
+    cells, waiting = planner.plan(root)
     assert 'decides the hard tail' in waiting and "decides the map's precision" in waiting
     # The check cell, FixMatch S on every base fold (CReST copies it), the bf16 run,
     # then the rest of the base setting; nothing of the map yet.
@@ -109,17 +108,17 @@ def test_plan_runs_the_base_first_and_adds_the_map_once_decided(tmp_path):
     assert [(c.method, c.total_steps, c.fold) for c in cells[1:4]] == [
         ('fixmatch', S, f) for f in (1, 2, 3)
     ]
-    assert {c.setting for c in cells} == {evidence.BASE}
+    assert {c.setting for c in cells} == {design.BASE}
     plus = next(c for c in cells if c.method == 'fixmatch_crest_plus')
     assert plus.total_steps == 2 * S and plus.steps_per_generation == S
     assert '--generations=2' in plus.flags(1) and f'--eval_every={S // 30}' in plus.flags(1)
-    assert cells[0].total_steps == evidence.CHECK_STEPS
+    assert cells[0].total_steps == design.CHECK_STEPS
     bf16 = cells[4]
     assert '--precision=bf16' in bf16.flags(1) and '--precision' not in ' '.join(plus.flags(1))
     assert bf16.workdir(root) == os.path.join(root, 'bf16', BASE_S.workdir(''))
 
     _decide(tmp_path)
-    cells, waiting = evidence.plan(root)
+    cells, waiting = planner.plan(root)
     assert waiting is None
     folders = [c.workdir(root) for c in cells]
     assert len(folders) == len(set(folders))
@@ -141,7 +140,7 @@ def test_plan_runs_the_base_first_and_adds_the_map_once_decided(tmp_path):
     assert [c.method for c in cells[-3:]] == ['fixmatch_da05'] * 3
     assert [c.fold for c in cells[-3:]] == [1, 2, 3]
     crest = next(c for c in map_cells if c.method == 'fixmatch_crest')
-    assert evidence.generation0_source(crest, cells) == map_cells[0]
+    assert generation0.source(crest, cells) == map_cells[0]
 
 
 @pytest.mark.parametrize(
@@ -155,43 +154,43 @@ def test_plan_runs_the_base_first_and_adds_the_map_once_decided(tmp_path):
 def test_the_map_trains_in_bf16_only_if_as_accurate_and_faster(
     tmp_path, bf16_acc, bf16_seconds, chosen
 ):
-    assert evidence.seed_std() == pytest.approx(0.003)  # Seeds at 81.2, 80.6, 80.9.
-    assert evidence.map_precision(str(tmp_path)) is None
+    assert planner.seed_std() == pytest.approx(0.003)  # Seeds at 81.2, 80.6, 80.9.
+    assert planner.map_precision(str(tmp_path)) is None
     _decide(tmp_path, bf16_acc, bf16_seconds)
-    decided = evidence.map_precision(str(tmp_path))
+    decided = planner.map_precision(str(tmp_path))
     assert decided['precision'] == chosen
     assert decided['speedup'] == pytest.approx(2000 / bf16_seconds)
     assert decided['limit'] == pytest.approx(0.006)
 
 
 def test_speed_counts_every_stretch_of_a_run(tmp_path):
-    cell = evidence.precision_cell()
-    assert evidence.steps_per_second(str(tmp_path), cell) is None
+    cell = design.precision_cell()
+    assert timing.steps_per_second(str(tmp_path), cell) is None
     _ledger(tmp_path, cell, 600, returncode=-15, stopped=True, steps=S)
-    assert evidence.steps_per_second(str(tmp_path), cell) is None  # Not finished.
+    assert timing.steps_per_second(str(tmp_path), cell) is None  # Not finished.
     _ledger(tmp_path, cell, 1000, resumed=True)
-    assert evidence.steps_per_second(str(tmp_path), cell) == pytest.approx(S / 1600)
+    assert timing.steps_per_second(str(tmp_path), cell) == pytest.approx(S / 1600)
 
 
 def test_a_cell_of_another_precision_or_seed_has_its_own_folder_flag_and_generation0(
     tmp_path,
 ):
     root = str(tmp_path)
-    first, other = (evidence.Cell(evidence.BASE, 'fixmatch', 4800, 1, 'base', s) for s in (1, 2))
+    first, other = (design.Cell(design.BASE, 'fixmatch', 4800, 1, 'base', s) for s in (1, 2))
     assert other.workdir(root) == os.path.join(root, 'seed_2', first.workdir(''))
     assert '--seed=2' in other.flags(1) and '--seed=1' not in other.flags(1)
-    assert evidence.cells_key(first) != evidence.cells_key(other)
+    assert design.cells_key(first) != design.cells_key(other)
     bf16 = dataclasses.replace(first, precision='bf16')
-    assert evidence.cells_key(first) != evidence.cells_key(bf16)
-    crest = evidence.Cell(evidence.BASE, 'fixmatch_crest', 9600, seed=2)
-    assert evidence.generation0_source(crest, [first]) is None
-    assert evidence.generation0_source(crest, [first, other]).seed == 2
-    crest = evidence.Cell(evidence.BASE, 'fixmatch_crest', 9600, precision='bf16')
-    assert evidence.generation0_source(crest, [first, other]) is None
-    assert evidence.generation0_source(crest, [first, bf16]) == bf16
+    assert design.cells_key(first) != design.cells_key(bf16)
+    crest = design.Cell(design.BASE, 'fixmatch_crest', 9600, seed=2)
+    assert generation0.source(crest, [first]) is None
+    assert generation0.source(crest, [first, other]).seed == 2
+    crest = design.Cell(design.BASE, 'fixmatch_crest', 9600, precision='bf16')
+    assert generation0.source(crest, [first, other]) is None
+    assert generation0.source(crest, [first, bf16]) == bf16
     # A run of seed 1 in float32 never reads as another cell's.
     _finish(tmp_path, first, 0.8)
-    assert evidence.results(root, other) is None and evidence.results(root, bf16) is None
+    assert progress.results(root, other) is None and progress.results(root, bf16) is None
 
 
 def test_same_results_ignores_wall_time_and_where_a_run_ran():
@@ -200,10 +199,10 @@ def test_same_results_ignores_wall_time_and_where_a_run_ran():
     again = json.loads(json.dumps(first))
     again['args']['workdir'], again['args']['cpu_threads'] = 'b', 2
     again['generations'][1] = {**again['generations'][1], 'seconds': 99.0}
-    assert evidence.same_results(first, again) == []
+    assert store.same_results(first, again) == []
     again['generations'][1]['test'] = {**again['generations'][1]['test'], 'recall': [0] * 4}
     again['args']['seed'] = 2
-    assert evidence.same_results(first, again) == [
+    assert store.same_results(first, again) == [
         '/args/seed',
         '/generations[1]/test/recall[0]',
         '/generations[1]/test/recall[1]',
@@ -220,38 +219,24 @@ def _checkpoint(gen_dir, step):
 
 def test_steps_left_counts_what_a_run_folder_holds(tmp_path):
     root = str(tmp_path)
-    plus = evidence.Cell(evidence.BASE, 'fixmatch_crest_plus', 9600)
-    assert evidence.steps_left(root, plus, [plus]) == 9600  # Not started.
+    plus = design.Cell(design.BASE, 'fixmatch_crest_plus', 9600)
+    assert progress.steps_left(root, plus, [plus]) == 9600  # Not started.
     _checkpoint(os.path.join(plus.workdir(root), 'gen_00'), 1280)
-    assert evidence.steps_left(root, plus, [plus]) == 9600 - 1280
+    assert progress.steps_left(root, plus, [plus]) == 9600 - 1280
     # Generation 0 finished: its steps, and nothing of its stale checkpoint, count.
     with open(os.path.join(plus.workdir(root), 'gen_00', 'metrics.json'), 'w') as f:
         f.write('{}')
-    assert evidence.steps_left(root, plus, [plus]) == 4800
+    assert progress.steps_left(root, plus, [plus]) == 4800
     _checkpoint(os.path.join(plus.workdir(root), 'gen_01'), 640)
-    assert evidence.steps_left(root, plus, [plus]) == 4800 - 640
+    assert progress.steps_left(root, plus, [plus]) == 4800 - 640
     # A copied generation 0 is not among the steps to train in the first place.
-    fixmatch = evidence.Cell(evidence.BASE, 'fixmatch', 4800)
-    crest = evidence.Cell(evidence.BASE, 'fixmatch_crest', 9600)
+    fixmatch = design.Cell(design.BASE, 'fixmatch', 4800)
+    crest = design.Cell(design.BASE, 'fixmatch_crest', 9600)
     os.makedirs(crest.workdir(root))
-    with open(os.path.join(crest.workdir(root), evidence.COPIED), 'w') as f:
+    with open(os.path.join(crest.workdir(root), generation0.COPIED), 'w') as f:
         f.write('{}')
     _checkpoint(os.path.join(crest.workdir(root), 'gen_01'), 2560)
-    assert evidence.steps_left(root, crest, [fixmatch, crest]) == 4800 - 2560
-
-
-def test_minority_bias_is_precision_minus_recall_on_the_smaller_half():
-    bias = evidence.minority_bias(_results(0.7))
-    # Minority half: classes c and d (16 and 6 labeled).
-    assert bias['minority_precision'] == pytest.approx(0.95)
-    assert bias['minority_recall'] == pytest.approx(0.4)
-    assert bias['bias'] == pytest.approx(0.55)
-    assert bias['smallest_class'] == 'd' and bias['smallest_recall'] == 0.3
-    never = _results(0.7)
-    never['generations'][0]['unlabeled']['predicted'] = [60, 25, 0, 0]
-    bias = evidence.minority_bias(never)
-    assert bias['minority_precision'] is None and bias['never_predicted'] == ['c', 'd']
-    assert bias['bias'] == pytest.approx(1 - 0.4)  # Precision counts as 1.
+    assert progress.steps_left(root, crest, [fixmatch, crest]) == 4800 - 2560
 
 
 def _map_root(tmp_path, gains):
@@ -259,10 +244,10 @@ def _map_root(tmp_path, gains):
     gains `gains[i]` at a bias set by the minority recall of setting i."""
     root = str(tmp_path)
     _decide(tmp_path, 0.781, 1000)
-    for i, setting in enumerate(evidence.map_settings(root)):
+    for i, setting in enumerate(planner.map_settings(root)):
         low = 0.8 - 0.1 * i  # Lower minority recall: more bias.
-        precision = 'float32' if setting == evidence.BASE else 'bf16'
-        cells = evidence.setting_cells(setting, 1, 'map', precision)
+        precision = 'float32' if setting == design.BASE else 'bf16'
+        cells = design.setting_cells(setting, 1, 'map', precision)
         for role in ('fixmatch_1gen', 'fixmatch'):
             recall = BASE_RECALL if i == 0 else (0.9, 0.9, low, low)
             _finish(tmp_path, cells[role], 0.78, recall=recall)
@@ -301,13 +286,13 @@ def test_document_is_generated_from_the_records(tmp_path):
     for fold, (short, long, plus) in enumerate(
         ((0.78, 0.79, 0.81), (0.77, 0.78, 0.81), (0.79, 0.80, 0.82)), start=1
     ):
-        cells = evidence.setting_cells(evidence.BASE, fold, 'base', 'float32')
+        cells = design.setting_cells(design.BASE, fold, 'base', 'float32')
         _finish(tmp_path, cells['fixmatch_1gen'], short, recall=BASE_RECALL)
         _finish(tmp_path, cells['fixmatch'], long)
         _finish(tmp_path, cells['fixmatch_crest_plus'], plus)
     out = tmp_path / 'docs'
     path = str(out / 'RESULTS.md')
-    written = evidence_document.write(root, str(out), path, '# Notes\n')
+    written = document.write(root, str(out), path, '# Notes\n')
     text = open(path).read()
     assert text.startswith('# Notes') and 'Test CPU' in text
     # The second edition's curve and the choice of S.
@@ -331,7 +316,7 @@ def test_document_is_generated_from_the_records(tmp_path):
     assert "Table 2's other presets at the base setting, 3 folds" in text
     assert 'machine hours with 2 runs side by side' in text
     # Written twice from the same records: the same document.
-    evidence_document.write(root, str(out), str(out / 'again.md'), '# Notes\n')
+    document.write(root, str(out), str(out / 'again.md'), '# Notes\n')
     assert open(out / 'again.md').read() == text
 
 
@@ -343,7 +328,7 @@ def test_the_committed_document_is_what_the_committed_records_give(tmp_path):
     cwd = os.getcwd()
     os.chdir(ROOT)  # The document's links are relative to the repository.
     try:
-        evidence_document.write('docs/evidence/runs', str(tmp_path / 'evidence'), path, notes)
+        document.write('docs/evidence/runs', str(tmp_path / 'evidence'), path, notes)
     finally:
         os.chdir(cwd)
     text = open(path).read().replace(os.path.relpath(tmp_path / 'evidence', tmp_path), 'evidence')
@@ -406,8 +391,8 @@ def cli():
 
 
 def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, monkeypatch, cli):
-    cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.MAP_OTHERS]
-    monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
+    cells = [design.Cell(s, 'fixmatch', 4800) for s in design.MAP_OTHERS]
+    monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
     launched = []
 
     def fake_launch(root, cell, threads):
@@ -427,7 +412,7 @@ def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, mo
     root = str(tmp_path)
     assert cli.run(root, jobs=2, max_minutes=0) == 1  # One cell failed.
     assert [c for c, _ in launched] == cells  # Each once, the failed one not retried.
-    records = evidence.ledger(root)
+    records = timing.ledger(root)
     assert sorted(r['returncode'] for r in records) == [0, 0, 3]
     assert all(r['steps'] == 4800 and r['cpu'] for r in records)
     # Started again, only the failed cell is left to run.
@@ -449,8 +434,8 @@ def _write(path, content='{}'):
 def test_runner_keeps_the_records_of_finished_cells_and_times_runs_made_by_hand(
     tmp_path, monkeypatch, cli
 ):
-    by_hand, by_runner = (evidence.Cell(s, 'fixmatch', 4800) for s in evidence.MAP_OTHERS[:2])
-    monkeypatch.setattr(evidence, 'plan', lambda root: ([by_hand, by_runner], None))
+    by_hand, by_runner = (design.Cell(s, 'fixmatch', 4800) for s in design.MAP_OTHERS[:2])
+    monkeypatch.setattr(planner, 'plan', lambda root: ([by_hand, by_runner], None))
     root, records = str(tmp_path / 'runs'), str(tmp_path / 'records')
     # A run finished by hand: its small files beside a checkpoint, TFRecords, test
     # probabilities and a TensorBoard log, none of which are records.
@@ -481,7 +466,7 @@ def test_runner_keeps_the_records_of_finished_cells_and_times_runs_made_by_hand(
     runner = os.path.relpath(by_runner.workdir(records), records)
     assert kept == sorted(
         [
-            evidence.LEDGER,
+            timing.LEDGER,
             *(
                 os.path.join(hand, n)
                 for n in (
@@ -498,25 +483,25 @@ def test_runner_keeps_the_records_of_finished_cells_and_times_runs_made_by_hand(
     with open(os.path.join(hand, 'gen_00/picks.json').join([records + os.sep, ''])) as f:
         assert json.load(f) == {'name': 'gen_00/picks.json'}
     # The run made by hand is timed by its results.json (one generation of 60 s).
-    lines = {r['workdir']: r for r in evidence.ledger(records)}
+    lines = {r['workdir']: r for r in timing.ledger(records)}
     assert lines[by_hand.workdir(root)]['seconds'] == 60
     assert (
         lines[by_hand.workdir(root)]['by_hand'] and 'by_hand' not in lines[by_runner.workdir(root)]
     )
-    assert evidence.ledger(records) == evidence.ledger(root)
+    assert timing.ledger(records) == timing.ledger(root)
     # Adopted once only.
     assert cli.adopt(root, [by_hand, by_runner], {}) == []
 
 
 def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path, monkeypatch, cli):
-    base, (other, dropped) = evidence.BASE, evidence.MAP_OTHERS[:2]
+    base, (other, dropped) = design.BASE, design.MAP_OTHERS[:2]
     cells = [
-        evidence.check_cell(),
-        evidence.Cell(dropped, 'fixmatch', 4800),
-        evidence.Cell(other, 'fixmatch', 4800),
-        evidence.Cell(base, 'fixmatch_crest_plus', 9600),
+        design.check_cell(),
+        design.Cell(dropped, 'fixmatch', 4800),
+        design.Cell(other, 'fixmatch', 4800),
+        design.Cell(base, 'fixmatch_crest_plus', 9600),
     ]
-    monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
+    monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
     launched = []
 
     def fake_launch(root, cell, threads):
@@ -548,7 +533,7 @@ def test_an_unknown_setting_is_refused_in_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         'error: --settings: unknown g300_b10_o0; known: '
-        + ', '.join(s.name for s in evidence.map_settings(str(tmp_path)))
+        + ', '.join(s.name for s in planner.map_settings(str(tmp_path)))
     )
 
 
@@ -577,19 +562,19 @@ with open(sys.argv[1] + '/results.json', 'w') as f:
 
 
 def test_runner_waits_for_generation0_then_copies_it(tmp_path, monkeypatch, cli):
-    base = evidence.BASE
-    fixmatch = evidence.Cell(base, 'fixmatch', 4800)
-    crest = evidence.Cell(base, 'fixmatch_crest', 9600)
+    base = design.BASE
+    fixmatch = design.Cell(base, 'fixmatch', 4800)
+    crest = design.Cell(base, 'fixmatch_crest', 9600)
     cells = [fixmatch, crest]
     root = str(tmp_path)
     # CReST's generation 0 is FixMatch's run; CReST+'s (alignment on) and alpha = 0's
     # (other picks) are their own, as is CReST's when no FixMatch run is planned.
-    assert evidence.generation0_source(crest, cells) == fixmatch
+    assert generation0.source(crest, cells) == fixmatch
     for method in ('fixmatch_crest_plus', 'alpha0'):
-        assert evidence.generation0_source(evidence.Cell(base, method, 9600), cells) is None
-    assert evidence.steps_to_train(root, crest, cells) == 4800
-    assert evidence.steps_to_train(root, crest, [crest]) == 9600
-    monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
+        assert generation0.source(design.Cell(base, method, 9600), cells) is None
+    assert progress.steps_to_train(root, crest, cells) == 4800
+    assert progress.steps_to_train(root, crest, [crest]) == 9600
+    monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
     launched = []
 
     def fake_launch(root, cell, threads):
@@ -598,7 +583,7 @@ def test_runner_waits_for_generation0_then_copies_it(tmp_path, monkeypatch, cli)
         if os.path.exists(gen0):
             with open(gen0) as f:
                 copied = json.load(f)
-        launched.append((cell, copied, evidence.results(root, fixmatch) is not None))
+        launched.append((cell, copied, progress.results(root, fixmatch) is not None))
         os.makedirs(cell.workdir(root), exist_ok=True)
         with open(os.path.join(cell.workdir(root), 'args.json'), 'w') as f:
             json.dump(_fake_args(cell), f)
@@ -613,27 +598,27 @@ def test_runner_waits_for_generation0_then_copies_it(tmp_path, monkeypatch, cli)
         (fixmatch, None, False),
         (crest, {'trained_by': 'fixmatch'}, True),
     ]
-    with open(os.path.join(crest.workdir(root), evidence.COPIED)) as f:
+    with open(os.path.join(crest.workdir(root), generation0.COPIED)) as f:
         assert json.load(f) == {'copied_from': fixmatch.workdir(root)}
-    steps = {r['workdir']: r['steps'] for r in evidence.ledger(root)}
+    steps = {r['workdir']: r['steps'] for r in timing.ledger(root)}
     assert steps[crest.workdir(root)] == 4800  # Generation 1 only.
-    assert evidence.steps_to_train(root, crest, cells) == 4800  # Started, from a copy.
+    assert progress.steps_to_train(root, crest, cells) == 4800  # Started, from a copy.
     # Generation 0 of another setting's run is refused, the flag named.
-    other = evidence.Cell(evidence.MAP_OTHERS[2], 'fixmatch_crest', 9600)
+    other = design.Cell(design.MAP_OTHERS[2], 'fixmatch_crest', 9600)
     with pytest.raises(ValueError, match='--class_order=2 .the run has 0.'):
-        evidence.copy_generation0(root, fixmatch, other)
+        generation0.copy(root, fixmatch, other)
 
 
 def test_runner_trains_generation0_itself_when_the_source_was_trained_otherwise(
     tmp_path, monkeypatch, cli
 ):
-    fixmatch = evidence.Cell(evidence.BASE, 'fixmatch', 4800)
-    crest = evidence.Cell(evidence.BASE, 'fixmatch_crest', 9600)
+    fixmatch = design.Cell(design.BASE, 'fixmatch', 4800)
+    crest = design.Cell(design.BASE, 'fixmatch_crest', 9600)
     root = str(tmp_path)
     _finish(tmp_path, fixmatch, 0.78)
     with open(os.path.join(fixmatch.workdir(root), 'args.json'), 'w') as f:
         json.dump({**_fake_args(fixmatch), 'seed': 2}, f)
-    monkeypatch.setattr(evidence, 'plan', lambda root: ([fixmatch, crest], None))
+    monkeypatch.setattr(planner, 'plan', lambda root: ([fixmatch, crest], None))
     launched = []
 
     def fake_launch(root, cell, threads):
@@ -645,14 +630,14 @@ def test_runner_trains_generation0_itself_when_the_source_was_trained_otherwise(
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
     assert cli.run(root, jobs=1, max_minutes=0) == 0
     assert launched == [(crest, False)]  # Nothing copied into its folder.
-    trained = [r['steps'] for r in evidence.ledger(root) if not r.get('by_hand')]
+    trained = [r['steps'] for r in timing.ledger(root) if not r.get('by_hand')]
     assert trained == [9600]
 
 
 @pytest.mark.parametrize('jobs', [1, 2])
 def test_runner_leaves_a_run_busy_elsewhere_to_it_within_its_jobs(tmp_path, monkeypatch, cli, jobs):
-    first, busy = (evidence.Cell(s, 'fixmatch', 4800) for s in evidence.MAP_OTHERS[:2])
-    monkeypatch.setattr(evidence, 'plan', lambda root: ([first, busy], None))
+    first, busy = (design.Cell(s, 'fixmatch', 4800) for s in design.MAP_OTHERS[:2])
+    monkeypatch.setattr(planner, 'plan', lambda root: ([first, busy], None))
     root = str(tmp_path)
     # Another process trains `busy` (holds its folder's lock) until told to stop, then
     # stops before it has finished.
@@ -697,17 +682,17 @@ with locks.hold(sys.argv[2], 'busy'):
 
 
 def test_hours_left_at_the_ledger_speed(tmp_path):
-    assert evidence.hours(str(tmp_path), [1000]) is None
+    assert timing.hours(str(tmp_path), [1000]) is None
     records = [
         {'steps': 3600, 'seconds': 1800, 'returncode': 0, 'jobs': 2},  # 2 steps/s per run.
         {'steps': 3600, 'seconds': 100, 'returncode': 0, 'jobs': 2, 'resumed': True},
         {'steps': 3600, 'seconds': 10, 'returncode': 1, 'jobs': 2},
     ]
-    with open(tmp_path / evidence.LEDGER, 'w') as f:
+    with open(tmp_path / timing.LEDGER, 'w') as f:
         f.writelines(json.dumps(r) + '\n' for r in records)
     # Two runs side by side: 4 x 3,600 steps in 2 hours; one alone no faster than itself.
-    assert evidence.hours(str(tmp_path), [3600] * 4) == (pytest.approx(1.0), 2)
-    assert evidence.hours(str(tmp_path), [7200])[0] == pytest.approx(1.0)
+    assert timing.hours(str(tmp_path), [3600] * 4) == (pytest.approx(1.0), 2)
+    assert timing.hours(str(tmp_path), [7200])[0] == pytest.approx(1.0)
 
 
 def test_killing_the_runner_stops_its_runs(tmp_path):
@@ -719,11 +704,11 @@ def test_killing_the_runner_stops_its_runs(tmp_path):
     source = f"""
 import os, signal, subprocess, sys
 sys.path.insert(0, {ROOT!r})
-from crest import evidence
+from study.evidence import design, planner
 from tests import fakes
 cli = fakes.load_script('scripts/evidence.py', 'cli')
-cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.MAP_OTHERS[:2]]
-evidence.plan = lambda root: (cells, None)
+cells = [design.Cell(s, 'fixmatch', 4800) for s in design.MAP_OTHERS[:2]]
+planner.plan = lambda root: (cells, None)
 def launch(root, cell, threads):
     p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
     with open(os.path.join(root, 'pids'), 'a') as f:
@@ -745,7 +730,7 @@ cli.run({str(tmp_path)!r}, 2, 0)
         with pytest.raises(ProcessLookupError):  # Ended and reaped by the runner.
             os.kill(pid, 0)
     # Their time is in the ledger: the machine worked for it.
-    records = evidence.ledger(str(tmp_path))
+    records = timing.ledger(str(tmp_path))
     assert len(records) == 2 and all(r['stopped'] and r['returncode'] for r in records)
 
 
@@ -756,8 +741,9 @@ _COPY_SCRIPT = """
 import json, sys
 import tensorflow as tf
 tf.config.experimental.enable_op_determinism()
-from crest import config as config_lib, evidence, loop, methods
+from crest import config as config_lib, loop, presets
 from libml import datasets, locks
+from study.evidence import generation0
 from tests import fakes
 
 tmp = sys.argv[1]
@@ -767,12 +753,12 @@ def cfg(method, total, name):
     return config_lib.Config(
         workdir=tmp + '/' + name, dataset='tiny', data_dir=tmp + '/src', imbalance=8,
         label_fraction=0.3, arch='cnn_small', eval_every=2, batch_size=8, uratio=2,
-        ema_warmup=True, seed=3, **methods.settings(method, total, generations=2))
+        ema_warmup=True, seed=3, **presets.settings(method, total, generations=2))
 
 quiet = lambda _: None
 loop.run(cfg('fixmatch', 6, 'fixmatch'), log=quiet)
 loop.run(cfg('fixmatch_crest', 12, 'crest'), log=quiet)
-evidence.copy_generation0_files(tmp + '/fixmatch', tmp + '/copied')
+generation0.copy_files(tmp + '/fixmatch', tmp + '/copied')
 lines = []
 loop.run(cfg('fixmatch_crest', 12, 'copied'), log=lines.append)
 with locks.hold(tmp + '/crest/' + locks.RUN, 'held by the test'):
@@ -794,6 +780,6 @@ def test_a_run_from_a_copied_generation0_ends_as_a_full_run(tmp_path):
     assert copied == full
     # Copying into a started run would mix two runs.
     with pytest.raises(ValueError, match='exists'):
-        evidence.copy_generation0_files(str(tmp_path / 'fixmatch'), str(tmp_path / 'crest'))
+        generation0.copy_files(str(tmp_path / 'fixmatch'), str(tmp_path / 'crest'))
     # A second run of a folder in use stops at once, in one line.
     assert found['busy'].startswith(f'--workdir {tmp_path}/crest: another run is using')

@@ -1,4 +1,4 @@
-"""Per-class metrics on a hand example."""
+"""Per-class metrics and the minority bias on hand examples."""
 
 import numpy as np
 import pytest
@@ -47,3 +47,34 @@ def test_logit_adjustment_by_hand():
     np.testing.assert_allclose(
         metrics.logit_adjusted(probs, prior, tau=0.5), np.exp(shifted) / np.exp(shifted).sum()
     )
+
+
+def _run_results(predicted=(50, 20, 10, 5)):
+    """A run's results.json with one generation, four classes of 100, 40, 16 and 6
+    labeled images."""
+    report = {
+        'recall': [0.9, 0.8, 0.5, 0.3],
+        'precision': [0.6, 0.8, 0.9, 1.0],
+        'predicted': list(predicted),
+    }
+    return {
+        'class_names': ['a', 'b', 'c', 'd'],
+        'labeled_counts': [100, 40, 16, 6],
+        'generations': [{'test': report, 'unlabeled': report}],
+    }
+
+
+def test_minority_bias_is_precision_minus_recall_on_the_smaller_half():
+    bias = metrics.minority_bias(_run_results())
+    # Minority half: classes c and d (16 and 6 labeled).
+    assert bias['minority_precision'] == pytest.approx(0.95)
+    assert bias['minority_recall'] == pytest.approx(0.4)
+    assert bias['bias'] == pytest.approx(0.55)
+    assert bias['smallest_class'] == 'd' and bias['smallest_recall'] == 0.3
+    bias = metrics.minority_bias(_run_results(predicted=(60, 25, 0, 0)))
+    assert bias['minority_precision'] is None and bias['never_predicted'] == ['c', 'd']
+    assert bias['bias'] == pytest.approx(1 - 0.4)  # Precision counts as 1.
+    unknown = _run_results()
+    unknown['generations'][0]['unlabeled'] = None  # Unlabeled images without labels.
+    assert metrics.minority_bias(unknown) is None
+    assert metrics.minority_bias(unknown, 'test')['split'] == 'test'

@@ -1,6 +1,6 @@
-"""crest/report/claims.py: the paired-difference rule of the orderings, by hand."""
+"""study/report/claims.py: the paired-difference rule of the orderings, by hand."""
 
-from crest.report import claims
+from study.report import claims
 
 
 def _runs(**accuracies):
@@ -42,7 +42,7 @@ def test_orderings_without_a_pair_present():
 def test_a_run_made_with_an_la_preset_reads_as_its_adjusted_numbers(tmp_path):
     import json
 
-    from crest.report import runs
+    from study.report import runs
 
     folder = tmp_path / 'fixmatch_la' / 'fold_1'
     folder.mkdir(parents=True)

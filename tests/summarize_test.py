@@ -1,4 +1,4 @@
-"""scripts/summarize.py (crest/report/) on a hand-made results tree: numbers, claims, the
+"""scripts/summarize.py (study/report/) on a hand-made results tree: numbers, claims, the
 paper's orderings and plots."""
 
 import json

@@ -11,8 +11,8 @@ question is undecided. "a and b are level" holds when neither beats the other.
 
 import numpy as np
 
-from crest import methods
-from crest.report.runs import (
+from crest import presets
+from study.report.runs import (
     balanced,
     by_generation,
     first_run,
@@ -171,7 +171,7 @@ def orderings(runs: dict) -> str:
         if relation == '=' and not held.startswith('undecided'):
             b_beats_a = verdict(-diffs)[2] == 'held'
             held = 'not held' if held == 'held' or b_beats_a else 'held'
-        paper = [methods.METHODS[m].paper.split()[0] for m in (a, b)]
+        paper = [presets.METHODS[m].paper.split()[0] for m in (a, b)]
         claim = f'{title(a)} {"beats" if relation == ">" else "level with"} {title(b)}'
         rows.append(
             [claim, f'{paper[0]} vs {paper[1]}', f'{signed(mean)} ± {100 * spread:.1f}', held]

@@ -3,8 +3,8 @@ table, and the document that puts hand-written notes above them."""
 
 import os
 
-from crest.report import claims, tables
-from crest.report.runs import mean_std, pct, signed, table, title
+from study.report import claims, tables
+from study.report.runs import mean_std, pct, signed, table, title
 
 # Run settings that may differ between a run and its repetition.
 RERUN_IGNORED = {'workdir', 'data_dir', 'method'}

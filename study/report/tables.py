@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from crest import methods
-from crest.report.runs import (
+from crest import presets
+from study.report.runs import (
     balanced_la,
     by_generation,
     class_header,
@@ -43,7 +43,7 @@ def methods_table(runs: dict) -> str:
         steps = r0['steps_per_generation'] * r0['generations']
         seconds = sum(g['seconds'] for r in folds.values() for g in r['generations'])
         derived = next(iter(folds.values())).get('derived_from')
-        paper = methods.METHODS[method].paper if method in methods.METHODS else ''
+        paper = presets.METHODS[method].paper if method in presets.METHODS else ''
         rows.append(
             [
                 title(method),

@@ -9,21 +9,19 @@ import re
 
 import numpy as np
 
-from crest import methods
+from crest import presets
 
 
 def load_runs(root: str) -> tuple[dict, list[str]]:
     """{method: {fold: results}} of the finished runs, and the unfinished run folders.
 
-    Methods are named as in the registry (folders with earlier names are read under the
-    current ones) and come in the registry's order; other folder names follow, sorted.
+    Methods come in the registry's order; other folder names follow, sorted.
     A preset that trains nothing of its own (e.g. FixMatch + LA) is added wherever the
     runs it is read off hold its numbers (`logit_adjusted_view`).
     """
     runs, unfinished = {}, []
     for fold_dir in sorted(glob.glob(os.path.join(root, '*', 'fold_*'))):
-        folder = os.path.basename(os.path.dirname(fold_dir))
-        method = methods.ALIASES.get(folder, folder)
+        method = os.path.basename(os.path.dirname(fold_dir))
         match = re.fullmatch(r'fold_(\d+)', os.path.basename(fold_dir))
         path = os.path.join(fold_dir, 'results.json')
         if not match:
@@ -33,14 +31,14 @@ def load_runs(root: str) -> tuple[dict, list[str]]:
             continue
         with open(path) as f:
             runs.setdefault(method, {})[int(match.group(1))] = json.load(f)
-    for name, method in methods.METHODS.items():
+    for name, method in presets.METHODS.items():
         if not method.logit_adjusted:
             continue
         # Its own runs (trained as the method it adjusts), or else that method's.
         source = runs.get(name) or runs.get(method.trains_as, {})
         if source and all(r.get('balanced_accuracy_la') is not None for r in source.values()):
             runs[name] = {f: logit_adjusted_view(r, method.trains_as) for f, r in source.items()}
-    order = [m for m in methods.METHODS if m in runs] + sorted(set(runs) - set(methods.METHODS))
+    order = [m for m in presets.METHODS if m in runs] + sorted(set(runs) - set(presets.METHODS))
     return {m: runs[m] for m in order}, unfinished
 
 
@@ -62,7 +60,7 @@ def logit_adjusted_view(results: dict, source: str) -> dict:
 
 def title(method: str) -> str:
     """The method's name in the paper's tables."""
-    return methods.METHODS[method].title if method in methods.METHODS else method
+    return presets.METHODS[method].title if method in presets.METHODS else method
 
 
 def own_runs(runs: dict) -> dict:

@@ -1,8 +1,8 @@
-"""docs/RESULTS.md from the records of the evidence study (crest/evidence.py): the
+"""docs/RESULTS.md from the records of the evidence study (study/evidence/): the
 generation length, the base setting on 3 folds with the claims under both budget rules,
 the bias map with the hard tail's per-class recall, the machine time spent and what is
 still to run. Every number comes from a record (a run's results.json, the ledger, or
-the second edition's measurements kept in crest/evidence.py); ROOT is the records
+the second edition's measurements kept in study/evidence/planner.py); ROOT is the records
 folder, so that the document is the same on any clone."""
 
 import os
@@ -10,9 +10,10 @@ import re
 
 import numpy as np
 
-from crest import evidence, methods
-from crest.report import claims, regime
-from crest.report.runs import mean_std, pct, signed, table
+from crest import presets
+from study.evidence import design, planner, progress, regime, timing
+from study.report import claims
+from study.report.runs import mean_std, pct, signed, table
 
 MAP_FILE = 'regime_map.json'
 MAP_PLOT = 'gain_vs_bias.png'
@@ -22,7 +23,7 @@ BUDGET_HOURS = 16  # Machine hours this edition may spend.
 
 def machine_time(root: str) -> str:
     """What the study cost: cells, steps and hours per stage, and the machines."""
-    records = evidence.ledger(root)
+    records = timing.ledger(root)
     if not records:
         return 'No cell has run yet (the ledger is empty).\n'
     rows = []
@@ -64,10 +65,10 @@ def machine_time(root: str) -> str:
 def generation_length(root: str) -> str:
     """The second edition's curve, the doubling rule's answer, the length chosen, and
     this edition's runs of the same cells."""
-    curve = evidence.SECOND_EDITION['curve']
+    curve = planner.SECOND_EDITION['curve']
     rows, previous = [], None
     for steps, acc in curve.items():
-        found = evidence.accuracy(root, evidence.Cell(evidence.BASE, 'fixmatch', steps))
+        found = progress.accuracy(root, design.Cell(design.BASE, 'fixmatch', steps))
         rows.append(
             [
                 f'{steps:,}',
@@ -82,26 +83,26 @@ def generation_length(root: str) -> str:
         (a for a, b in zip(lengths, lengths[1:], strict=False) if curve[b] - curve[a] < 0.01),
         None,
     )
-    seeds = evidence.SECOND_EDITION['seeds']
-    s = evidence.STEPS
+    seeds = planner.SECOND_EDITION['seeds']
+    s = design.STEPS
     out = [
         'FixMatch at the base setting, fold 1, trained for each number of steps: the second '
         "edition's convergence curve (float32, AMD EPYC; its run folders were lost with its "
-        "machine, its numbers are kept in `crest/evidence.py`), and this edition's runs of "
+        "machine, its numbers are kept in `study/evidence/planner.py`), and this edition's runs of "
         'the same cells where it has them (the same flags on another machine).\n',
         table(
             ['steps', 'balanced accuracy (second edition)', 'change from half', 'this edition'],
             rows,
         ),
         f'\nThe doubling rule (stop where doubling gains less than '
-        f'{100 * evidence.MIN_EFFECT:.0f} point) answers {answer:,} steps. This edition '
+        f'{100 * planner.MIN_EFFECT:.0f} point) answers {answer:,} steps. This edition '
         f'trains generations of S = {s:,} steps: there FixMatch is '
         f'{100 * (curve[max(curve)] - curve[s]):.1f} points under its plateau, but under the '
-        f"paper's Table 2 rule FixMatch trains {evidence.GENERATIONS * s:,} steps, so the "
+        f"paper's Table 2 rule FixMatch trains {design.GENERATIONS * s:,} steps, so the "
         'shorter generations handicap self-training, not FixMatch: a gain found here holds a '
         'fortiori. The seed-to-seed spread of the second edition (FixMatch S, fold 1, seeds '
         + ', '.join(f'{k}: {pct(v)}' for k, v in seeds.items())
-        + f') has a standard deviation of {pct(evidence.seed_std())} points.\n',
+        + f') has a standard deviation of {pct(planner.seed_std())} points.\n',
     ]
     return '\n'.join(out)
 
@@ -135,9 +136,9 @@ def base_runs(root: str) -> dict[str, dict[int, dict]]:
     """{row name: {fold: results}} of the finished base cells."""
     runs = {}
     for name, method, gens in BASE_ROWS:
-        for fold in evidence.FOLDS:
-            found = evidence.results(
-                root, evidence.Cell(evidence.BASE, method, gens * evidence.STEPS, fold)
+        for fold in design.FOLDS:
+            found = progress.results(
+                root, design.Cell(design.BASE, method, gens * design.STEPS, fold)
             )
             if found is not None:
                 runs.setdefault(name, {})[fold] = found
@@ -155,7 +156,7 @@ def base_table(runs: dict) -> str:
         for la in (False, True):
             values = [
                 None if f not in runs.get(name, {}) else _value(runs[name][f], la)
-                for f in evidence.FOLDS
+                for f in design.FOLDS
             ]
             done = [v for v in values if v is not None]
             rows.append(
@@ -165,7 +166,7 @@ def base_table(runs: dict) -> str:
                     pct(*mean_std(done)) if len(done) > 1 else '…',
                 ]
             )
-    header = ['run', *(f'fold {f}' for f in evidence.FOLDS), 'mean ± std']
+    header = ['run', *(f'fold {f}' for f in design.FOLDS), 'mean ± std']
     return table(header, rows)
 
 
@@ -199,19 +200,19 @@ def base_claims(runs: dict) -> str:
 
 def base_section(root: str) -> str:
     runs = base_runs(root)
-    s = evidence.STEPS
+    s = design.STEPS
     return '\n'.join(
         [
-            f'{evidence.BASE.title}, folds {", ".join(map(str, evidence.FOLDS))}, float32. '
-            f'S = {s:,} steps; "2 x S": {evidence.GENERATIONS} generations of S (CReST\'s first '
+            f'{design.BASE.title}, folds {", ".join(map(str, design.FOLDS))}, float32. '
+            f'S = {s:,} steps; "2 x S": {design.GENERATIONS} generations of S (CReST\'s first '
             "is a copy of FixMatch S's run); LA: post-hoc logit adjustment of the same runs by "
             'the labeled class distribution. Balanced test accuracy, mean of the last 5 of '
-            f'{evidence.EVALS_PER_GENERATION} evaluations.\n',
+            f'{design.EVALS_PER_GENERATION} evaluations.\n',
             base_table(runs),
             '\nThe claims, paired by fold: held when the mean difference exceeds both its '
             'fold-to-fold standard deviation and 1 point; with one fold, undecided. Table 1 '
             f'rule: FixMatch trained S ({s:,} steps) as the baseline; Table 2 rule: FixMatch '
-            f'trained 2S ({evidence.GENERATIONS * s:,} steps, the same budget).\n',
+            f'trained 2S ({design.GENERATIONS * s:,} steps, the same budget).\n',
             base_claims(runs),
         ]
     )
@@ -222,7 +223,7 @@ def base_section(root: str) -> str:
 
 
 def precision_paragraph(root: str) -> str:
-    decided = evidence.map_precision(root)
+    decided = planner.map_precision(root)
     if decided is None:
         return (
             'The precision of the map is decided by FixMatch S on base fold 1 in bf16 against '
@@ -233,7 +234,7 @@ def precision_paragraph(root: str) -> str:
         f'bf16 against {pct(decided["float32"])} in float32 (difference '
         f'{signed(decided["bf16"] - decided["float32"])}; allowed: two seed-to-seed standard '
         f'deviations, {pct(decided["limit"])}) and trained {decided["speedup"]:.2f}x as fast '
-        f'(needed: {evidence.BF16_MIN_SPEEDUP}x), so the map runs in '
+        f'(needed: {planner.BF16_MIN_SPEEDUP}x), so the map runs in '
         f'**{decided["precision"]}**.\n'
     )
 
@@ -241,15 +242,15 @@ def precision_paragraph(root: str) -> str:
 def hard_tail_section(root: str, output: str, rel: str) -> tuple[str, list[str]]:
     """Per-class test recall of FixMatch S and 2S and CReST+ at the hard tail, against
     class size: a table and a plot."""
-    hard = evidence.hard_tail(root)
-    decided = evidence.map_precision(root)
+    hard = planner.hard_tail(root)
+    decided = planner.map_precision(root)
     if hard is None or decided is None:
         return 'Not decided yet.\n', []
-    cells = evidence.setting_cells(hard, 1, 'map', decided['precision'])
+    cells = design.setting_cells(hard, 1, 'map', decided['precision'])
     found = {
-        'FixMatch, S': evidence.results(root, cells['fixmatch_1gen']),
-        'FixMatch, 2S': evidence.results(root, cells['fixmatch']),
-        'CReST+, 2 x S': evidence.results(root, cells['fixmatch_crest_plus']),
+        'FixMatch, S': progress.results(root, cells['fixmatch_1gen']),
+        'FixMatch, 2S': progress.results(root, cells['fixmatch']),
+        'CReST+, 2 x S': progress.results(root, cells['fixmatch_crest_plus']),
     }
     found = {k: v for k, v in found.items() if v is not None}
     if not found:
@@ -304,37 +305,37 @@ def _recall_plot(found: dict, order: list[int], path: str) -> None:
 # What is left.
 
 
-def still_to_run(root: str, cells: list[evidence.Cell], waiting: str | None) -> str:
-    """What the plan (`cells`, `waiting`: `evidence.plan`'s) has not run yet, with its
+def still_to_run(root: str, cells: list[design.Cell], waiting: str | None) -> str:
+    """What the plan (`cells`, `waiting`: `planner.plan`'s) has not run yet, with its
     price at the ledger's speed, and the price of Table 2's other presets."""
-    todo = [c for c in cells if evidence.results(root, c) is None]
+    todo = [c for c in cells if progress.results(root, c) is None]
     lines = []
     by_stage = {}
     for cell in todo:
         by_stage.setdefault(cell.stage, []).append(cell)
     for stage, group in by_stage.items():
-        steps = [evidence.steps_to_train(root, c, cells) for c in group]
+        steps = [progress.steps_to_train(root, c, cells) for c in group]
         lines.append(f'- {stage}: {len(group)} cell(s), {_price(root, steps)}')
     if waiting:
         lines.append(f'- then more (the map and the extras), waiting for {waiting}')
     if not lines:
         lines.append('- every planned cell has finished')
     others = [
-        evidence.Cell(evidence.BASE, m, evidence.GENERATIONS * evidence.STEPS, f, 'table2')
-        for m in evidence.TABLE2_OTHERS
-        for f in evidence.FOLDS
+        design.Cell(design.BASE, m, design.GENERATIONS * design.STEPS, f, 'table2')
+        for m in design.TABLE2_OTHERS
+        for f in design.FOLDS
     ]
     steps = [c.total_steps for c in others]
     lines.append(
         "- not in this edition: Table 2's other presets at the base setting, 3 folds "
-        f'({", ".join(methods.METHODS[m].title for m in evidence.TABLE2_OTHERS)}): '
+        f'({", ".join(presets.METHODS[m].title for m in design.TABLE2_OTHERS)}): '
         f'{len(others)} cells, {_price(root, steps)}'
     )
     return '\n'.join(lines) + '\n'
 
 
 def _price(root: str, steps: list[int]) -> str:
-    estimate = evidence.hours(root, steps)
+    estimate = timing.hours(root, steps)
     said = f'{sum(steps):,} steps to train'
     if estimate is not None:
         said += f', about {estimate[0]:.1f} machine hours with {estimate[1]} runs side by side'
@@ -359,7 +360,7 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
         "\nFold 1 of each setting. FixMatch's bias: the mean precision minus the mean recall "
         'of the minority half of the classes on the unlabeled set, after S steps (paper '
         f'Fig. 2). Gains in points of balanced accuracy; Table 1 rule: '
-        f'{evidence.GENERATIONS} generations against FixMatch S; Table 2 rule: against '
+        f'{design.GENERATIONS} generations against FixMatch S; Table 2 rule: against '
         'FixMatch 2S. "…": not run yet.\n'
     )
     out.append(regime.map_markdown(entries))
@@ -371,7 +372,7 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
     out.append(body)
     written += files
     out.append('\n## Still to run\n')
-    cells, waiting = evidence.plan(root)
+    cells, waiting = planner.plan(root)
     out.append(still_to_run(root, cells, waiting))
     with open(path, 'w') as f:
         f.write(re.sub(r'\n{3,}', '\n\n', '\n'.join(out)).rstrip() + '\n')

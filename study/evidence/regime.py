@@ -13,8 +13,9 @@ import os
 
 import numpy as np
 
-from crest import evidence
-from crest.report.runs import pct, signed, table
+from libml import metrics
+from study.evidence import design, planner, progress
+from study.report.runs import pct, signed, table
 
 # (key in an entry, method, rule) of the gains the map reports.
 GAINS = (
@@ -29,10 +30,10 @@ def map_entries(root: str) -> list[dict]:
     """One entry per setting of the map (fold 1): its precision, FixMatch's bias, each
     run's balanced accuracy (None while unfinished or undecided) and the gains under both
     rules."""
-    decided = evidence.map_precision(root)
+    decided = planner.map_precision(root)
     entries = []
-    for setting in evidence.map_settings(root):
-        if setting == evidence.BASE:
+    for setting in planner.map_settings(root):
+        if setting == design.BASE:
             precision = 'float32'  # Its fold 1 cells are the base stage's.
         else:
             precision = None if decided is None else decided['precision']
@@ -47,10 +48,10 @@ def map_entries(root: str) -> list[dict]:
             'precision': precision,
         }
         if precision is None:
-            found = {role: None for role, _, _ in evidence.ROLES}
+            found = {role: None for role, _, _ in design.ROLES}
         else:
-            cells = evidence.setting_cells(setting, 1, 'map', precision)
-            found = {role: evidence.results(root, cell) for role, cell in cells.items()}
+            cells = design.setting_cells(setting, 1, 'map', precision)
+            found = {role: progress.results(root, cell) for role, cell in cells.items()}
         entry['accuracy'] = {
             role: None if r is None else r['balanced_accuracy'] for role, r in found.items()
         }
@@ -58,7 +59,7 @@ def map_entries(root: str) -> list[dict]:
             role: None if r is None else r.get('balanced_accuracy_la') for role, r in found.items()
         }
         fixmatch = found['fixmatch_1gen']
-        entry['fixmatch_bias'] = None if fixmatch is None else evidence.minority_bias(fixmatch)
+        entry['fixmatch_bias'] = None if fixmatch is None else metrics.minority_bias(fixmatch)
         if fixmatch is not None:
             entry['class_names'] = fixmatch['class_names']
             entry['labeled_counts'] = fixmatch['labeled_counts']
@@ -131,7 +132,7 @@ def _gain(value):
 
 def map_markdown(entries: list[dict]) -> str:
     """The map as a Markdown table, with whether the gains follow the bias."""
-    g, s = evidence.GENERATIONS, evidence.STEPS
+    g, s = design.GENERATIONS, design.STEPS
     rows = []
     for e in entries:
         bias = e['fixmatch_bias']
@@ -219,9 +220,9 @@ def map_plot(entries: list[dict], path: str) -> bool:
 def write_map(path: str, entries: list[dict]) -> dict:
     """Writes the map as JSON: what `predict` reads."""
     data = {
-        'steps_per_generation': evidence.STEPS,
-        'generations': evidence.GENERATIONS,
-        'min_effect': evidence.MIN_EFFECT,
+        'steps_per_generation': design.STEPS,
+        'generations': design.GENERATIONS,
+        'min_effect': planner.MIN_EFFECT,
         'settings': entries,
         'fits': {key: fit(entries, key) for key, _, _ in GAINS},
     }

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from crest.report.runs import (
+from study.report.runs import (
     by_generation,
     class_header,
     first_run,
