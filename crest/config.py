@@ -13,7 +13,7 @@ import math
 import os
 
 from crest import rebalance
-from libml import datasets, models, user_data
+from libml import datasets, folds, models
 from libml.algorithms import ALGORITHMS
 
 DIST_ALIGN = ('none', 'constant', 'progressive')
@@ -116,19 +116,18 @@ def parse_class_order(text: str) -> int | list[int]:
         ) from None
 
 
-def _check_class_order(order: int | list[int], num_classes: int) -> None:
-    """--class_order is a seed >= 0, or a list naming each of the `num_classes` classes
-    once."""
-    if not isinstance(order, list):
-        _check(order >= 0, 'class_order', '>= 0', order)
-        return
-    allowed = f'a permutation of 0..{num_classes - 1}'
-    outside = [c for c in order if not 0 <= c < num_classes]
-    _check(not outside, 'class_order', f'{allowed} (out of range: {outside})', order)
-    repeated = sorted({c for c in order if order.count(c) > 1})
-    _check(not repeated, 'class_order', f'{allowed} (repeated: {repeated})', order)
-    missing = sorted(set(range(num_classes)) - set(order))
-    _check(not missing, 'class_order', f'{allowed} (missing: {missing})', order)
+def fold_spec(cfg: Config) -> folds.FoldSpec:
+    """The settings of `cfg` that build its fold; raises ValueError for one that no data
+    set takes."""
+    return folds.FoldSpec(
+        imbalance=cfg.imbalance,
+        label_fraction=cfg.label_fraction,
+        fold=cfg.fold,
+        data_dir=cfg.data_dir,
+        image_size=cfg.image_size,
+        class_order=cfg.class_order,
+        bad_images=cfg.bad_images,
+    )
 
 
 def validate(cfg: Config) -> None:
@@ -162,65 +161,8 @@ def validate(cfg: Config) -> None:
         f'one of {list(CLASS_PRIORS)}',
         cfg.class_prior,
     )
-    info = datasets.DATASETS[cfg.dataset]
-    if info.load_given or info.write_fold:  # The user's data, ImageNet127: as they are.
-        _check(bool(cfg.data_dir), 'data_dir', f'set for --dataset={cfg.dataset}', cfg.data_dir)
-        _check(
-            '://' in cfg.data_dir or os.path.exists(cfg.data_dir),
-            'data_dir',
-            'an existing folder or file',
-            cfg.data_dir,
-        )
-        _check(
-            cfg.class_prior == 'labeled',
-            'class_prior',
-            f"'labeled' for {cfg.dataset} (the analytic prior assumes a synthetic long tail)",
-            cfg.class_prior,
-        )
-        _check(
-            cfg.class_order == 0,
-            'class_order',
-            f'0 for {cfg.dataset} (its classes keep their own frequencies)',
-            cfg.class_order,
-        )
-    else:
-        _check_class_order(cfg.class_order, info.num_classes)
-        # gamma = N_1 / N_L: beyond N_1 the smallest class keeps no image at all.
-        _check(
-            1 <= cfg.imbalance <= info.head_count,
-            'imbalance',
-            f'in [1, {info.head_count}] for {cfg.dataset} (its largest class keeps '
-            f'{info.head_count} images)',
-            cfg.imbalance,
-        )
-        _check(
-            cfg.image_size == 0,
-            'image_size',
-            f'0 for {cfg.dataset} (its images keep their size)',
-            cfg.image_size,
-        )
-    _check(
-        0 < cfg.label_fraction < 1,
-        'label_fraction',
-        'in (0, 1) (1 would leave no unlabeled image)',
-        cfg.label_fraction,
-    )
-    _check(cfg.fold >= 1, 'fold', '>= 1', cfg.fold)
-    if info.fixed_split:
-        _check(
-            cfg.fold == 1,
-            'fold',
-            f'1 for {cfg.dataset}: its split is fixed, runs differ by --seed',
-            cfg.fold,
-        )
-    _check(cfg.image_size >= 0, 'image_size', '>= 0', cfg.image_size)
+    datasets.get(cfg.dataset).check(fold_spec(cfg), cfg.class_prior)
     _check(cfg.stream in STREAM, 'stream', f'one of {list(STREAM)}', cfg.stream)
-    _check(
-        cfg.bad_images in user_data.BAD_IMAGES,
-        'bad_images',
-        f'one of {list(user_data.BAD_IMAGES)}',
-        cfg.bad_images,
-    )
     _check(cfg.alpha >= 0, 'alpha', '>= 0', cfg.alpha)
     _check(0 <= cfg.t_min <= 1, 't_min', 'in [0, 1]', cfg.t_min)
     _check(cfg.generations >= 1, 'generations', '>= 1', cfg.generations)
@@ -285,10 +227,8 @@ def default_workdir(cfg: Config, root: str = 'runs') -> str:
         for k, v in current.items()
         if k not in RUNTIME_ONLY and v != default[k]
     ]
-    if cfg.dataset in datasets.DATASETS and datasets.DATASETS[cfg.dataset].load_given:
-        # The user's data is named by where it is: two folders, two run folders.
-        name = os.path.basename(os.path.normpath(cfg.data_dir or ''))
-        parts.insert(1, f'data={os.path.splitext(name)[0]}')
+    if cfg.dataset in datasets.DATASETS:
+        parts[1:1] = datasets.get(cfg.dataset).folder_name_parts(cfg.data_dir)
     return os.path.join(root, ','.join(parts) or 'paper')
 
 

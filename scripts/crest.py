@@ -44,7 +44,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
 from crest import loop, methods, presets, rebalance  # noqa: E402
-from libml import datasets, user_data  # noqa: E402
+from libml import folds, records  # noqa: E402
 from libml.algorithms import ALGORITHMS  # noqa: E402
 
 _DEFAULT = config_lib.Config()
@@ -88,7 +88,7 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     'bad_images',
     _DEFAULT.bad_images,
-    list(user_data.BAD_IMAGES),
+    list(folds.BAD_IMAGES),
     'With --dataset=folder: an unreadable image file stops the run, naming it (stop), '
     "or is left out and listed in the log and the fold's counts.json (skip).",
 )
@@ -318,7 +318,7 @@ def main(argv):
             print(f'{worker[1:]}: training in lockstep with the chief; output in {worker}/')
             log = lambda msg: None  # noqa: E731
         loop.run(cfg, strategy=strategy, log=log)
-    except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
+    except (ValueError, records.DataError, OSError, tf.errors.OpError) as e:
         # OSError and TensorFlow's errors: a disk that is full or a file that cannot be
         # written, mostly; their message names the file.
         sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')

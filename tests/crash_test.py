@@ -17,7 +17,7 @@ _SCRIPT = textwrap.dedent(
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
     from crest import config as config_lib, loop
-    from libml import data, datasets
+    from libml import datasets, records
     from tests import fakes
 
     tmp, kill, precision = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -47,13 +47,13 @@ _SCRIPT = textwrap.dedent(
         return check
 
     if kill == 'data':  # The fold half written: labeled.tfrecord done, the rest not.
-        wrap(data, 'write_records', before=lambda path, *_: path.endswith('unlabeled.tfrecord'))
+        wrap(records, 'write_records', before=lambda path, *_: path.endswith('unlabeled.tfrecord'))
     elif kill == 'mid_generation':  # Between checkpoints (at step 2, not 4).
         wrap(tf.train.CheckpointManager, 'save', before=nth_save(2))
     elif kill == 'after_checkpoint':  # Right after a checkpoint (step 4).
         wrap(tf.train.CheckpointManager, 'save', after=nth_save(2))
     elif kill == 'export':  # Labeled set exported, picks.json not yet.
-        wrap(data, 'write_json', before=lambda path, *_: path.endswith('picks.json'))
+        wrap(records, 'write_json', before=lambda path, *_: path.endswith('picks.json'))
     elif kill == 'next_generation':  # Generation 1, after its first checkpoint.
         def first_of_gen1(self, checkpoint_number=None):
             return 'gen_01' in self.directory and checkpoint_number == 2

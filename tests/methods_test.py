@@ -8,7 +8,7 @@ import pytest
 
 from crest import config as config_lib
 from crest import loop, methods
-from libml import data, datasets
+from libml import datasets, records
 from tests import fakes
 
 
@@ -85,11 +85,11 @@ def test_logit_adjusted_numbers_are_recomputed_from_the_saved_probabilities(
     preset = methods.settings('fixmatch_crest_plus', total_steps=12, generations=2)
     cfg = _tiny_config(tmp_path, src, eval_every=3, **preset)
     results = loop.run(cfg, log=lambda _: None)
-    test = data.read_records(os.path.join(cfg.workdir, 'data', 'test.tfrecord'))
+    test = records.read_records(os.path.join(cfg.workdir, 'data', 'test.tfrecord'))
     for g, gen in enumerate(results['generations']):
         gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
         probs = np.load(os.path.join(gen_dir, 'test_probs.npy'))
-        labeled = data.read_records(
+        labeled = records.read_records(
             os.path.join(cfg.workdir, 'data' if g == 0 else f'gen_{g - 1:02d}', 'labeled.tfrecord')
         )
         prior = np.bincount(labeled.labels, minlength=10) / len(labeled)

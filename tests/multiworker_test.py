@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from libml import data
+from libml import records
 from tests import fakes
 
 # One worker: registers the tiny 10-class data set under the name 'tiny' and runs the
@@ -29,9 +29,8 @@ _WORKER = textwrap.dedent(
         'task': {'type': 'worker', 'index': int(index)},
     })
     from absl import flags
-    from libml import datasets
-    datasets.DATASETS['tiny'] = datasets.DatasetInfo(
-        'tiny', 10, (28, 28, 1), 24, datasets.load_fashion_mnist)
+    from libml.datasets import DATASETS, fashion_mnist
+    DATASETS['tiny'] = fashion_mnist.FashionMnist('tiny', head_count=24)
     from tests import fakes
     cli = fakes.load_script('scripts/crest.py', 'crest_cli')
     flags.FLAGS(['crest.py', *argv])
@@ -137,7 +136,7 @@ def test_two_workers_train_in_lockstep_and_resume(tmp_path):
         assert any('moving_mean' in name for name in ours)
         for name, value in ours.items():
             np.testing.assert_array_equal(value, theirs[name], err_msg=name)
-    results = [data.read_json(os.path.join(f, 'results.json')) for f in (workdir, copy)]
+    results = [records.read_json(os.path.join(f, 'results.json')) for f in (workdir, copy)]
     for key in ('balanced_accuracy', 'picks'):
         assert [g[key] for g in results[0]['generations']] == [
             g[key] for g in results[1]['generations']

@@ -6,14 +6,14 @@ the labeled batch plus coupled L2 weight decay.
 
 import tensorflow as tf
 
-from libml import data
+from libml import pipeline
 from libml.algorithms import ops
 from libml.algorithms.base import SemiSupervised, assign_all
 
 
 class Supervised(SemiSupervised):
     TRACKED = ('loss/total', 'loss/xe', 'loss/wd')
-    views = data.Views('weak', ())
+    views = pipeline.Views('weak', ())
 
     def train_step(self, data):
         x_l, y_l = data['x_l'], data['y_l']
