@@ -69,8 +69,9 @@ flags.DEFINE_string(
     'dataset',
     _DEFAULT.dataset,
     "cifar10lt, cifar100lt, fashion_mnist_lt, cifar10_darp (DARP's fixed split, the "
-    "paper's Table 3); or your own images, used as they are: folder (--data_dir with "
-    'labeled/<class>/, unlabeled/, test/<class>/) or npz (--data_dir=file.npz).',
+    "paper's Table 3), synthetic_lt (generated, no download); or your own images, used "
+    'as they are: folder (--data_dir with labeled/<class>/, unlabeled/, test/<class>/) '
+    'or npz (--data_dir=file.npz).',
 )
 flags.DEFINE_string(
     'data_dir',

@@ -11,18 +11,15 @@ from crest import config as config_lib
 from crest import loop, rebalance
 from libml import datasets, folds, lt, records
 from libml.algorithms import ALGORITHMS
-from libml.datasets import fashion_mnist
 from tests import fakes
 
 
 @pytest.fixture
 def tiny_config(tmp_path, monkeypatch):
-    src = tmp_path / 'src'
-    monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny_fashion_mnist(src, 30, 3, 24))
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny())
     return config_lib.Config(
         workdir=str(tmp_path / 'run'),
         dataset='tiny',
-        data_dir=str(src),
         imbalance=8,
         label_fraction=0.3,
         arch='cnn_small',
@@ -130,7 +127,7 @@ def test_class_order_is_recorded_logged_and_resumed(tiny_config, monkeypatch, cl
     counts = records.read_json(os.path.join(cfg.workdir, 'data', 'counts.json'))
     assert counts.get('class_order', 0) == class_order
     assert ('class_order' in counts) == bool(class_order)  # 0 stays unnamed, as before.
-    names = fashion_mnist.FASHION_MNIST_CLASSES
+    names = datasets.DATASETS['tiny'].class_names
     assert counts['class_names'] == [names[c] for c in lt.class_order(10, class_order)]
     (line,) = [m for m in logs if m.startswith('tiny (fold 1')]
     assert line.startswith(
@@ -155,8 +152,7 @@ def test_an_imbalance_that_empties_a_class_is_an_error(tiny_config):
 def test_darp_protocol_runs_end_to_end(tiny_config, monkeypatch):
     """The tiny data set under DARP's protocol (N_1 = 8 labeled, M_1 = 16 unlabeled):
     the fixed split, then a generation that exports the original ids plus its picks."""
-    darp = fashion_mnist.FashionMnist('tiny_darp', head_count=8)
-    darp.darp_unlabeled_head = 16
+    darp = fakes.tiny('tiny_darp', head_count=8, darp_unlabeled_head=16)
     monkeypatch.setitem(datasets.DATASETS, 'tiny_darp', darp)
     cfg = dataclasses.replace(
         tiny_config, dataset='tiny_darp', imbalance=4, generations=1, steps_per_generation=2

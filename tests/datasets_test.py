@@ -1,6 +1,6 @@
-"""The data sets: every registered one implements the interface, and the sources'
-loaders read the official file formats (written by the tests) or tensorflow-datasets in
-the same order."""
+"""The data sets: every registered one implements the interface, the synthetic one
+builds a fold from nothing, and the sources' loaders read the official file formats
+(written by the tests) or tensorflow-datasets in the same order."""
 
 import inspect
 import os
@@ -9,8 +9,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from libml import datasets, folds, records
-from libml.datasets import base, longtail, tfds_source
+from libml import datasets, folds, lt, records
+from libml.datasets import base, longtail, synthetic, tfds_source
 from tests import fakes
 
 CIFAR10 = datasets.get('cifar10lt')
@@ -25,6 +25,7 @@ def test_every_registered_data_set_implements_the_interface(tmp_path):
         'folder',
         'npz',
         'imagenet127',
+        'synthetic_lt',
     }
     spec = folds.FoldSpec(data_dir=str(tmp_path))
     for name, dataset in datasets.DATASETS.items():
@@ -59,6 +60,7 @@ def test_unknown_dataset():
         ('cifar10lt', dict(image_size=32), '--image_size must be 0 for cifar10lt'),
         ('cifar100lt', dict(class_order=[1, 0]), '--class_order must be a permutation of 0..99'),
         ('cifar10_darp', dict(fold=2), '--fold must be 1 for cifar10_darp: its split is fixed'),
+        ('synthetic_lt', dict(imbalance=101), r'--imbalance must be in \[1, 100\]'),
         ('folder', dict(), '--data_dir must be set for --dataset=folder'),
         ('npz', dict(data_dir='/no/such.npz'), '--data_dir must be an existing folder or file'),
         ('npz', dict(data_dir='/', class_order=2), '--class_order must be 0 for npz'),
@@ -78,6 +80,29 @@ def test_the_analytic_prior_needs_a_synthetic_long_tail():
     datasets.get('cifar10lt').check(spec, class_prior='analytic')
     with pytest.raises(ValueError, match="--class_prior must be 'labeled' for imagenet127"):
         datasets.get('imagenet127').check(spec, class_prior='analytic')
+
+
+def test_the_synthetic_data_set_builds_a_fold_from_nothing(tmp_path):
+    dataset = datasets.get('synthetic_lt')
+    spec = folds.FoldSpec(imbalance=10, label_fraction=0.2)
+    summary = folds.ensure_fold(dataset, spec, str(tmp_path / 'a'), log=lambda _: None)
+    counts = lt.longtail_counts(100, 5, 10)
+    assert summary['longtail'] == counts and summary['labeled'] == lt.labeled_counts(counts, 0.2)
+    assert summary['test'] == [20] * 5
+    assert summary['class_names'] == list(dataset.class_names)
+    test = folds.read_split(str(tmp_path / 'a'), 'test', summary)
+    assert test.images.shape == (100, 16, 16, 3) and test.images.dtype == np.uint8
+    # Each class is its own gray level: the mean of an image tells its class.
+    means = test.images.reshape(len(test), -1).mean(axis=1)
+    levels = np.array([means[test.labels == c].mean() for c in range(5)])
+    assert np.all(np.diff(levels) > 30)
+    nearest = np.abs(means[:, None] - levels[None]).argmin(axis=1)
+    np.testing.assert_array_equal(nearest, test.labels)
+    # The same images on every build; another seed, other images.
+    again = folds.create_fold(dataset, spec, str(tmp_path / 'b'), log=lambda _: None)
+    assert again['files'] == summary['files']
+    other = synthetic.Synthetic('other', seed=1).load(None)
+    assert not np.array_equal(other.train_images, dataset.load(None).train_images)
 
 
 @pytest.fixture

@@ -138,6 +138,17 @@ def tiny_fashion_mnist(folder, per_class_train, per_class_test, head_count):
     return fashion_mnist.FashionMnist('tiny', head_count)
 
 
+def tiny(name='tiny', head_count=24, train_per_class=30, test_per_class=3, **options):
+    """A synthetic 10-class data set of 28x28x1 images, N_1 = `head_count`: nothing to
+    write or read. Register it in `datasets.DATASETS` to use it by name; `options` go to
+    `synthetic.Synthetic` (e.g. darp_unlabeled_head)."""
+    from libml.datasets import synthetic
+
+    return synthetic.Synthetic(
+        name, 10, (28, 28, 1), train_per_class, test_per_class, head_count, **options
+    )
+
+
 def streamed_records(folder, name, images, labels, ids):
     """`records.Records` written to `folder`/<name>.tfrecord and read back streamed: the
     columns in memory, the images left in the file."""

@@ -1,6 +1,6 @@
 """Folds: building one from a data set, its files and ids, class orders, reuse and the
-checks that rebuild a changed fold; on data in the official formats, written by the
-tests."""
+checks that rebuild a changed fold; on a synthetic data set (nothing to read) and, for
+DARP's split, a fake CIFAR-10 archive."""
 
 import os
 
@@ -17,15 +17,9 @@ def quiet(_):
 
 
 @pytest.fixture
-def src(tmp_path):
-    return str(tmp_path / 'src')
-
-
-@pytest.fixture
-def tiny(src):
-    """A 10-class data set with N_1 = 20 of 25 train images per class, 4 test ones, in
-    Fashion-MNIST files in `src`."""
-    return fakes.tiny_fashion_mnist(src, 25, 4, 20)
+def tiny():
+    """A 10-class data set with N_1 = 20 of 25 train images per class, 4 test ones."""
+    return fakes.tiny(head_count=20, train_per_class=25, test_per_class=4)
 
 
 def create(dataset, out, **settings):
@@ -36,9 +30,9 @@ def ensure(dataset, out, log=quiet, **settings):
     return folds.ensure_fold(dataset, folds.FoldSpec(**settings), out, log=log)
 
 
-def test_create_fold_files_and_ids(tiny, src, tmp_path):
+def test_create_fold_files_and_ids(tiny, tmp_path):
     out = str(tmp_path / 'fold')
-    summary = create(tiny, out, imbalance=10, data_dir=src, label_fraction=0.5)
+    summary = create(tiny, out, imbalance=10, label_fraction=0.5)
     counts = lt.longtail_counts(20, 10, 10)
     assert summary['longtail'] == counts
     assert summary['labeled'] == lt.labeled_counts(counts, 0.5)
@@ -46,7 +40,7 @@ def test_create_fold_files_and_ids(tiny, src, tmp_path):
         ['counts.json', 'labeled.tfrecord', 'unlabeled.tfrecord', 'test.tfrecord']
     )
     assert records.read_json(os.path.join(out, folds.COUNTS_FILE)) == summary
-    source = tiny.load(src)
+    source = tiny.load(None)
     for split in ('labeled', 'unlabeled'):
         examples = records.read_records(os.path.join(out, f'{split}.tfrecord'))
         assert np.bincount(examples.labels, minlength=10).tolist() == summary[split]
@@ -58,13 +52,13 @@ def test_create_fold_files_and_ids(tiny, src, tmp_path):
     np.testing.assert_array_equal(test.images, source.test_images)
 
 
-def test_class_order_relabels_so_that_other_classes_are_rare(tiny, src, tmp_path):
+def test_class_order_relabels_so_that_other_classes_are_rare(tiny, tmp_path):
     out = str(tmp_path / 'fold')
-    summary = create(tiny, out, imbalance=10, data_dir=src, label_fraction=0.5, class_order=3)
+    summary = create(tiny, out, imbalance=10, label_fraction=0.5, class_order=3)
     assert summary['class_order'] == 3 and type(summary['class_order']) is int
     order = lt.class_order(10, 3)
     assert sorted(order) == list(range(10)) and list(order) != list(range(10))
-    source = tiny.load(src)
+    source = tiny.load(None)
     assert summary['class_names'] == [source.class_names[c] for c in order]
     # Label r is source class order[r], and rank 0 keeps the head's count.
     assert summary['longtail'] == lt.longtail_counts(20, 10, 10)
@@ -76,18 +70,18 @@ def test_class_order_relabels_so_that_other_classes_are_rare(tiny, src, tmp_path
     np.testing.assert_array_equal(lt.class_order(10, 0), np.arange(10))
     assert 'class_order' not in tiny.stored_spec(folds.FoldSpec(10, 0.5, 1))
     with pytest.raises(records.DataError, match='another fold'):
-        ensure(tiny, out, imbalance=10, data_dir=src, label_fraction=0.5)
+        ensure(tiny, out, imbalance=10, label_fraction=0.5)
     with pytest.raises(ValueError, match='>= 0'):
         lt.class_order(10, -1)
 
 
-def test_an_explicit_class_order_ranks_the_classes_as_listed(tiny, src, tmp_path):
+def test_an_explicit_class_order_ranks_the_classes_as_listed(tiny, tmp_path):
     out = str(tmp_path / 'fold')
     order = [6, 4, 2, 0, 9, 1, 3, 5, 7, 8]
-    summary = create(tiny, out, imbalance=10, data_dir=src, label_fraction=0.5, class_order=order)
+    summary = create(tiny, out, imbalance=10, label_fraction=0.5, class_order=order)
     assert summary['class_order'] == order
     assert records.read_json(os.path.join(out, 'counts.json'))['class_order'] == order
-    source = tiny.load(src)
+    source = tiny.load(None)
     assert summary['class_names'][:2] == [source.class_names[6], source.class_names[4]]
     assert summary['class_names'] == [source.class_names[c] for c in order]
     assert summary['longtail'] == lt.longtail_counts(20, 10, 10)
@@ -105,19 +99,17 @@ def test_an_explicit_class_order_ranks_the_classes_as_listed(tiny, src, tmp_path
     assert np.sum(source.train_labels[train] == 6) == 20
     assert np.sum(source.train_labels[train] == 8) == lt.longtail_counts(20, 10, 10)[-1]
     # The fold is reused for the same list (as counts.json gives it back), no other order.
-    again = ensure(
-        tiny, out, imbalance=10, data_dir=src, label_fraction=0.5, class_order=list(order)
-    )
+    again = ensure(tiny, out, imbalance=10, label_fraction=0.5, class_order=list(order))
     assert again == summary
     for other in (0, 3, order[::-1]):
         with pytest.raises(records.DataError, match='another fold'):
-            ensure(tiny, out, imbalance=10, data_dir=src, label_fraction=0.5, class_order=other)
+            ensure(tiny, out, imbalance=10, label_fraction=0.5, class_order=other)
 
 
-def test_fold_determinism_through_files(tiny, src, tmp_path):
+def test_fold_determinism_through_files(tiny, tmp_path):
     def ids(fold, name):
         out = str(tmp_path / name)
-        create(tiny, out, imbalance=10, data_dir=src, label_fraction=0.3, fold=fold)
+        create(tiny, out, imbalance=10, label_fraction=0.3, fold=fold)
         return records.read_records(os.path.join(out, 'labeled.tfrecord')).ids
 
     a, b, c = ids(1, 'a'), ids(1, 'b'), ids(2, 'c')
@@ -125,26 +117,26 @@ def test_fold_determinism_through_files(tiny, src, tmp_path):
     assert not np.array_equal(a, c)
 
 
-def test_ensure_fold_reuses_and_checks(tiny, src, tmp_path):
+def test_ensure_fold_reuses_and_checks(tiny, tmp_path):
     out = str(tmp_path / 'fold')
-    first = ensure(tiny, out, imbalance=10, data_dir=src, label_fraction=0.5)
+    first = ensure(tiny, out, imbalance=10, label_fraction=0.5)
     mtime = os.path.getmtime(os.path.join(out, 'labeled.tfrecord'))
-    assert ensure(tiny, out, imbalance=10, data_dir=src, label_fraction=0.5) == first
+    assert ensure(tiny, out, imbalance=10, label_fraction=0.5) == first
     assert os.path.getmtime(os.path.join(out, 'labeled.tfrecord')) == mtime
     with pytest.raises(records.DataError, match='another fold'):
-        ensure(tiny, out, imbalance=10, data_dir=src, label_fraction=0.5, fold=2)
+        ensure(tiny, out, imbalance=10, label_fraction=0.5, fold=2)
 
 
-def test_a_fold_file_replaced_or_cut_is_refused_by_a_checked_read(tiny, src, tmp_path):
+def test_a_fold_file_replaced_or_cut_is_refused_by_a_checked_read(tiny, tmp_path):
     out = str(tmp_path / 'fold')
-    summary = create(tiny, out, imbalance=10, data_dir=src, label_fraction=0.5)
+    summary = create(tiny, out, imbalance=10, label_fraction=0.5)
     unlabeled = folds.read_split(out, 'unlabeled', summary)
     path = os.path.join(out, 'unlabeled.tfrecord')
     records.write_records(path, unlabeled.take(np.arange(len(unlabeled) - 1)))  # One short.
     with pytest.raises(records.DataError, match='unlabeled.tfrecord: not the file counts.json'):
         folds.read_split(out, 'unlabeled', summary)
     logs = []
-    ensure(tiny, out, logs.append, imbalance=10, data_dir=src, label_fraction=0.5)
+    ensure(tiny, out, logs.append, imbalance=10, label_fraction=0.5)
     assert any('rebuilding the fold' in line for line in logs)
     assert len(folds.read_split(out, 'unlabeled', summary)) == len(unlabeled)
 

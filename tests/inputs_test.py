@@ -204,12 +204,9 @@ def test_bad_source_data(cli, source, broken, message, tmp_path):
 # A small run of the driver on tiny data, and what may go wrong with its folder.
 @pytest.fixture
 def tiny(cli, tmp_path, monkeypatch):
-    monkeypatch.setitem(
-        datasets.DATASETS, 'tiny', fakes.tiny_fashion_mnist(tmp_path / 'src', 30, 3, 24)
-    )
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny())
     argv = [
         '--dataset=tiny',
-        f'--data_dir={tmp_path / "src"}',
         '--imbalance=8',
         '--label_fraction=0.3',
         '--arch=cnn_small',

@@ -23,15 +23,15 @@ from tests import fakes
 _WORKER = textwrap.dedent(
     """
     import json, os, sys
-    src, index, ports, *argv = sys.argv[1:]
+    index, ports, *argv = sys.argv[1:]
     os.environ['TF_CONFIG'] = json.dumps({
         'cluster': {'worker': [f'127.0.0.1:{p}' for p in ports.split(',')]},
         'task': {'type': 'worker', 'index': int(index)},
     })
     from absl import flags
-    from libml.datasets import DATASETS, fashion_mnist
-    DATASETS['tiny'] = fashion_mnist.FashionMnist('tiny', head_count=24)
+    from libml import datasets
     from tests import fakes
+    datasets.DATASETS['tiny'] = fakes.tiny()
     cli = fakes.load_script('scripts/crest.py', 'crest_cli')
     flags.FLAGS(['crest.py', *argv])
     cli.main(['crest.py'])
@@ -49,13 +49,12 @@ def _free_ports(n):
     return ports
 
 
-def _run_cluster(src, workdir, workers=2, timeout=400):
+def _run_cluster(workdir, workers=2, timeout=400):
     """Starts `workers` processes of one cluster; returns [(returncode, stdout, stderr)]."""
     ports = ','.join(str(p) for p in _free_ports(workers))
     argv = [
         f'--workdir={workdir}',
         '--dataset=tiny',
-        f'--data_dir={src}',
         '--imbalance=8',
         '--label_fraction=0.3',
         '--arch=cnn_small',
@@ -72,7 +71,7 @@ def _run_cluster(src, workdir, workers=2, timeout=400):
     env.pop('TF_CONFIG', None)
     procs = [
         subprocess.Popen(
-            [sys.executable, '-c', _WORKER, src, str(i), ports, *argv],
+            [sys.executable, '-c', _WORKER, str(i), ports, *argv],
             cwd=fakes.REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -106,9 +105,8 @@ def _assert_ok(runs):
 
 @pytest.mark.slow
 def test_two_workers_train_in_lockstep_and_resume(tmp_path):
-    src, workdir = str(tmp_path / 'src'), str(tmp_path / 'run')
-    fakes.write_fashion_mnist(src, 30, 3)
-    runs = _run_cluster(src, workdir)
+    workdir = str(tmp_path / 'run')
+    runs = _run_cluster(workdir)
     _assert_ok(runs)
     chief_out, worker_out = runs[0][1], runs[1][1]
     assert '8 labeled + 16 unlabeled images per step, split over 2 replicas' in chief_out
@@ -160,7 +158,7 @@ def test_two_workers_train_in_lockstep_and_resume(tmp_path):
             [manager.checkpoints[0]],
             all_model_checkpoint_timestamps=[time.time()],
         )
-    runs = _run_cluster(src, workdir)
+    runs = _run_cluster(workdir)
     _assert_ok(runs)
     assert 'resumed from' in runs[0][1] and 'at step 2' in runs[0][1]
     resumed = _variables(os.path.join(workdir, 'gen_01', 'ckpt'))
@@ -171,7 +169,7 @@ def test_two_workers_train_in_lockstep_and_resume(tmp_path):
     # on every worker, before any training.
     os.remove(os.path.join(copy, 'gen_01', 'metrics.json'))
     shutil.rmtree(os.path.join(copy, 'gen_01', 'ckpt'))
-    runs = _run_cluster(src, workdir)
+    runs = _run_cluster(workdir)
     for code, _, err in runs:
         assert code != 0
         assert "error: the workers' copies of the run stopped at different points (4 and 8" in err

@@ -5,7 +5,7 @@ A data set of a new kind is one module in this package, a `base.Dataset` subclas
 source), and one line in DATASETS.
 """
 
-from libml.datasets import base, cifar, fashion_mnist, folder, imagenet127, longtail, npz
+from libml.datasets import base, cifar, fashion_mnist, folder, imagenet127, longtail, npz, synthetic
 
 DATASETS: dict[str, base.Dataset] = {
     'cifar10lt': cifar.Cifar('cifar10lt', 10, head_count=5000),
@@ -18,6 +18,7 @@ DATASETS: dict[str, base.Dataset] = {
     'npz': npz.Npz('npz'),
     # ImageNet's 1000 classes in 127 groups, naturally long-tailed.
     'imagenet127': imagenet127.ImageNet127('imagenet127'),
+    'synthetic_lt': synthetic.Synthetic('synthetic_lt'),
 }
 
 

@@ -1,4 +1,5 @@
-"""A balanced source made long-tailed: the shared base of CIFAR-LT and Fashion-MNIST-LT.
+"""A balanced source made long-tailed: the shared base of CIFAR-LT, Fashion-MNIST-LT and
+the synthetic data set.
 
 A family loads its balanced train and test splits (`load`); this class cuts the train
 split to a long tail (lt.py: class l keeps N_l = floor(N_1 * gamma^(-l/(L-1))) images),
