@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 
 from crest import rebalance
-from libml import datasets, models, user_data
+from libml import datasets, folds, models
 from libml.algorithms import ALGORITHMS
 
 DIST_ALIGN = ('none', 'constant', 'progressive')
@@ -70,8 +70,9 @@ class Config:
     dataset: str = setting(
         'cifar10lt',
         "cifar10lt, cifar100lt, fashion_mnist_lt, cifar10_darp (DARP's fixed split, the "
-        "paper's Table 3); or your own images, used as they are: folder (--data_dir with "
-        'labeled/<class>/, unlabeled/, test/<class>/) or npz (--data_dir=file.npz).',
+        "paper's Table 3), synthetic_lt (generated, no download); or your own images, used "
+        'as they are: folder (--data_dir with labeled/<class>/, unlabeled/, test/<class>/) '
+        'or npz (--data_dir=file.npz).',
         'data',
         choices=lambda: list(datasets.DATASETS),
     )
@@ -94,7 +95,7 @@ class Config:
         'With --dataset=folder: an unreadable image file stops the run, naming it (stop), '
         "or is left out and listed in the log and the fold's counts.json (skip).",
         'data',
-        choices=user_data.BAD_IMAGES,
+        choices=folds.BAD_IMAGES,
     )
     stream: str = setting(
         'auto',
@@ -278,19 +279,18 @@ def parse_class_order(text: str) -> int | list[int]:
         ) from None
 
 
-def _check_class_order(order: int | list[int], num_classes: int) -> None:
-    """--class_order is a seed >= 0, or a list naming each of the `num_classes` classes
-    once."""
-    if not isinstance(order, list):
-        _check(order >= 0, 'class_order', '>= 0', order)
-        return
-    allowed = f'a permutation of 0..{num_classes - 1}'
-    outside = [c for c in order if not 0 <= c < num_classes]
-    _check(not outside, 'class_order', f'{allowed} (out of range: {outside})', order)
-    repeated = sorted({c for c in order if order.count(c) > 1})
-    _check(not repeated, 'class_order', f'{allowed} (repeated: {repeated})', order)
-    missing = sorted(set(range(num_classes)) - set(order))
-    _check(not missing, 'class_order', f'{allowed} (missing: {missing})', order)
+def fold_spec(cfg: Config) -> folds.FoldSpec:
+    """The settings of `cfg` that build its fold; raises ValueError for one that no data
+    set takes."""
+    return folds.FoldSpec(
+        imbalance=cfg.imbalance,
+        label_fraction=cfg.label_fraction,
+        fold=cfg.fold,
+        data_dir=cfg.data_dir,
+        image_size=cfg.image_size,
+        class_order=cfg.class_order,
+        bad_images=cfg.bad_images,
+    )
 
 
 def validate(cfg: Config) -> None:
@@ -309,7 +309,7 @@ def validate(cfg: Config) -> None:
             choices = choices() if callable(choices) else list(choices)
             value = getattr(cfg, f.name)
             _check(value in choices, f.name, f'one of {choices}', value)
-    _check_data(cfg)
+    datasets.get(cfg.dataset).check(fold_spec(cfg), cfg.class_prior)
     for f in DECLARED:
         check = f.metadata['check']
         if check is not None:
@@ -318,54 +318,6 @@ def validate(cfg: Config) -> None:
     for name, hparam in ALGORITHMS[cfg.algorithm].HPARAMS.items():
         value = cfg.hparams[name]
         _check(hparam.check(value), f'{cfg.algorithm}.{name}', hparam.allowed, value)
-
-
-def _check_data(cfg: Config) -> None:
-    """The checks of the settings that depend on the data set."""
-    info = datasets.DATASETS[cfg.dataset]
-    if info.load_given or info.write_fold:  # The user's data, ImageNet127: as they are.
-        _check(bool(cfg.data_dir), 'data_dir', f'set for --dataset={cfg.dataset}', cfg.data_dir)
-        _check(
-            '://' in cfg.data_dir or os.path.exists(cfg.data_dir),
-            'data_dir',
-            'an existing folder or file',
-            cfg.data_dir,
-        )
-        _check(
-            cfg.class_prior == 'labeled',
-            'class_prior',
-            f"'labeled' for {cfg.dataset} (the analytic prior assumes a synthetic long tail)",
-            cfg.class_prior,
-        )
-        _check(
-            cfg.class_order == 0,
-            'class_order',
-            f'0 for {cfg.dataset} (its classes keep their own frequencies)',
-            cfg.class_order,
-        )
-    else:
-        _check_class_order(cfg.class_order, info.num_classes)
-        # gamma = N_1 / N_L: beyond N_1 the smallest class keeps no image at all.
-        _check(
-            1 <= cfg.imbalance <= info.head_count,
-            'imbalance',
-            f'in [1, {info.head_count}] for {cfg.dataset} (its largest class keeps '
-            f'{info.head_count} images)',
-            cfg.imbalance,
-        )
-        _check(
-            cfg.image_size == 0,
-            'image_size',
-            f'0 for {cfg.dataset} (its images keep their size)',
-            cfg.image_size,
-        )
-    if info.fixed_split:
-        _check(
-            cfg.fold == 1,
-            'fold',
-            f'1 for {cfg.dataset}: its split is fixed, runs differ by --seed',
-            cfg.fold,
-        )
 
 
 def flat_settings(settings: dict) -> dict:
@@ -406,10 +358,8 @@ def default_workdir(cfg: Config, root: str = 'runs') -> str:
         for k, v in current.items()
         if k not in RUNTIME_ONLY and v != default[k]
     ]
-    if cfg.dataset in datasets.DATASETS and datasets.DATASETS[cfg.dataset].load_given:
-        # The user's data is named by where it is: two folders, two run folders.
-        name = os.path.basename(os.path.normpath(cfg.data_dir or ''))
-        parts.insert(1, f'data={os.path.splitext(name)[0]}')
+    if cfg.dataset in datasets.DATASETS:
+        parts[1:1] = datasets.get(cfg.dataset).folder_name_parts(cfg.data_dir)
     return os.path.join(root, ','.join(parts) or 'paper')
 
 

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from crest import config as config_lib
 from crest import rebalance
-from libml import data, datasets, locks, metrics, models, train
+from libml import datasets, folds, locks, metrics, models, pipeline, records, train
 from libml.algorithms import ALGORITHMS
 
 
@@ -43,7 +43,7 @@ def _check_workdir(workdir: str, log) -> None:
             raise ValueError(f'--workdir {workdir}: exists and is not a folder')
         tf.io.gfile.makedirs(workdir)
         probe = os.path.join(workdir, 'write-test')
-        data.write_json(probe, {})
+        records.write_json(probe, {})
         tf.io.gfile.remove(probe)
     except (OSError, tf.errors.OpError) as e:
         reason = getattr(e, 'message', None) or getattr(e, 'strerror', None) or str(e)
@@ -63,7 +63,7 @@ def _workdir_lock(workdir: str, log):
                 'or stop it'
             )
             stack.enter_context(locks.hold(os.path.join(workdir, locks.RUN), busy))
-        for path in data.remove_temporary_files(workdir):
+        for path in records.remove_temporary_files(workdir):
             log(f'removed {path}, left by an interrupted run')
         yield
 
@@ -72,7 +72,7 @@ def _check_args(cfg: config_lib.Config) -> None:
     """Checks a re-run uses the same settings as the saved args.json."""
     path = os.path.join(cfg.workdir, 'args.json')
     if tf.io.gfile.exists(path):
-        changed = config_lib.changed_settings(data.read_json(path), cfg)
+        changed = config_lib.changed_settings(records.read_json(path), cfg)
         if changed:
             raise ValueError(
                 f'{path}: this run directory was made with other values of '
@@ -80,24 +80,23 @@ def _check_args(cfg: config_lib.Config) -> None:
             )
 
 
-def _read_export(gen_dir: str, images: bool = True) -> data.Records:
+def _read_export(gen_dir: str, images: bool = True) -> records.Records:
     """A generation's exported labeled set, checked against its picks.json."""
     picks_path = os.path.join(gen_dir, 'picks.json')
-    expected = data.read_json(picks_path).get('export')  # None: written before digests.
+    expected = records.read_json(picks_path).get('export')  # None: written before digests.
     path = os.path.join(gen_dir, 'labeled.tfrecord')
-    return data.read_records(path, expected, picks_path, images=images)
+    return records.read_records(path, expected, picks_path, images=images)
 
 
 # Above this many bytes of decoded train and test images, --stream=auto streams them.
 IN_MEMORY_LIMIT = 4 << 30
 
 
-def _decoded_bytes(fold: dict, splits) -> int:
-    """The bytes a fold's images take decoded: records x pixels."""
-    shape = data.image_shape_of_fold(fold)
+def _decoded_bytes(fold: dict, splits, shape) -> int:
+    """The bytes a fold's images of `shape` take decoded: records x pixels."""
     files = fold.get('files', {})
-    records = sum(files.get(f'{s}.tfrecord', {}).get('records') or sum(fold[s]) for s in splits)
-    return records * int(np.prod(shape))
+    count = sum(files.get(f'{s}.tfrecord', {}).get('records') or sum(fold[s]) for s in splits)
+    return count * int(np.prod(shape))
 
 
 def _class_prior(cfg, labeled_counts) -> np.ndarray:
@@ -107,15 +106,15 @@ def _class_prior(cfg, labeled_counts) -> np.ndarray:
     return counts / counts.sum()
 
 
-def pick_summary(records: data.Records, picks: np.ndarray, predicted, rates) -> dict:
+def pick_summary(unlabeled: records.Records, picks: np.ndarray, predicted, rates) -> dict:
     """Per-class counts of the picks, with their precision and recall, both counted over
     the images whose true class is known (all but some of the user's own)."""
     num_classes = len(rates)
-    true, pred = records.labels[picks], predicted[picks]
+    true, pred = unlabeled.labels[picks], predicted[picks]
     known = true >= 0
     picked = np.bincount(pred[known], minlength=num_classes)
     correct = np.bincount(pred[true == pred], minlength=num_classes)
-    pool = np.bincount(records.labels[records.labels >= 0], minlength=num_classes)
+    pool = np.bincount(unlabeled.labels[unlabeled.labels >= 0], minlength=num_classes)
     summary = {
         'rate': np.round(rates, 6).tolist(),
         'predicted': np.bincount(predicted, minlength=num_classes).tolist(),
@@ -132,7 +131,7 @@ def pick_summary(records: data.Records, picks: np.ndarray, predicted, rates) -> 
     }
     if not known.all():
         summary['unknown_class'] = int(len(picks) - known.sum())  # Picks no label checks.
-    if not np.any(records.labels >= 0):  # Nothing to check against.
+    if not np.any(unlabeled.labels >= 0):  # Nothing to check against.
         for key in ('correct', 'precision', 'recall', 'total_precision'):
             summary[key] = None
     return summary
@@ -149,7 +148,7 @@ def run_generation(
     gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
     tf.io.gfile.makedirs(gen_dir)
     num_classes = len(rates)
-    image_shape = data.image_shape_of(test.path) if test.streamed else test.images.shape[1:]
+    image_shape = records.image_shape_of(test.path) if test.streamed else test.images.shape[1:]
     # The class distribution of this generation's labeled set (picks included): the
     # prior of logit adjustment and the counts of class-balanced weights.
     labeled_counts = np.bincount(labeled.labels, minlength=num_classes)
@@ -181,7 +180,7 @@ def run_generation(
             optimizer=train.make_optimizer(cfg.lr, cfg.steps_per_generation, cfg.lr_decay_level)
         )
     # The global batch, split across the replicas inside the train step.
-    stream = data.train_dataset(
+    stream = pipeline.train_dataset(
         labeled,
         stream_images,
         cfg.batch_size,
@@ -193,7 +192,7 @@ def run_generation(
     latest = {}  # The last evaluation's test probabilities.
 
     def evaluate():
-        latest['probs'] = train.predict(model.ema_net, data.image_batches(test))
+        latest['probs'] = train.predict(model.ema_net, pipeline.image_batches(test))
         report = metrics.classification_report(test.labels, latest['probs'])
         adjusted = metrics.classification_report(
             test.labels, metrics.logit_adjusted(latest['probs'], la_prior)
@@ -208,7 +207,7 @@ def run_generation(
         }
         if val is not None:
             on_val = metrics.classification_report(
-                val.labels, train.predict(model.ema_net, data.image_batches(val))
+                val.labels, train.predict(model.ema_net, pipeline.image_batches(val))
             )
             numbers['acc/balanced_val'] = on_val['balanced_accuracy']
         return numbers
@@ -235,16 +234,16 @@ def run_generation(
     # The final model's test probabilities, from which every test number can be redone.
     probs_test = latest.get('probs')
     if probs_test is None:  # Trained before a restart: the restored EMA model is final.
-        probs_test = train.predict(model.ema_net, data.image_batches(test))
-    data.write_array(os.path.join(gen_dir, 'test_probs.npy'), probs_test)
+        probs_test = train.predict(model.ema_net, pipeline.image_batches(test))
+    records.write_array(os.path.join(gen_dir, 'test_probs.npy'), probs_test)
 
     # Pseudo-label the unlabeled pool: EMA model, no augmentation, raw softmax; keep
     # each image's predicted class and its probability only.
-    predicted, confidence = train.predict_classes(model.ema_net, data.image_batches(unlabeled))
+    predicted, confidence = train.predict_classes(model.ema_net, pipeline.image_batches(unlabeled))
     picks = rebalance.select_by_confidence(predicted, confidence, rates)
     export_path = os.path.join(gen_dir, 'labeled.tfrecord')
     if unlabeled.streamed:
-        exported = data.export_streamed(
+        exported = records.export_streamed(
             export_path, original, unlabeled, picks, predicted[picks], confidence[picks], seed
         )
     else:
@@ -252,10 +251,10 @@ def run_generation(
         picked.labels = predicted[picks]
         picked.pseudo = np.ones(len(picks), np.int64)
         picked.confidence = confidence[picks].astype(np.float32)
-        exported = data.write_records(export_path, data.Records.concat([original, picked]))
+        exported = records.write_records(export_path, records.Records.concat([original, picked]))
     # What the export holds, checked by whoever reads it.
     picks_info = {**pick_summary(unlabeled, picks, predicted, rates), 'export': exported}
-    data.write_json(os.path.join(gen_dir, 'picks.json'), picks_info)
+    records.write_json(os.path.join(gen_dir, 'picks.json'), picks_info)
 
     # Test numbers are means over the last 5 evaluations, as the paper reports them;
     # the unlabeled-set ones are of the final EMA model, the one that made the picks.
@@ -286,7 +285,7 @@ def run_generation(
         result['balanced_accuracy_val'] = metrics.mean_of_last(
             [e['acc/balanced_val'] for e in evals]
         )
-    data.write_json(os.path.join(gen_dir, 'metrics.json'), result)
+    records.write_json(os.path.join(gen_dir, 'metrics.json'), result)
     return result
 
 
@@ -376,32 +375,25 @@ def _run(cfg: config_lib.Config, strategy, replicas: int, log) -> dict:
     """`run` once its folder is checked and locked."""
     _check_args(cfg)
     fold_dir = os.path.join(cfg.workdir, 'data')
-    fold = data.ensure_fold(
-        cfg.dataset,
-        cfg.imbalance,
-        cfg.label_fraction,
-        cfg.fold,
-        fold_dir,
-        cfg.data_dir,
-        log,
-        image_size=cfg.image_size,
-        bad_images=cfg.bad_images,
-        class_order=cfg.class_order,
-    )
+    dataset = datasets.get(cfg.dataset)
+    spec = config_lib.fold_spec(cfg)
+    fold = folds.ensure_fold(dataset, spec, fold_dir, log)
+    shape = folds.image_shape_of_fold(fold, dataset)
     stream = cfg.stream == 'always' or (
-        cfg.stream == 'auto' and _decoded_bytes(fold, data.fold_splits(fold)) > IN_MEMORY_LIMIT
+        cfg.stream == 'auto'
+        and _decoded_bytes(fold, folds.fold_splits(fold), shape) > IN_MEMORY_LIMIT
     )
     splits = {
-        s: data.read_split(fold_dir, s, fold, images=not stream) for s in data.fold_splits(fold)
+        s: folds.read_split(fold_dir, s, fold, images=not stream) for s in folds.fold_splits(fold)
     }
-    labeled0, unlabeled, test, val = (splits.get(s) for s in (*data.SPLITS, 'val'))
+    labeled0, unlabeled, test, val = (splits.get(s) for s in (*folds.SPLITS, 'val'))
     names = fold['class_names']
     counts = np.bincount(labeled0.labels, minlength=len(names))
     if np.any(counts == 0):
         empty = ', '.join(names[c] for c in np.flatnonzero(counts == 0))
         raise ValueError(f'no labeled example of class(es) {empty}: raise --label_fraction')
     # Written once every check has passed, so that a mistake does not lock the folder.
-    data.write_json(os.path.join(cfg.workdir, 'args.json'), dataclasses.asdict(cfg))
+    records.write_json(os.path.join(cfg.workdir, 'args.json'), dataclasses.asdict(cfg))
     if replicas > 1 and getattr(strategy, 'cluster_resolver', None) is not None:
         _check_workers_agree(cfg, strategy)
     prior = _class_prior(cfg, counts)
@@ -412,20 +404,9 @@ def _run(cfg: config_lib.Config, strategy, replicas: int, log) -> dict:
         log(f'images streamed from {fold_dir} (--stream={cfg.stream})')
     else:
         stream_images = np.concatenate([labeled0.images, unlabeled.images])
-    info = datasets.get_dataset(cfg.dataset)
-    if info.load_given:
-        how = f'{cfg.data_dir}, split as given (--imbalance, --label_fraction unused)'
-    elif info.darp_unlabeled_head:
-        how = "DARP's fixed split; --label_fraction unused"
-    elif info.write_fold:
-        how = f'fold {cfg.fold}, its own long tail; --imbalance unused'
-    else:
-        how = f'fold {cfg.fold}'
-    if cfg.class_order:
-        how += f', class order {cfg.class_order}'
     log(
-        f'{cfg.dataset} ({how}): {len(labeled0)} labeled, {len(unlabeled)} unlabeled, '
-        f'{len(test)} test'
+        f'{cfg.dataset} ({dataset.describe(spec)}): {len(labeled0)} labeled, '
+        f'{len(unlabeled)} unlabeled, {len(test)} test'
         + (f', {len(val)} val' if val is not None else '')
         + '; labeled per class: '
         + ', '.join(f'{n} {c}' for n, c in zip(names, counts.tolist(), strict=True))
@@ -443,7 +424,7 @@ def _run(cfg: config_lib.Config, strategy, replicas: int, log) -> dict:
     for g in range(cfg.generations):
         gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
         done = os.path.join(gen_dir, 'metrics.json')
-        result = data.read_json(done) if tf.io.gfile.exists(done) else None
+        result = records.read_json(done) if tf.io.gfile.exists(done) else None
         if result is not None:
             try:
                 exported = _read_export(gen_dir, images=not stream)
@@ -451,7 +432,7 @@ def _run(cfg: config_lib.Config, strategy, replicas: int, log) -> dict:
                     f'[gen {g}/{cfg.generations - 1}] finished earlier, skipped: '
                     f'balanced acc {result["balanced_accuracy"]:.4f}'
                 )
-            except datasets.DataError as e:
+            except records.DataError as e:
                 # Its final checkpoint is kept: redoing it only pseudo-labels again.
                 log(f'{e}; redoing the pseudo-labels of generation {g}')
                 result = None
@@ -498,7 +479,7 @@ def _run(cfg: config_lib.Config, strategy, replicas: int, log) -> dict:
     }
     split = 'unlabeled' if generations[0].get('unlabeled') else 'test'
     bias = metrics.minority_bias(results, split, generation=0)
-    data.write_json(os.path.join(cfg.workdir, 'results.json'), results)
+    records.write_json(os.path.join(cfg.workdir, 'results.json'), results)
     precision = bias['minority_precision']
     log(
         f'generation 0 on the {split} set, minority half of the classes: precision '

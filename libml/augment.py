@@ -295,5 +295,5 @@ def strong(image, seed):
     return cutout(image, min(image.shape[0], image.shape[1]) // 2, cut_seed)
 
 
-# The views an algorithm may ask the input pipeline for (`data.Views`), by name.
+# The views an algorithm may ask the input pipeline for (`pipeline.Views`), by name.
 AUGMENTATIONS = {'weak': weak, 'strong': strong}

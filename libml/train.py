@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from libml import data
+from libml import pipeline, records
 
 
 class HalfCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -54,7 +54,7 @@ def _inference_fn(net):
 
         @tf.function(input_signature=[spec])
         def infer(images):
-            return tf.nn.softmax(net_ref()(data.to_float(images), training=False))
+            return tf.nn.softmax(net_ref()(pipeline.to_float(images), training=False))
 
         _INFERENCE_FNS[net] = infer
     return _INFERENCE_FNS[net]
@@ -63,13 +63,13 @@ def _inference_fn(net):
 def _batches(images, batch_size):
     if isinstance(images, np.ndarray):
         return (images[i : i + batch_size] for i in range(0, len(images), batch_size))
-    return images  # Already batches: e.g. `data.image_batches` of streamed records.
+    return images  # Already batches: e.g. `pipeline.image_batches` of streamed records.
 
 
 def predict(net, images, batch_size: int = 1000) -> np.ndarray:
     """Softmax of `net` in inference mode over uint8 `images`, without augmentation.
 
-    `images`: an array, or an iterable of uint8 batches (e.g. `data.image_batches`).
+    `images`: an array, or an iterable of uint8 batches (e.g. `pipeline.image_batches`).
     A plain compiled loop over slices: `keras.Model.predict` over a tf.data pipeline
     took 5.1 s for 10,000 Fashion-MNIST images with cnn_small on 2 cores, this 2.8 s.
     """
@@ -180,7 +180,7 @@ def train(
     if restored:
         step = int(model.optimizer.iterations.numpy())
         if tf.io.gfile.exists(evals_path):
-            evals = [e for e in data.read_json(evals_path) if e['step'] <= step]
+            evals = [e for e in records.read_json(evals_path) if e['step'] <= step]
         else:  # Written before every checkpoint: someone removed it.
             log(f'{prefix}{evals_path} is missing: the evaluations up to step {step} are lost')
         log(f'{prefix}resumed from {restored} at step {step}')
@@ -224,7 +224,7 @@ def train(
         train_scalars['monitor/lr'] = float(model.optimizer.learning_rate)
         result = {'step': step, **train_scalars, **evaluate()}
         evals.append(result)
-        data.write_json(evals_path, evals)
+        records.write_json(evals_path, evals)
         with writer.as_default(step=step):
             for name, value in result.items():
                 if isinstance(value, list):

@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from crest import rebalance  # noqa: E402
-from libml import data, machine, models, train  # noqa: E402
+from libml import machine, models, pipeline, records, train  # noqa: E402
 
 flags.DEFINE_integer('images', 1_000_000, 'Unlabeled images.')
 flags.DEFINE_integer('classes', 127, 'Classes (outputs of the network).')
@@ -58,7 +58,9 @@ def _write_pool(folder: str, n: int, classes: int) -> None:
             images = rng.integers(0, 256, (count, SIZE, SIZE, 1), np.uint8)
             labels = rng.integers(0, classes, count)
             part = f'{path}.part{len(parts)}'
-            data.write_records(part, data.Records(images, labels, np.arange(start, start + count)))
+            records.write_records(
+                part, records.Records(images, labels, np.arange(start, start + count))
+            )
             parts.append(part)
             print(f'wrote {start + count}/{n} images', flush=True)
         with open(path, 'wb') as out:  # TFRecord files concatenate.
@@ -70,8 +72,8 @@ def _write_pool(folder: str, n: int, classes: int) -> None:
     if not os.path.exists(labeled):
         count = 10 * classes
         images = rng.integers(0, 256, (count, SIZE, SIZE, 1), np.uint8)
-        data.write_records(
-            labeled, data.Records(images, np.arange(count) % classes, np.arange(count))
+        records.write_records(
+            labeled, records.Records(images, np.arange(count) % classes, np.arange(count))
         )
 
 
@@ -85,13 +87,15 @@ def _measure(folder: str, mode: str, classes: int) -> dict:
     rates = rebalance.sampling_rates(rebalance.analytic_prior(classes, 100), 1 / 3)
     start = time.time()
     streamed = mode == 'streamed'
-    unlabeled = data.read_records(os.path.join(folder, 'unlabeled.tfrecord'), images=not streamed)
-    original = data.read_records(os.path.join(folder, 'labeled.tfrecord'), images=not streamed)
+    unlabeled = records.read_records(
+        os.path.join(folder, 'unlabeled.tfrecord'), images=not streamed
+    )
+    original = records.read_records(os.path.join(folder, 'labeled.tfrecord'), images=not streamed)
     out = os.path.join(folder, f'export_{mode}.tfrecord')
     if streamed:
-        predicted, confidence = train.predict_classes(net, data.image_batches(unlabeled))
+        predicted, confidence = train.predict_classes(net, pipeline.image_batches(unlabeled))
         picks = rebalance.select_by_confidence(predicted, confidence, rates)
-        data.export_streamed(
+        records.export_streamed(
             out, original, unlabeled, picks, predicted[picks], confidence[picks], seed=0
         )
     else:
@@ -101,7 +105,7 @@ def _measure(folder: str, mode: str, classes: int) -> dict:
         picked.labels = probs.argmax(1)[picks]
         picked.pseudo = np.ones(len(picks), np.int64)
         picked.confidence = probs.max(1)[picks].astype(np.float32)
-        data.write_records(out, data.Records.concat([original, picked]))
+        records.write_records(out, records.Records.concat([original, picked]))
     seconds = time.time() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     os.remove(out)
@@ -143,7 +147,7 @@ def main(argv):
         'results': results,
     }
     if FLAGS.output:
-        data.write_json(FLAGS.output, report)
+        records.write_json(FLAGS.output, report)
     print(json.dumps(report, indent=1))
 
 

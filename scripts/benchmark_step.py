@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from libml import data, machine, models, train  # noqa: E402
+from libml import machine, models, pipeline, records, train  # noqa: E402
 from libml.algorithms import ALGORITHMS  # noqa: E402
 
 flags.DEFINE_list('algorithms', list(ALGORITHMS), 'Algorithms to time.')
@@ -201,9 +201,9 @@ def time_loop(name, arch, shape, batch, uratio, precision, steps) -> dict:
     first of two equal stretches (tracing, warm-up) is left out."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4096, *shape), dtype=np.uint8)
-    labeled = data.Records(images[:512], rng.integers(0, 10, 512), np.arange(512))
+    labeled = records.Records(images[:512], rng.integers(0, 10, 512), np.arange(512))
     model = _model(name, arch, shape, precision, total_steps=2 * steps)
-    stream = data.train_dataset(labeled, images, batch, uratio, model.views, seed=0)
+    stream = pipeline.train_dataset(labeled, images, batch, uratio, model.views, seed=0)
     marks = []
 
     def evaluate():
@@ -236,12 +236,12 @@ def time_loop(name, arch, shape, batch, uratio, precision, steps) -> dict:
 def time_pipeline(name: str, shape: tuple, batch: int, uratio: int, batches: int) -> dict:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4096, *shape), dtype=np.uint8)
-    labeled = data.Records(images[:512], rng.integers(0, 10, 512), np.arange(512))
+    labeled = records.Records(images[:512], rng.integers(0, 10, 512), np.arange(512))
     # An instance: an algorithm's views may depend on its settings (MixMatch's K).
     views = ALGORITHMS[name](
         lambda: models.build_model('cnn_small', 10, shape), 10, total_steps=1000
     ).views
-    it = iter(data.train_dataset(labeled, images, batch, uratio, views))
+    it = iter(pipeline.train_dataset(labeled, images, batch, uratio, views))
     next(it)
     start = time.perf_counter()
     for _ in range(batches):

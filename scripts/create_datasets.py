@@ -19,13 +19,13 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
-from libml import data, datasets, user_data  # noqa: E402
+from libml import datasets, folds, records  # noqa: E402
 
 flags.DEFINE_enum('dataset', 'cifar10lt', list(datasets.DATASETS), 'Data set.')
 flags.DEFINE_float('imbalance', 100.0, 'gamma = N_1 / N_L, >= 1.')
 flags.DEFINE_float('label_fraction', 0.1, 'beta, labeled share of each class, in (0, 1).')
 flags.DEFINE_integer('fold', 1, 'Labeled/unlabeled split seed, >= 1.')
-flags.DEFINE_string('data_dir', None, 'Folder with the official files (see libml/datasets.py).')
+flags.DEFINE_string('data_dir', None, 'Folder with the official files (see libml/datasets/).')
 flags.DEFINE_integer('image_size', 0, 'folder/npz: square side to resize to; 0: median/own.')
 flags.DEFINE_string(
     'class_order',
@@ -33,7 +33,7 @@ flags.DEFINE_string(
     'Rare classes: 0 source order, k > 0 seeded permutation, or classes from the head '
     'down: 6,4,2,0,9,1,3,5,7,8.',
 )
-flags.DEFINE_enum('bad_images', 'stop', list(user_data.BAD_IMAGES), 'folder: unreadable files.')
+flags.DEFINE_enum('bad_images', 'stop', list(folds.BAD_IMAGES), 'folder: unreadable files.')
 flags.DEFINE_string('output_dir', None, 'Where to write the fold.')
 flags.mark_flag_as_required('output_dir')
 
@@ -57,20 +57,12 @@ def main(argv):
         config_lib.validate(config_lib.resolve(cfg))  # The trainer's checks of these flags.
         if tf.io.gfile.exists(FLAGS.output_dir) and not tf.io.gfile.isdir(FLAGS.output_dir):
             raise ValueError(f'--output_dir {FLAGS.output_dir}: exists and is not a folder')
-        summary = data.create_fold(
-            FLAGS.dataset,
-            FLAGS.imbalance,
-            FLAGS.label_fraction,
-            FLAGS.fold,
-            FLAGS.output_dir,
-            FLAGS.data_dir,
-            image_size=FLAGS.image_size,
-            bad_images=FLAGS.bad_images,
-            class_order=cfg.class_order,
+        summary = folds.create_fold(
+            datasets.get(FLAGS.dataset), config_lib.fold_spec(cfg), FLAGS.output_dir
         )
-    except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
+    except (ValueError, records.DataError, OSError, tf.errors.OpError) as e:
         sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')
-    for split in data.fold_splits(summary):
+    for split in folds.fold_splits(summary):
         print(f'{split:10s} {sum(summary[split]):6d}  per class {summary[split]}')
 
 

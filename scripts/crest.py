@@ -29,7 +29,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
 from crest import loop, presets  # noqa: E402
-from libml import datasets, distribute  # noqa: E402
+from libml import distribute, records  # noqa: E402
 from libml.algorithms import ALGORITHMS  # noqa: E402
 
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
@@ -137,7 +137,7 @@ def main(argv):
             print(f'{worker[1:]}: training in lockstep with the chief; output in {worker}/')
             log = lambda msg: None  # noqa: E731
         loop.run(cfg, strategy=strategy, log=log)
-    except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
+    except (ValueError, records.DataError, OSError, tf.errors.OpError) as e:
         # OSError and TensorFlow's errors: a disk that is full or a file that cannot be
         # written, mostly; their message names the file.
         sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')

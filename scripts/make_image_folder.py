@@ -25,18 +25,18 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
-from libml import data, datasets  # noqa: E402
+from libml import datasets, records  # noqa: E402
 
 flags.DEFINE_enum(
     'dataset',
     'fashion_mnist_lt',
-    [n for n, info in datasets.DATASETS.items() if info.load is not None],
+    datasets.long_tailed(),
     'Built-in data set.',
 )
 flags.DEFINE_float('imbalance', 100.0, 'gamma = N_1 / N_L, >= 1.')
 flags.DEFINE_float('label_fraction', 0.1, 'beta, labeled share of each class, in (0, 1).')
 flags.DEFINE_integer('fold', 1, 'Labeled/unlabeled split seed, >= 1.')
-flags.DEFINE_string('data_dir', None, 'Folder with the official files (see libml/datasets.py).')
+flags.DEFINE_string('data_dir', None, 'Folder with the official files (see libml/datasets/).')
 flags.DEFINE_bool('unlabeled_classes', True, 'Put unlabeled images in class folders.')
 flags.DEFINE_string('output_dir', None, 'The folder to write; must not exist or be empty.')
 flags.mark_flag_as_required('output_dir')
@@ -56,27 +56,25 @@ def main(argv):
         imbalance=FLAGS.imbalance,
         label_fraction=FLAGS.label_fraction,
         fold=FLAGS.fold,
+        data_dir=FLAGS.data_dir,
     )
     try:
         config_lib.validate(config_lib.resolve(cfg))
         if os.path.exists(FLAGS.output_dir) and os.listdir(FLAGS.output_dir):
             raise ValueError(f'--output_dir {FLAGS.output_dir}: exists and is not empty')
-        info = datasets.get_dataset(FLAGS.dataset)
-        splits, entries = data.longtail_splits(
-            info, FLAGS.imbalance, FLAGS.label_fraction, FLAGS.fold, FLAGS.data_dir
-        )
+        splits, entries = datasets.get(FLAGS.dataset).splits(config_lib.fold_spec(cfg))
         names = [folder_name(n) for n in entries['class_names']]
-        for split, records in splits.items():
+        for split, examples in splits.items():
             by_class = split != 'unlabeled' or FLAGS.unlabeled_classes
-            for c in set(records.labels.tolist()) if by_class else [None]:
+            for c in set(examples.labels.tolist()) if by_class else [None]:
                 os.makedirs(
                     os.path.join(FLAGS.output_dir, split, *([names[c]] if by_class else []))
                 )
-            pngs = tf.data.Dataset.from_tensor_slices(records.images).map(
+            pngs = tf.data.Dataset.from_tensor_slices(examples.images).map(
                 tf.io.encode_png, num_parallel_calls=tf.data.AUTOTUNE
             )
             for png, label, id_ in zip(
-                pngs.as_numpy_iterator(), records.labels, records.ids, strict=True
+                pngs.as_numpy_iterator(), examples.labels, examples.ids, strict=True
             ):
                 folder = os.path.join(
                     FLAGS.output_dir, split, *([names[label]] if by_class else [])
@@ -84,9 +82,9 @@ def main(argv):
                 with open(os.path.join(folder, f'{id_:05d}.png'), 'wb') as f:
                     f.write(png)
             print(
-                f'{split:10s} {len(records):6d} images in {os.path.join(FLAGS.output_dir, split)}'
+                f'{split:10s} {len(examples):6d} images in {os.path.join(FLAGS.output_dir, split)}'
             )
-    except (ValueError, datasets.DataError, OSError, tf.errors.OpError) as e:
+    except (ValueError, records.DataError, OSError, tf.errors.OpError) as e:
         sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')
 
 

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from libml import data, models, train
+from libml import models, pipeline, records, train
 from libml.algorithms import ALGORITHMS
 from libml.algorithms.base import SemiSupervised
 from tests import fakes
@@ -40,8 +40,8 @@ def _build(name, steps):
 def _stream(folder, model, batch_size=16, uratio=2):
     (x, y), _ = fakes.write_fashion_mnist(str(folder), 12, 1)
     x = x[..., None]
-    labeled = data.Records(x[:40], y[:40], np.arange(40))
-    return data.train_dataset(labeled, x, batch_size, uratio, model.views, seed=1)
+    labeled = records.Records(x[:40], y[:40], np.arange(40))
+    return pipeline.train_dataset(labeled, x, batch_size, uratio, model.views, seed=1)
 
 
 def _train(model, stream, steps, eval_every, workdir, logs=None):

@@ -17,13 +17,13 @@ _SCRIPT = textwrap.dedent(
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
     from crest import config as config_lib, loop
-    from libml import data, datasets
+    from libml import datasets, records
     from tests import fakes
 
     tmp, kill, precision = sys.argv[1], sys.argv[2], sys.argv[3]
-    datasets.DATASETS['tiny'] = fakes.tiny_fashion_mnist(tmp + '/src', 30, 3, 24)
+    datasets.DATASETS['tiny'] = fakes.tiny()
     cfg = config_lib.Config(
-        workdir=tmp + '/run', dataset='tiny', data_dir=tmp + '/src', imbalance=8,
+        workdir=tmp + '/run', dataset='tiny', imbalance=8,
         label_fraction=0.3, arch='cnn_small', generations=2, steps_per_generation=6,
         eval_every=2, batch_size=8, uratio=2, ema_warmup=True, seed=3, precision=precision)
 
@@ -47,13 +47,13 @@ _SCRIPT = textwrap.dedent(
         return check
 
     if kill == 'data':  # The fold half written: labeled.tfrecord done, the rest not.
-        wrap(data, 'write_records', before=lambda path, *_: path.endswith('unlabeled.tfrecord'))
+        wrap(records, 'write_records', before=lambda path, *_: path.endswith('unlabeled.tfrecord'))
     elif kill == 'mid_generation':  # Between checkpoints (at step 2, not 4).
         wrap(tf.train.CheckpointManager, 'save', before=nth_save(2))
     elif kill == 'after_checkpoint':  # Right after a checkpoint (step 4).
         wrap(tf.train.CheckpointManager, 'save', after=nth_save(2))
     elif kill == 'export':  # Labeled set exported, picks.json not yet.
-        wrap(data, 'write_json', before=lambda path, *_: path.endswith('picks.json'))
+        wrap(records, 'write_json', before=lambda path, *_: path.endswith('picks.json'))
     elif kill == 'next_generation':  # Generation 1, after its first checkpoint.
         def first_of_gen1(self, checkpoint_number=None):
             return 'gen_01' in self.directory and checkpoint_number == 2

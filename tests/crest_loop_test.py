@@ -9,19 +9,17 @@ import pytest
 
 from crest import config as config_lib
 from crest import loop, rebalance
-from libml import data, datasets, lt
+from libml import datasets, folds, lt, records
 from libml.algorithms import ALGORITHMS
 from tests import fakes
 
 
 @pytest.fixture
 def tiny_config(tmp_path, monkeypatch):
-    src = tmp_path / 'src'
-    monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny_fashion_mnist(src, 30, 3, 24))
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny())
     return config_lib.Config(
         workdir=str(tmp_path / 'run'),
         dataset='tiny',
-        data_dir=str(src),
         imbalance=8,
         label_fraction=0.3,
         arch='cnn_small',
@@ -63,11 +61,13 @@ def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monk
     results = loop.run(cfg, log=logs.append)
 
     fold = os.path.join(cfg.workdir, 'data')
-    original = data.read_records(os.path.join(fold, 'labeled.tfrecord'))
-    unlabeled = data.read_records(os.path.join(fold, 'unlabeled.tfrecord'))
+    original = records.read_records(os.path.join(fold, 'labeled.tfrecord'))
+    unlabeled = records.read_records(os.path.join(fold, 'unlabeled.tfrecord'))
     assert len(selections) == 2
     for g, (predicted, confidence, picks) in enumerate(selections):
-        exported = data.read_records(os.path.join(cfg.workdir, f'gen_{g:02d}', 'labeled.tfrecord'))
+        exported = records.read_records(
+            os.path.join(cfg.workdir, f'gen_{g:02d}', 'labeled.tfrecord')
+        )
         pseudo = exported.pseudo == 1
         # Exactly the original labeled ids, with their true labels, plus the picked ids.
         np.testing.assert_array_equal(exported.ids[~pseudo], original.ids)
@@ -88,7 +88,7 @@ def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monk
     assert [e['step'] for e in gen1['evals']] == [2, 4]
     assert 0 <= results['balanced_accuracy'] <= 1
     assert len(gen1['unlabeled']['recall']) == 10
-    saved = data.read_json(os.path.join(cfg.workdir, 'results.json'))
+    saved = records.read_json(os.path.join(cfg.workdir, 'results.json'))
     assert saved['balanced_accuracy'] == results['balanced_accuracy']
     # The last line points to the diagnosis, with FixMatch's minority-half numbers.
     assert logs[-1].startswith('generation 0 on the unlabeled set, minority half')
@@ -122,12 +122,12 @@ def test_class_order_is_recorded_logged_and_resumed(tiny_config, monkeypatch, cl
     logs = []
     with pytest.raises(_Stop):
         loop.run(cfg, log=logs.append)
-    args = data.read_json(os.path.join(cfg.workdir, 'args.json'))
+    args = records.read_json(os.path.join(cfg.workdir, 'args.json'))
     assert args['class_order'] == class_order and type(args['class_order']) is type(class_order)
-    counts = data.read_json(os.path.join(cfg.workdir, 'data', 'counts.json'))
+    counts = records.read_json(os.path.join(cfg.workdir, 'data', 'counts.json'))
     assert counts.get('class_order', 0) == class_order
     assert ('class_order' in counts) == bool(class_order)  # 0 stays unnamed, as before.
-    names = datasets.FASHION_MNIST_CLASSES
+    names = datasets.DATASETS['tiny'].class_names
     assert counts['class_names'] == [names[c] for c in lt.class_order(10, class_order)]
     (line,) = [m for m in logs if m.startswith('tiny (fold 1')]
     assert line.startswith(
@@ -152,9 +152,7 @@ def test_an_imbalance_that_empties_a_class_is_an_error(tiny_config):
 def test_darp_protocol_runs_end_to_end(tiny_config, monkeypatch):
     """The tiny data set under DARP's protocol (N_1 = 8 labeled, M_1 = 16 unlabeled):
     the fixed split, then a generation that exports the original ids plus its picks."""
-    darp = dataclasses.replace(
-        datasets.DATASETS['tiny'], name='tiny_darp', head_count=8, darp_unlabeled_head=16
-    )
+    darp = fakes.tiny('tiny_darp', head_count=8, darp_unlabeled_head=16)
     monkeypatch.setitem(datasets.DATASETS, 'tiny_darp', darp)
     cfg = dataclasses.replace(
         tiny_config, dataset='tiny_darp', imbalance=4, generations=1, steps_per_generation=2
@@ -162,11 +160,11 @@ def test_darp_protocol_runs_end_to_end(tiny_config, monkeypatch):
     logs = []
     loop.run(cfg, log=logs.append)
     assert any("tiny_darp (DARP's fixed split; --label_fraction unused)" in m for m in logs)
-    summary = data.read_json(os.path.join(cfg.workdir, 'data', 'counts.json'))
+    summary = records.read_json(os.path.join(cfg.workdir, 'data', 'counts.json'))
     assert summary['labeled'] == [8, 6, 5, 5, 4, 3, 3, 2, 2, 2]
     assert summary['unlabeled'] == [16, 13, 11, 10, 8, 7, 6, 5, 4, 4]
-    original = data.read_split(os.path.join(cfg.workdir, 'data'), 'labeled', summary)
-    exported = data.read_records(os.path.join(cfg.workdir, 'gen_00', 'labeled.tfrecord'))
+    original = folds.read_split(os.path.join(cfg.workdir, 'data'), 'labeled', summary)
+    exported = records.read_records(os.path.join(cfg.workdir, 'gen_00', 'labeled.tfrecord'))
     assert sorted(exported.ids[exported.pseudo == 0]) == sorted(original.ids)
     with pytest.raises(ValueError, match='--fold must be 1 for tiny_darp'):
         loop.run(dataclasses.replace(cfg, fold=2, workdir=cfg.workdir + '2'))
@@ -206,12 +204,12 @@ def test_an_image_folder_runs_end_to_end_and_exports_original_plus_picks(tmp_pat
     assert any('labeled per class: a 6, c 3, b 2' in m for m in logs)
     assert results['class_names'] == ['a', 'c', 'b']
     fold = os.path.join(cfg.workdir, 'data')
-    summary = data.read_json(os.path.join(fold, data.COUNTS_FILE))
-    paths = data.read_json(os.path.join(fold, data.PATHS_FILE))['train']
-    original = data.read_split(fold, 'labeled', summary)
-    unlabeled = data.read_split(fold, 'unlabeled', summary)
+    summary = records.read_json(os.path.join(fold, folds.COUNTS_FILE))
+    paths = records.read_json(os.path.join(fold, folds.PATHS_FILE))['train']
+    original = folds.read_split(fold, 'labeled', summary)
+    unlabeled = folds.read_split(fold, 'unlabeled', summary)
     assert original.images.shape[1:] == (12, 12, 3)
-    exported = data.read_records(os.path.join(cfg.workdir, 'gen_00', 'labeled.tfrecord'))
+    exported = records.read_records(os.path.join(cfg.workdir, 'gen_00', 'labeled.tfrecord'))
     pseudo = exported.pseudo == 1
     assert len(selections[0]) == 18
     np.testing.assert_array_equal(exported.ids[~pseudo], original.ids)
@@ -230,19 +228,19 @@ def test_a_streamed_run_exports_original_plus_picks_and_resumes(tiny_config, mon
     """--stream=always: images never held in memory; the export holds the original ids
     and the picks; a finished run is skipped on a re-run."""
     selections = spy_on_picks(monkeypatch)
-    read = data.read_records
+    read = records.read_records
 
     def no_images(*args, images=True, **kwargs):
         assert not images, 'a streamed run read images into memory'
         return read(*args, images=images, **kwargs)
 
-    monkeypatch.setattr(loop.data, 'read_records', no_images)
+    monkeypatch.setattr(records, 'read_records', no_images)
     cfg = dataclasses.replace(tiny_config, stream='always')
     logs = []
     results = loop.run(cfg, log=logs.append)
     assert any('images streamed from' in m for m in logs)
     fold = os.path.join(cfg.workdir, 'data')
-    original, unlabeled = (read(os.path.join(fold, f'{s}.tfrecord')) for s in data.SPLITS[:2])
+    original, unlabeled = (read(os.path.join(fold, f'{s}.tfrecord')) for s in folds.SPLITS[:2])
     for g, picks in enumerate(selections):
         exported = read(os.path.join(cfg.workdir, f'gen_{g:02d}', 'labeled.tfrecord'))
         pseudo = exported.pseudo == 1

@@ -21,9 +21,9 @@ _SCRIPT = textwrap.dedent(
     from tests import fakes
 
     tmp, algorithm = sys.argv[1:]
-    datasets.DATASETS['tiny'] = fakes.tiny_fashion_mnist(tmp + '/src', 30, 3, 24)
+    datasets.DATASETS['tiny'] = fakes.tiny()
     cfg = config_lib.Config(
-        workdir=tmp + '/run', dataset='tiny', data_dir=tmp + '/src', imbalance=8,
+        workdir=tmp + '/run', dataset='tiny', imbalance=8,
         label_fraction=0.3, arch='cnn_small', generations=2, steps_per_generation=4,
         eval_every=2, batch_size=8, uratio=2, ema_warmup=True, seed=1, algorithm=algorithm)
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])

@@ -128,13 +128,35 @@ def run_python(source: str, *args: str, timeout: int = 600) -> dict:
 
 
 def tiny_fashion_mnist(folder, per_class_train, per_class_test, head_count):
-    """Writes Fashion-MNIST IDX files to `folder` and returns a 10-class `DatasetInfo`
-    with N_1 = `head_count` read by the real Fashion-MNIST loader; register it in
-    `datasets.DATASETS` (e.g. with monkeypatch.setitem) to use it by name."""
-    from libml import datasets
+    """Writes Fashion-MNIST IDX files to `folder` and returns a Fashion-MNIST-LT data set
+    named 'tiny', with N_1 = `head_count`, that reads them with the real loader (pass
+    `folder` as its data_dir); register it in `datasets.DATASETS` (e.g. with
+    monkeypatch.setitem) to use it by name."""
+    from libml.datasets import fashion_mnist
 
     write_fashion_mnist(str(folder), per_class_train, per_class_test)
-    return datasets.DatasetInfo('tiny', 10, (28, 28, 1), head_count, datasets.load_fashion_mnist)
+    return fashion_mnist.FashionMnist('tiny', head_count)
+
+
+def tiny(name='tiny', head_count=24, train_per_class=30, test_per_class=3, **options):
+    """A synthetic 10-class data set of 28x28x1 images, N_1 = `head_count`: nothing to
+    write or read. Register it in `datasets.DATASETS` to use it by name; `options` go to
+    `synthetic.Synthetic` (e.g. darp_unlabeled_head)."""
+    from libml.datasets import synthetic
+
+    return synthetic.Synthetic(
+        name, 10, (28, 28, 1), train_per_class, test_per_class, head_count, **options
+    )
+
+
+def streamed_records(folder, name, images, labels, ids):
+    """`records.Records` written to `folder`/<name>.tfrecord and read back streamed: the
+    columns in memory, the images left in the file."""
+    from libml import records
+
+    path = str(folder / f'{name}.tfrecord')
+    expected = records.write_records(path, records.Records(images, labels, ids))
+    return records.read_records(path, expected, images=False)
 
 
 def tiny_net(num_classes=2, bn_momentum=0.5):
@@ -179,7 +201,7 @@ def tiny_net_l2(net):
 def run_outcome(run_dir) -> dict:
     """Everything a finished run decided (results, picks, exports, test probabilities of
     each generation), without its timings and folders."""
-    from libml import data
+    from libml import records
 
     with open(os.path.join(run_dir, 'results.json')) as f:
         results = json.load(f)
@@ -192,7 +214,7 @@ def run_outcome(run_dir) -> dict:
         gen_dir = os.path.join(run_dir, f'gen_{g:02d}')
         with open(os.path.join(gen_dir, 'picks.json')) as f:
             outcome[f'picks_{g}'] = json.load(f)
-        exported = data.read_records(os.path.join(gen_dir, 'labeled.tfrecord'))
+        exported = records.read_records(os.path.join(gen_dir, 'labeled.tfrecord'))
         outcome[f'export_{g}'] = [exported.ids.tolist(), exported.labels.tolist()]
         outcome[f'confidence_{g}'] = exported.confidence.tolist()
         outcome[f'test_probs_{g}'] = np.load(os.path.join(gen_dir, 'test_probs.npy')).tolist()

@@ -2,14 +2,16 @@
 
 import collections
 import csv
+import dataclasses
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from libml import data, imagenet
-from libml.datasets import DataError
+from libml import datasets, folds, records
+from libml.datasets import imagenet127 as imagenet
+from libml.records import DataError
 
 
 def map_rows():
@@ -64,11 +66,11 @@ def test_a_fold_of_a_fake_imagenet(tmp_path):
     write_fake_imagenet(tmp_path / 'imagenet', per_class=2)
     out = str(tmp_path / 'fold')
     logs = []
-    summary = data.ensure_fold(
-        'imagenet127', 100, 0.1, 1, out, str(tmp_path / 'imagenet'), logs.append, image_size=32
-    )
+    imagenet127 = datasets.get('imagenet127')
+    spec = folds.FoldSpec(data_dir=str(tmp_path / 'imagenet'), image_size=32)
+    summary = folds.ensure_fold(imagenet127, spec, out, logs.append)
     _, names = imagenet.read_map()
-    assert summary['class_names'] == names
+    assert summary['class_names'] == names == list(imagenet127.class_names)
     assert summary['image_shape'] == [32, 32, 3]
     assert summary['longtail'][0] == 2 * 218 and summary['longtail'][-1] == 2
     # ceil(10% of each class) labeled; all validation images are the test set.
@@ -76,26 +78,17 @@ def test_a_fold_of_a_fake_imagenet(tmp_path):
     np.testing.assert_array_equal(summary['labeled'], np.ceil(0.1 * longtail).astype(int))
     assert sum(summary['labeled']) + sum(summary['unlabeled']) == 2000
     assert sum(summary['test']) == 1000
-    paths = data.read_json(os.path.join(out, data.PATHS_FILE))
-    labeled = data.read_split(out, 'labeled', summary)
+    paths = records.read_json(os.path.join(out, folds.PATHS_FILE))
+    labeled = folds.read_split(out, 'labeled', summary)
     assert labeled.images.shape[1:] == (32, 32, 3)  # The gray JPEG too.
     index, _ = imagenet.read_map()
     for id_, label in zip(labeled.ids, labeled.labels, strict=True):
         assert index[paths['train'][id_].split('/')[1]] == label
     # Another fold, the same images in other splits; the same fold, the same files.
-    again = data.create_fold(
-        'imagenet127',
-        100,
-        0.1,
-        1,
-        str(tmp_path / 'again'),
-        str(tmp_path / 'imagenet'),
-        lambda m: None,
-        image_size=32,
-    )
+    again = folds.create_fold(imagenet127, spec, str(tmp_path / 'again'), lambda m: None)
     assert again['files'] == summary['files']
     with pytest.raises(DataError, match='holds another fold'):
-        data.ensure_fold('imagenet127', 100, 0.1, 2, out, str(tmp_path / 'imagenet'))
+        folds.ensure_fold(imagenet127, dataclasses.replace(spec, fold=2), out)
 
 
 def test_fake_imagenet_errors(tmp_path):
@@ -145,10 +138,10 @@ def test_imagenet127_runs_end_to_end_streamed(tmp_path):
     assert any('imagenet127 (fold 1, its own long tail; --imbalance unused)' in m for m in logs)
     assert any('images streamed from' in m for m in logs)
     fold = os.path.join(cfg.workdir, 'data')
-    summary = data.read_json(os.path.join(fold, data.COUNTS_FILE))
-    original = data.read_split(fold, 'labeled', summary)
-    unlabeled = data.read_split(fold, 'unlabeled', summary)
-    exported = data.read_records(os.path.join(cfg.workdir, 'gen_00', 'labeled.tfrecord'))
+    summary = records.read_json(os.path.join(fold, folds.COUNTS_FILE))
+    original = folds.read_split(fold, 'labeled', summary)
+    unlabeled = folds.read_split(fold, 'unlabeled', summary)
+    exported = records.read_records(os.path.join(cfg.workdir, 'gen_00', 'labeled.tfrecord'))
     pseudo = exported.pseudo == 1
     np.testing.assert_array_equal(exported.ids[~pseudo], original.ids)
     assert set(exported.ids[pseudo]) <= set(unlabeled.ids)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from libml import data, datasets
+from libml import datasets, records
 from tests import fakes
 
 
@@ -204,12 +204,9 @@ def test_bad_source_data(cli, source, broken, message, tmp_path):
 # A small run of the driver on tiny data, and what may go wrong with its folder.
 @pytest.fixture
 def tiny(cli, tmp_path, monkeypatch):
-    monkeypatch.setitem(
-        datasets.DATASETS, 'tiny', fakes.tiny_fashion_mnist(tmp_path / 'src', 30, 3, 24)
-    )
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny())
     argv = [
         '--dataset=tiny',
-        f'--data_dir={tmp_path / "src"}',
         '--imbalance=8',
         '--label_fraction=0.3',
         '--arch=cnn_small',
@@ -229,7 +226,7 @@ def test_disk_full_is_one_line_error_and_marks_nothing_complete(cli, tiny, monke
     def full(path, records):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-    monkeypatch.setattr(data, 'write_records', full)
+    monkeypatch.setattr(records, 'write_records', full)
     error = _error(cli, *argv)
     assert error.startswith('error: [Errno 28] No space left on device'), error
     assert not (run / 'args.json').exists() and not (run / 'data' / 'counts.json').exists()
@@ -271,10 +268,10 @@ def test_a_rerun_with_other_settings_is_refused(cli, tiny):
 def test_files_cut_at_a_record_boundary_are_rebuilt(cli, tiny, capsys):
     argv, run = tiny
     assert _error(cli, *argv, '--generations=2') is None
-    results = data.read_json(str(run / 'results.json'))
+    results = records.read_json(str(run / 'results.json'))
     for name in ('data/unlabeled.tfrecord', 'gen_00/labeled.tfrecord'):
-        records = data.read_records(str(run / name))
-        data.write_records(str(run / name), records.take(np.arange(len(records) - 3)))
+        examples = records.read_records(str(run / name))
+        records.write_records(str(run / name), examples.take(np.arange(len(examples) - 3)))
     os.remove(run / 'results.json')
     capsys.readouterr()
     assert _error(cli, *argv, '--generations=2') is None
@@ -282,6 +279,6 @@ def test_files_cut_at_a_record_boundary_are_rebuilt(cli, tiny, capsys):
     assert 'unlabeled.tfrecord: not the file' in log and 'rebuilding the fold' in log
     assert 'gen_00/labeled.tfrecord: not the file' in log and 'redoing the pseudo-labels' in log
     assert (
-        data.read_json(str(run / 'results.json'))['generations'][0]['picks']
+        records.read_json(str(run / 'results.json'))['generations'][0]['picks']
         == (results['generations'][0]['picks'])
     )

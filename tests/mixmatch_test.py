@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from libml import data, models, train
+from libml import models, pipeline, train
 from libml.algorithms import MixMatch, ops
 from tests import fakes
 
@@ -44,7 +44,7 @@ def test_losses_soft_cross_entropy_on_labeled_squared_error_on_unlabeled():
 
 def test_views_follow_k():
     model = MixMatch(_identity_net, 2, K=3, total_steps=10)
-    assert model.views == data.Views('weak', ('weak', 'weak', 'weak'))
+    assert model.views == pipeline.Views('weak', ('weak', 'weak', 'weak'))
     assert MixMatch(_identity_net, 2, total_steps=10).views.unlabeled == ('weak', 'weak')
     with pytest.raises(ValueError, match='needs total_steps'):
         MixMatch(_identity_net, 2)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from libml import data
+from libml import records
 from tests import fakes
 
 # One worker: registers the tiny 10-class data set under the name 'tiny' and runs the
@@ -23,16 +23,15 @@ from tests import fakes
 _WORKER = textwrap.dedent(
     """
     import json, os, sys
-    src, index, ports, *argv = sys.argv[1:]
+    index, ports, *argv = sys.argv[1:]
     os.environ['TF_CONFIG'] = json.dumps({
         'cluster': {'worker': [f'127.0.0.1:{p}' for p in ports.split(',')]},
         'task': {'type': 'worker', 'index': int(index)},
     })
     from absl import flags
     from libml import datasets
-    datasets.DATASETS['tiny'] = datasets.DatasetInfo(
-        'tiny', 10, (28, 28, 1), 24, datasets.load_fashion_mnist)
     from tests import fakes
+    datasets.DATASETS['tiny'] = fakes.tiny()
     cli = fakes.load_script('scripts/crest.py', 'crest_cli')
     flags.FLAGS(['crest.py', *argv])
     cli.main(['crest.py'])
@@ -50,13 +49,12 @@ def _free_ports(n):
     return ports
 
 
-def _run_cluster(src, workdir, workers=2, timeout=400):
+def _run_cluster(workdir, workers=2, timeout=400):
     """Starts `workers` processes of one cluster; returns [(returncode, stdout, stderr)]."""
     ports = ','.join(str(p) for p in _free_ports(workers))
     argv = [
         f'--workdir={workdir}',
         '--dataset=tiny',
-        f'--data_dir={src}',
         '--imbalance=8',
         '--label_fraction=0.3',
         '--arch=cnn_small',
@@ -73,7 +71,7 @@ def _run_cluster(src, workdir, workers=2, timeout=400):
     env.pop('TF_CONFIG', None)
     procs = [
         subprocess.Popen(
-            [sys.executable, '-c', _WORKER, src, str(i), ports, *argv],
+            [sys.executable, '-c', _WORKER, str(i), ports, *argv],
             cwd=fakes.REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -107,9 +105,8 @@ def _assert_ok(runs):
 
 @pytest.mark.slow
 def test_two_workers_train_in_lockstep_and_resume(tmp_path):
-    src, workdir = str(tmp_path / 'src'), str(tmp_path / 'run')
-    fakes.write_fashion_mnist(src, 30, 3)
-    runs = _run_cluster(src, workdir)
+    workdir = str(tmp_path / 'run')
+    runs = _run_cluster(workdir)
     _assert_ok(runs)
     chief_out, worker_out = runs[0][1], runs[1][1]
     assert '8 labeled + 16 unlabeled images per step, split over 2 replicas' in chief_out
@@ -137,7 +134,7 @@ def test_two_workers_train_in_lockstep_and_resume(tmp_path):
         assert any('moving_mean' in name for name in ours)
         for name, value in ours.items():
             np.testing.assert_array_equal(value, theirs[name], err_msg=name)
-    results = [data.read_json(os.path.join(f, 'results.json')) for f in (workdir, copy)]
+    results = [records.read_json(os.path.join(f, 'results.json')) for f in (workdir, copy)]
     for key in ('balanced_accuracy', 'picks'):
         assert [g[key] for g in results[0]['generations']] == [
             g[key] for g in results[1]['generations']
@@ -161,7 +158,7 @@ def test_two_workers_train_in_lockstep_and_resume(tmp_path):
             [manager.checkpoints[0]],
             all_model_checkpoint_timestamps=[time.time()],
         )
-    runs = _run_cluster(src, workdir)
+    runs = _run_cluster(workdir)
     _assert_ok(runs)
     assert 'resumed from' in runs[0][1] and 'at step 2' in runs[0][1]
     resumed = _variables(os.path.join(workdir, 'gen_01', 'ckpt'))
@@ -172,7 +169,7 @@ def test_two_workers_train_in_lockstep_and_resume(tmp_path):
     # on every worker, before any training.
     os.remove(os.path.join(copy, 'gen_01', 'metrics.json'))
     shutil.rmtree(os.path.join(copy, 'gen_01', 'ckpt'))
-    runs = _run_cluster(src, workdir)
+    runs = _run_cluster(workdir)
     for code, _, err in runs:
         assert code != 0
         assert "error: the workers' copies of the run stopped at different points (4 and 8" in err

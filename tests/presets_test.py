@@ -9,7 +9,7 @@ import pytest
 
 from crest import config as config_lib
 from crest import loop, presets
-from libml import data, datasets
+from libml import datasets, records
 from tests import fakes
 
 
@@ -78,18 +78,16 @@ def test_every_preset_is_valid_and_derived_ones_train_as_their_source():
             assert config_lib.changed_settings(dataclasses.asdict(cfg), source) == [], name
 
 
-@pytest.fixture(scope='module')
-def tiny_source(tmp_path_factory):
-    src = tmp_path_factory.mktemp('src')
-    return fakes.tiny_fashion_mnist(src, 30, 3, 24), str(src)
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny())
 
 
-def _tiny_config(tmp_path, src, **settings):
+def _tiny_config(tmp_path, **settings):
     """A run on the tiny data set with the small CNN and small batches."""
     return config_lib.Config(
         workdir=str(tmp_path / 'run'),
         dataset='tiny',
-        data_dir=src,
         imbalance=8,
         label_fraction=0.3,
         arch='cnn_small',
@@ -102,11 +100,9 @@ def _tiny_config(tmp_path, src, **settings):
 
 
 @pytest.mark.parametrize('name', list(presets.METHODS))
-def test_preset_runs_end_to_end(name, tiny_source, tmp_path, monkeypatch):
-    info, src = tiny_source
-    monkeypatch.setitem(datasets.DATASETS, 'tiny', info)
+def test_preset_runs_end_to_end(name, tiny, tmp_path):
     preset = presets.settings(name, total_steps=8, generations=2)
-    cfg = _tiny_config(tmp_path, src, eval_every=2, **preset)
+    cfg = _tiny_config(tmp_path, eval_every=2, **preset)
     results = loop.run(cfg, log=lambda _: None)
     expected = 2 if presets.METHODS[name].generations > 1 else 1
     assert len(results['generations']) == preset['generations'] == expected
@@ -118,19 +114,15 @@ def test_preset_runs_end_to_end(name, tiny_source, tmp_path, monkeypatch):
     assert results['balanced_accuracy_la'] == results['generations'][-1]['balanced_accuracy_la']
 
 
-def test_logit_adjusted_numbers_are_recomputed_from_the_saved_probabilities(
-    tiny_source, tmp_path, monkeypatch
-):
-    info, src = tiny_source
-    monkeypatch.setitem(datasets.DATASETS, 'tiny', info)
+def test_logit_adjusted_numbers_are_recomputed_from_the_saved_probabilities(tiny, tmp_path):
     preset = presets.settings('fixmatch_crest_plus', total_steps=12, generations=2)
-    cfg = _tiny_config(tmp_path, src, eval_every=3, **preset)
+    cfg = _tiny_config(tmp_path, eval_every=3, **preset)
     results = loop.run(cfg, log=lambda _: None)
-    test = data.read_records(os.path.join(cfg.workdir, 'data', 'test.tfrecord'))
+    test = records.read_records(os.path.join(cfg.workdir, 'data', 'test.tfrecord'))
     for g, gen in enumerate(results['generations']):
         gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
         probs = np.load(os.path.join(gen_dir, 'test_probs.npy'))
-        labeled = data.read_records(
+        labeled = records.read_records(
             os.path.join(cfg.workdir, 'data' if g == 0 else f'gen_{g - 1:02d}', 'labeled.tfrecord')
         )
         prior = np.bincount(labeled.labels, minlength=10) / len(labeled)

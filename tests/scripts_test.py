@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from libml import data
+from libml import records
 from tests import fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +57,7 @@ def test_create_datasets_writes_a_fold(tmp_path, monkeypatch):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'labeled      1244' in result.stdout
-    counts = data.read_json(str(out / 'counts.json'))
+    counts = records.read_json(str(out / 'counts.json'))
     assert counts['labeled'] == [500, 300, 180, 108, 65, 39, 24, 14, 9, 5]
     assert sum(counts['unlabeled']) == 12406 - 1244
     assert counts['fold'] == 2

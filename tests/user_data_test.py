@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from libml import data, user_data
-from libml.datasets import DataError
+from libml import datasets, folds, records
+from libml.datasets.folder import load_folder
+from libml.datasets.npz import load_npz
+from libml.records import DataError
 
 
 def image(seed, size=(12, 12), channels=3):
@@ -47,7 +49,7 @@ def write_folder(root, order=None, size=(12, 12)):
 def test_folder_counts_ranks_labels_and_ids(tmp_path):
     paths = write_folder(tmp_path)
     logs = []
-    given = user_data.load_folder(str(tmp_path), log=logs.append)
+    given = load_folder(str(tmp_path), log=logs.append)
     assert given.class_names == ('zebra', 'moth', 'ant')  # By labeled count.
     assert given.labels['labeled'].tolist() == [2, 1, 1, 0, 0, 0]  # ant, moth x2, zebra x3.
     # Unlabeled: the two files directly in unlabeled/, misc/deeper, then zebra/.
@@ -83,9 +85,9 @@ def test_folder_ids_do_not_depend_on_the_listing_order(tmp_path, monkeypatch):
             subfolders.reverse()
             yield folder, subfolders, files[::-1]
 
-    first = user_data.load_folder(str(a), log=lambda m: None)
-    monkeypatch.setattr(user_data.os, 'walk', reversed_walk)
-    second = user_data.load_folder(str(b), log=lambda m: None)
+    first = load_folder(str(a), log=lambda m: None)
+    monkeypatch.setattr(os, 'walk', reversed_walk)
+    second = load_folder(str(b), log=lambda m: None)
     assert first.paths == second.paths
     for split in first.images:
         np.testing.assert_array_equal(first.ids[split], second.ids[split])
@@ -103,14 +105,14 @@ def test_folder_sizes_formats_and_val(tmp_path):
     save(tmp_path, 'val/b/0.png', image(5, (16, 16)))
     (tmp_path / 'labeled' / 'a' / 'notes.txt').write_text('not an image')
     logs = []
-    given = user_data.load_folder(str(tmp_path), log=logs.append)
+    given = load_folder(str(tmp_path), log=logs.append)
     # Sides 10, 16 | 16, 16 | 20, 30 | 16, 20 | 16, 16 | 16, 16: the median is 16.
     assert {x.shape for x in given.images.values()} == {(3, 16, 16, 3), (1, 16, 16, 3)}
     assert any('sides found 10..30 px' in m for m in logs)
     assert given.labels['val'].tolist() == [1]
     assert given.paths['val'] == ['val/b/0.png']
     assert any('1 file(s) not in' in m and 'notes.txt' in m for m in logs)
-    resized = user_data.load_folder(str(tmp_path), image_size=8, log=logs.append)
+    resized = load_folder(str(tmp_path), image_size=8, log=logs.append)
     assert resized.images['labeled'].shape == (3, 8, 8, 3)
     assert any('resized to 8x8 (--image_size)' in m for m in logs)
 
@@ -129,36 +131,36 @@ def test_folder_errors_name_the_problem(tmp_path):
     root = folder('empty_class', ok)
     os.makedirs(os.path.join(root, 'labeled', 'b'))
     with pytest.raises(DataError, match=r'class folder\(s\) without images: b'):
-        user_data.load_folder(root)
+        load_folder(root)
     root = folder('unknown_test_class', {**ok, 'test/c/0.png': image(3)})
     with pytest.raises(DataError, match=r"test/c/0.png: class 'c' has no labeled images"):
-        user_data.load_folder(root)
+        load_folder(root)
     root = folder('flat_labeled', {**ok, 'labeled/0.png': image(3)})
     with pytest.raises(DataError, match=r'labeled/0.png: labeled images go in labeled/<class>/'):
-        user_data.load_folder(root)
+        load_folder(root)
     root = folder('mixed', {**ok, 'unlabeled/1.png': image(3, channels=1)})
     with pytest.raises(DataError, match=r'different channel counts: 1 \(e.g. .*unlabeled/1.png'):
-        user_data.load_folder(root)
+        load_folder(root)
     root = folder('rgba', {k: image(0, channels=4) for k in ok})
     with pytest.raises(DataError, match='4 channels'):
-        user_data.load_folder(root)
+        load_folder(root)
     root = folder('no_test', {k: v for k, v in ok.items() if not k.startswith('test')})
     with pytest.raises(DataError, match=r'test: no images'):
-        user_data.load_folder(root)
+        load_folder(root)
     with pytest.raises(DataError, match='unlabeled: no images'):
-        user_data.load_folder(folder('empty_unlabeled', {'labeled/a/0.png': image(0)}))
+        load_folder(folder('empty_unlabeled', {'labeled/a/0.png': image(0)}))
     save(tmp_path, 'no_unlabeled/labeled/a/0.png', image(0))
     with pytest.raises(DataError, match='no_unlabeled/unlabeled: not found'):
-        user_data.load_folder(str(tmp_path / 'no_unlabeled'))
+        load_folder(str(tmp_path / 'no_unlabeled'))
 
     # An unreadable image: named; 'stop' (default) stops, 'skip' leaves it out.
     root = folder('bad', {**ok, 'unlabeled/1.png': image(3)})
     with open(os.path.join(root, 'unlabeled', '2.png'), 'wb') as f:
         f.write(b'\x89PNG not really')
     with pytest.raises(DataError, match=r'unlabeled/2.png: not a readable image.*bad_images=skip'):
-        user_data.load_folder(root)
+        load_folder(root)
     logs = []
-    given = user_data.load_folder(root, bad_images='skip', log=logs.append)
+    given = load_folder(root, bad_images='skip', log=logs.append)
     assert given.skipped == ('unlabeled/2.png',)
     assert any('skipped' in m and 'unlabeled/2.png' in m for m in logs)
     # The skipped file keeps its place in the id list: fixing it changes no other id.
@@ -190,7 +192,7 @@ def write_npz(path, **overrides):
 def test_npz_ranks_classes_and_numbers_ids(tmp_path):
     path = str(tmp_path / 'd.npz')
     arrays = write_npz(path, y_unlabeled=np.array([2, -1, 0, 1]))
-    given = user_data.load_npz(path)
+    given = load_npz(path)
     assert given.class_names == ('dog', 'eel', 'cat')
     assert given.labels['labeled'].tolist() == [0, 2, 0, 1, 0, 1]
     assert given.labels['unlabeled'].tolist() == [1, -1, 2, 0]
@@ -200,13 +202,13 @@ def test_npz_ranks_classes_and_numbers_ids(tmp_path):
     np.testing.assert_array_equal(given.images['unlabeled'][..., 0], arrays['x_unlabeled'])
     without = write_npz(str(tmp_path / 'e.npz'), class_names=None)
     assert 'class_names' in without
-    assert user_data.load_npz(str(tmp_path / 'e.npz')).class_names == (
+    assert load_npz(str(tmp_path / 'e.npz')).class_names == (
         'class_1',
         'class_2',
         'class_0',
     )
-    assert user_data.load_npz(str(tmp_path / 'e.npz')).labels['unlabeled'].tolist() == [-1] * 4
-    resized = user_data.load_npz(path, image_size=12, log=lambda m: None)
+    assert load_npz(str(tmp_path / 'e.npz')).labels['unlabeled'].tolist() == [-1] * 4
+    resized = load_npz(path, image_size=12, log=lambda m: None)
     assert resized.images['test'].shape == (3, 12, 12, 1)
 
 
@@ -232,30 +234,35 @@ def test_npz_errors(tmp_path, overrides, message):
     path = str(tmp_path / 'd.npz')
     write_npz(path, **overrides)
     with pytest.raises(DataError, match=message):
-        user_data.load_npz(path)
+        load_npz(path)
+
+
+def ensure(out, data_dir, log=print, **settings):
+    spec = folds.FoldSpec(data_dir=data_dir, **settings)
+    return folds.ensure_fold(datasets.get('folder'), spec, out, log=log)
 
 
 def test_a_folder_fold_records_paths_and_its_source(tmp_path):
     src = tmp_path / 'images'
     write_folder(src)
     out = str(tmp_path / 'fold')
-    summary = data.ensure_fold('folder', 100, 0.1, 1, out, str(src), log=lambda m: None)
+    summary = ensure(out, str(src), log=lambda m: None)
     assert summary['data_dir'] == str(src) and summary['image_size'] == 0
     assert summary['class_names'] == ['zebra', 'moth', 'ant']
     assert summary['labeled'] == [3, 2, 1] and summary['unlabeled'] == [2, 0, 0]
     assert summary['unknown_labels'] == {'labeled': 0, 'unlabeled': 3, 'test': 0}
-    paths = data.read_json(os.path.join(out, data.PATHS_FILE))
-    unlabeled = data.read_split(out, 'unlabeled', summary)
+    paths = records.read_json(os.path.join(out, folds.PATHS_FILE))
+    unlabeled = folds.read_split(out, 'unlabeled', summary)
     # Stored in a fixed random order; each record is its file's image, with its label.
     assert sorted(paths['train'][i] for i in unlabeled.ids) == paths['train'][6:]
-    given = user_data.load_folder(str(src), log=lambda m: None)
+    given = load_folder(str(src), log=lambda m: None)
     order = np.argsort(unlabeled.ids)
     np.testing.assert_array_equal(unlabeled.images[order], given.images['unlabeled'])
     np.testing.assert_array_equal(unlabeled.labels[order], given.labels['unlabeled'])
     assert not np.array_equal(unlabeled.ids, np.sort(unlabeled.ids))
     # Reused as it is; another folder or size is refused.
-    assert data.ensure_fold('folder', 5, 0.5, 1, out, str(src), log=print) == summary
+    assert ensure(out, str(src), imbalance=5, label_fraction=0.5) == summary
     with pytest.raises(DataError, match='holds another fold'):
-        data.ensure_fold('folder', 100, 0.1, 1, out, str(tmp_path / 'other'))
+        ensure(out, str(tmp_path / 'other'))
     with pytest.raises(DataError, match='holds another fold'):
-        data.ensure_fold('folder', 100, 0.1, 1, out, str(src), image_size=8)
+        ensure(out, str(src), image_size=8)

@@ -5,7 +5,7 @@ An algorithm is a subclass that declares
   - `HPARAMS`: its own hyperparameters, each a constructor keyword argument whose default
     is the paper's value, with a help text and an allowed range (the driver turns them
     into `--<algorithm>.<name>` flags without naming them);
-  - `views`: what its train step reads from the input pipeline (`data.Views`);
+  - `views`: what its train step reads from the input pipeline (`pipeline.Views`);
 and overrides `train_step`. State is updated through `assign_all`, which also works
 inside `strategy.run` with several replicas.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from libml import data, models
+from libml import models, pipeline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,7 @@ class SemiSupervised(keras.Model):
     # temperature t_min of the self-training around it. Every algorithm declares all four.
     PAPER_SETTINGS: dict[str, float] = {}
     # Labeled images only, weakly augmented; subclasses add unlabeled views.
-    views = data.Views()
+    views = pipeline.Views()
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ images, masked or not.
 
 import tensorflow as tf
 
-from libml import data
+from libml import pipeline
 from libml.algorithms import ops
 from libml.algorithms.base import HParam, SemiSupervised, assign_all
 
@@ -25,7 +25,7 @@ class FixMatch(SemiSupervised):
         ),
         'wu': HParam('Weight of the unlabeled loss.', '>= 0', lambda v: v >= 0),
     }
-    views = data.Views('weak', ('weak', 'strong'))
+    views = pipeline.Views('weak', ('weak', 'strong'))
 
     def __init__(self, make_net, num_classes, threshold=0.95, wu=1.0, **kwargs):
         super().__init__(make_net, num_classes, **kwargs)

@@ -11,7 +11,7 @@ pass. Distribution alignment, when on, aligns the teacher's prediction.
 
 import tensorflow as tf
 
-from libml import data
+from libml import pipeline
 from libml.algorithms import ops
 from libml.algorithms.base import HParam, SemiSupervised, assign_all
 
@@ -28,7 +28,7 @@ class MeanTeacher(SemiSupervised):
             lambda v: 0 <= v <= 1,
         ),
     }
-    views = data.Views('weak', ('weak', 'weak'))
+    views = pipeline.Views('weak', ('weak', 'weak'))
 
     def __init__(self, make_net, num_classes, wu=50.0, rampup=0.4, **kwargs):
         super().__init__(make_net, num_classes, **kwargs)

@@ -20,7 +20,7 @@ the reference. Under several replicas each replica mixes within its own share.
 
 import tensorflow as tf
 
-from libml import data
+from libml import pipeline
 from libml.algorithms import ops
 from libml.algorithms.base import HParam, SemiSupervised, assign_all
 
@@ -56,7 +56,7 @@ class MixMatch(SemiSupervised):
 
     @property
     def views(self):
-        return data.Views('weak', ('weak',) * self.K)
+        return pipeline.Views('weak', ('weak',) * self.K)
 
     def guess_labels(self, x_u):
         """Sharpened, aligned mean softmax over the K views; and the raw mean (for p_model)."""

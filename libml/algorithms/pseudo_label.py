@@ -10,7 +10,7 @@ over [x_l; x_u], as for FixMatch.
 
 import tensorflow as tf
 
-from libml import data
+from libml import pipeline
 from libml.algorithms import ops
 from libml.algorithms.base import HParam, SemiSupervised, assign_all
 
@@ -30,7 +30,7 @@ class PseudoLabel(SemiSupervised):
             lambda v: 0 <= v <= 1,
         ),
     }
-    views = data.Views('weak', ('weak',))
+    views = pipeline.Views('weak', ('weak',))
 
     def __init__(self, make_net, num_classes, threshold=0.95, wu=1.0, rampup=0.4, **kwargs):
         super().__init__(make_net, num_classes, **kwargs)

@@ -6,7 +6,7 @@ the labeled batch plus coupled L2 weight decay.
 
 import tensorflow as tf
 
-from libml import data
+from libml import pipeline
 from libml.algorithms import ops
 from libml.algorithms.base import SemiSupervised, assign_all
 
@@ -15,7 +15,7 @@ class Supervised(SemiSupervised):
     TRACKED = ('loss/total', 'loss/xe', 'loss/wd')
     # As in the FixMatch code's baselines (the unlabeled images are not used).
     PAPER_SETTINGS = dict(alpha=1 / 3, t_min=0.5, steps_per_generation=2**16, uratio=1)
-    views = data.Views('weak', ())
+    views = pipeline.Views('weak', ())
 
     def train_step(self, data):
         x_l, y_l = data['x_l'], data['y_l']

@@ -20,11 +20,15 @@ in paths.json.
 
 import collections
 import csv
+import functools
 import os
 
 import numpy as np
+import tensorflow as tf
 
-from libml import data, datasets, lt, user_data
+from libml import folds, lt, records
+from libml.datasets import base, image_files
+from libml.records import DataError
 
 MAP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'imagenet127.tsv')
 NUM_CLASSES = 127
@@ -54,11 +58,11 @@ def _list_split(data_dir: str, split: str, classes: dict[str, int]):
     have a folder, and every folder must be a wnid of the map."""
     root = os.path.join(data_dir, split)
     if not os.path.isdir(root):
-        raise datasets.DataError(f'{root}: not found (expected {split}/<wnid>/*.JPEG)')
+        raise DataError(f'{root}: not found (expected {split}/<wnid>/*.JPEG)')
     folders = {n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))}
     missing, unknown = sorted(set(classes) - folders), sorted(folders - set(classes))
     if missing or unknown:
-        raise datasets.DataError(
+        raise DataError(
             f'{root}: '
             + (
                 f'{len(missing)} ILSVRC class folder(s) missing, e.g. {missing[0]}'
@@ -85,15 +89,14 @@ def _list_split(data_dir: str, split: str, classes: dict[str, int]):
 def _image_rows(data_dir, paths, labels, ids, image_size, bad_images, log, skipped):
     """(JPEG, label, id, 0, 1.0) rows of the images, decoded, resized and encoded a
     chunk at a time on all cores; unreadable files stop (naming the file) or are skipped."""
-    import tensorflow as tf  # Only where images are written.
 
     def encode(image):
         if image.shape[-1] == 1:  # A few ILSVRC JPEGs are gray.
             image = np.repeat(image, 3, axis=-1)
-        resized = user_data.resize(image[..., :3], image_size)
+        resized = image_files.resize(image[..., :3], image_size)
         return tf.io.encode_jpeg(resized, quality=JPEG_QUALITY).numpy()
 
-    images = user_data.read_images(data_dir, paths, bad_images, log, skipped, encode, CHUNK)
+    images = image_files.read_images(data_dir, paths, bad_images, log, skipped, encode, CHUNK)
     for i, encoded in images:
         yield encoded, int(labels[i]), int(ids[i]), 0, 1.0
 
@@ -106,15 +109,15 @@ def write_fold(data_dir, label_fraction, fold, image_size, bad_images, output_di
     train_paths, train_labels = _list_split(data_dir, 'train', classes)
     val_paths, val_labels = _list_split(data_dir, 'val', classes)
     labeled, unlabeled = lt.split_fold(train_labels, label_fraction, fold)
-    rng = np.random.default_rng(data.GIVEN_ORDER_SEED)  # Stored mixed, for streams.
+    rng = np.random.default_rng(folds.GIVEN_ORDER_SEED)  # Stored mixed, for streams.
     splits = {
         'labeled': (train_paths, train_labels, rng.permutation(labeled)),
         'unlabeled': (train_paths, train_labels, rng.permutation(unlabeled)),
         'test': (val_paths, val_labels, rng.permutation(len(val_paths))),
     }
     os.makedirs(output_dir, exist_ok=True)
-    data.write_json(
-        os.path.join(output_dir, data.PATHS_FILE), {'train': train_paths, 'test': val_paths}
+    records.write_json(
+        os.path.join(output_dir, folds.PATHS_FILE), {'train': train_paths, 'test': val_paths}
     )
     entries = dict(
         class_names=names,
@@ -137,7 +140,7 @@ def write_fold(data_dir, label_fraction, fold, image_size, bad_images, output_di
             log,
             skipped,
         )
-        entries['files'][f'{split}.tfrecord'] = data.write_examples(path, rows)
+        entries['files'][f'{split}.tfrecord'] = records.write_examples(path, rows)
         kept = np.ones(len(order), bool)
         if skipped:
             gone = set(skipped)
@@ -146,3 +149,46 @@ def write_fold(data_dir, label_fraction, fold, image_size, bad_images, output_di
     if skipped:
         entries['skipped'] = skipped
     return entries
+
+
+class ImageNet127(base.Dataset):
+    """ImageNet in 127 classes, its own long tail; a fold as for CIFAR-LT, written file
+    by file."""
+
+    num_classes = NUM_CLASSES
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @functools.cached_property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(read_map()[1])
+
+    def check(self, spec: folds.FoldSpec, class_prior: str = 'labeled') -> None:
+        base.check_data_dir(self.name, spec)
+        base.check_own_long_tail(self.name, spec, class_prior)
+
+    def stored_spec(self, spec: folds.FoldSpec) -> dict:
+        return dict(
+            dataset=self.name,
+            label_fraction=spec.label_fraction,
+            fold=spec.fold,
+            image_size=spec.image_size,
+        )
+
+    def describe(self, spec: folds.FoldSpec) -> str:
+        return f'fold {spec.fold}, its own long tail; --imbalance unused'
+
+    def make_fold(self, spec: folds.FoldSpec, output_dir: str, log) -> dict:
+        if not spec.data_dir:
+            raise DataError(f'--dataset={self.name} reads its data from --data_dir')
+        tf.io.gfile.makedirs(output_dir)
+        return write_fold(
+            spec.data_dir,
+            spec.label_fraction,
+            spec.fold,
+            spec.image_size,
+            spec.bad_images,
+            output_dir,
+            log,
+        )

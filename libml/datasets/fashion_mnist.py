@@ -1,0 +1,105 @@
+"""Fashion-MNIST-LT: Fashion-MNIST made long-tailed, the data set that runs offline.
+
+Read from, in order: `data_dir` with the official IDX files (gzipped or not); the
+Debian package `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist);
+tensorflow-datasets. An IDX file is a big-endian magic (0x0801 labels, 0x0803 images),
+its dimensions, then the bytes.
+"""
+
+import gzip
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from libml.datasets import longtail, tfds_source
+from libml.records import DataError
+
+DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
+
+FASHION_MNIST_CLASSES = (
+    'T-shirt/top',
+    'Trouser',
+    'Pullover',
+    'Dress',
+    'Coat',
+    'Sandal',
+    'Shirt',
+    'Sneaker',
+    'Bag',
+    'Ankle boot',
+)
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Reads an IDX file of unsigned bytes (optionally gzipped) into an array."""
+    try:
+        opener = gzip.open if path.endswith('.gz') else open
+        with opener(path, 'rb') as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # zlib: a corrupt deflate stream.
+        raise DataError(f'{path}: cannot read ({e})') from e
+    if len(data) < 4 or data[:2] != b'\0\0' or data[2] != 0x08:
+        raise DataError(f'{path}: not an IDX file of unsigned bytes')
+    ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise DataError(f'{path}: IDX header cut short ({len(data)} bytes)')
+    shape = struct.unpack(f'>{ndim}I', data[4 : 4 + 4 * ndim])
+    body = data[4 + 4 * ndim :]
+    if len(body) != int(np.prod(shape)):
+        raise DataError(f'{path}: header says {shape} = {np.prod(shape)} bytes, found {len(body)}')
+    if not len(body):
+        raise DataError(f'{path}: holds no data (shape {shape})')
+    return np.frombuffer(body, np.uint8).reshape(shape)
+
+
+def _idx_path(folder: str, stem: str) -> str | None:
+    for name in (stem, stem + '.gz'):
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
+def _from_dir(folder: str) -> longtail.Source:
+    arrays = {}
+    for key, stem in (
+        ('x_train', 'train-images-idx3-ubyte'),
+        ('y_train', 'train-labels-idx1-ubyte'),
+        ('x_test', 't10k-images-idx3-ubyte'),
+        ('y_test', 't10k-labels-idx1-ubyte'),
+    ):
+        path = _idx_path(folder, stem)
+        if path is None:
+            raise DataError(f'{os.path.join(folder, stem)}[.gz]: not found')
+        arrays[key] = read_idx(path)
+    for split in ('train', 'test'):
+        x, y = arrays[f'x_{split}'], arrays[f'y_{split}']
+        if x.ndim != 3 or len(x) != len(y) or y.max() >= 10:
+            raise DataError(f'{folder}: {split} images {x.shape} do not match labels {y.shape}')
+    return longtail.Source(
+        arrays['x_train'][..., None],
+        arrays['y_train'].astype(np.int64),
+        arrays['x_test'][..., None],
+        arrays['y_test'].astype(np.int64),
+        FASHION_MNIST_CLASSES,
+        f'official files in {folder}',
+    )
+
+
+class FashionMnist(longtail.LongTailed):
+    """Fashion-MNIST made long-tailed, N_1 = `head_count` images in the head class."""
+
+    def __init__(self, name: str, head_count: int = 5000):
+        super().__init__(name, 10, (28, 28, 1), head_count)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return FASHION_MNIST_CLASSES
+
+    def load(self, data_dir: str | None) -> longtail.Source:
+        if data_dir:
+            return _from_dir(data_dir)
+        if os.path.isdir(DEBIAN_FASHION_MNIST):
+            return _from_dir(DEBIAN_FASHION_MNIST)
+        return tfds_source.load('fashion_mnist', 'storage.googleapis.com')

@@ -1,0 +1,162 @@
+"""A balanced source made long-tailed: the shared base of CIFAR-LT, Fashion-MNIST-LT and
+the synthetic data set.
+
+A family loads its balanced train and test splits (`load`); this class cuts the train
+split to a long tail (lt.py: class l keeps N_l = floor(N_1 * gamma^(-l/(L-1))) images),
+optionally relabels the classes first (`class_order`, so that others become the rare
+ones), and splits it into a labeled/unlabeled fold, or DARP's fixed split.
+"""
+
+import abc
+import dataclasses
+
+import numpy as np
+
+from libml import folds, lt, records
+from libml.datasets import base
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A balanced data set in memory: uint8 images [N, H, W, C], int64 labels [N]."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+    origin: str = ''  # Where the images were read from.
+
+
+def check_class_order(order: int | list[int], num_classes: int) -> None:
+    """--class_order is a seed >= 0, or a list naming each of the `num_classes` classes
+    once."""
+    if not isinstance(order, list):
+        folds.require(order >= 0, 'class_order', '>= 0', order)
+        return
+    allowed = f'a permutation of 0..{num_classes - 1}'
+    outside = [c for c in order if not 0 <= c < num_classes]
+    folds.require(not outside, 'class_order', f'{allowed} (out of range: {outside})', order)
+    repeated = sorted({c for c in order if order.count(c) > 1})
+    folds.require(not repeated, 'class_order', f'{allowed} (repeated: {repeated})', order)
+    missing = sorted(set(range(num_classes)) - set(order))
+    folds.require(not missing, 'class_order', f'{allowed} (missing: {missing})', order)
+
+
+class LongTailed(base.Dataset):
+    """A balanced source of `num_classes` classes of `image_shape` images, made
+    long-tailed with N_1 = `head_count` images kept in the largest class.
+
+    With `darp_unlabeled_head` (M_1), DARP's protocol instead: N_1 is the labeled head,
+    M_1 the unlabeled one; both sets follow the long-tail law separately and the split
+    is fixed (lt.darp_split), --label_fraction and --fold unused.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int,
+        image_shape: tuple[int, int, int],
+        head_count: int,
+        darp_unlabeled_head: int | None = None,
+    ):
+        self.name = name
+        self.num_classes = num_classes
+        self.image_shape = image_shape
+        self.head_count = head_count
+        self.darp_unlabeled_head = darp_unlabeled_head
+
+    @abc.abstractmethod
+    def load(self, data_dir: str | None) -> Source:
+        """The balanced source, from `data_dir` or the family's default place."""
+
+    def check(self, spec: folds.FoldSpec, class_prior: str = 'labeled') -> None:
+        check_class_order(spec.class_order, self.num_classes)
+        # gamma = N_1 / N_L: beyond N_1 the smallest class keeps no image at all.
+        folds.require(
+            1 <= spec.imbalance <= self.head_count,
+            'imbalance',
+            f'in [1, {self.head_count}] for {self.name} (its largest class keeps '
+            f'{self.head_count} images)',
+            spec.imbalance,
+        )
+        folds.require(
+            spec.image_size == 0,
+            'image_size',
+            f'0 for {self.name} (its images keep their size)',
+            spec.image_size,
+        )
+        if self.darp_unlabeled_head:
+            base.check_fixed_split(self.name, spec)
+
+    def stored_spec(self, spec: folds.FoldSpec) -> dict:
+        # A class order other than the source's (seed 0) is named only when used, so
+        # that folds made before it existed still match.
+        stored = dict(
+            dataset=self.name,
+            imbalance=spec.imbalance,
+            label_fraction=spec.label_fraction,
+            fold=spec.fold,
+        )
+        return {**stored, 'class_order': spec.class_order} if spec.class_order else stored
+
+    def describe(self, spec: folds.FoldSpec) -> str:
+        if self.darp_unlabeled_head:
+            how = "DARP's fixed split; --label_fraction unused"
+        else:
+            how = f'fold {spec.fold}'
+        return how + (f', class order {spec.class_order}' if spec.class_order else '')
+
+    def splits(self, spec: folds.FoldSpec) -> tuple[dict[str, records.Records], dict]:
+        """({split: Records}, counts.json entries) of the fold of `spec`, in memory.
+
+        With `class_order` a seed k > 0 or a list the classes are first relabeled by
+        that permutation (`lt.class_order`): label r is the source class of rank r, so
+        that label 0 stays the head and the class names follow their images.
+        """
+        counts = lt.longtail_counts(self.head_count, self.num_classes, spec.imbalance)
+        source = self.load(spec.data_dir)
+        if source.train_images.shape[1:] != self.image_shape:
+            raise records.DataError(
+                f'{self.name}: images are {source.train_images.shape[1:]}, expected '
+                f'{self.image_shape}'
+            )
+        if spec.class_order:
+            order = lt.class_order(self.num_classes, spec.class_order)
+            rank = np.argsort(order)  # rank[source class] = its new label
+            source = dataclasses.replace(
+                source,
+                train_labels=rank[source.train_labels],
+                test_labels=rank[source.test_labels],
+                class_names=tuple(source.class_names[c] for c in order),
+            )
+        if self.darp_unlabeled_head:
+            unlabeled_counts = lt.longtail_counts(
+                self.darp_unlabeled_head, self.num_classes, spec.imbalance
+            )
+            labeled, unlabeled = lt.darp_split(source.train_labels, counts, unlabeled_counts)
+            counts = [n + m for n, m in zip(counts, unlabeled_counts, strict=True)]
+        else:
+            keep = lt.longtail_subset(source.train_labels, counts)
+            labeled_pos, unlabeled_pos = lt.split_fold(
+                source.train_labels[keep], spec.label_fraction, spec.fold
+            )
+            labeled, unlabeled = keep[labeled_pos], keep[unlabeled_pos]
+        train_ids = np.arange(len(source.train_labels), dtype=np.int64)
+        train = records.Records(source.train_images, source.train_labels, train_ids)
+        splits = {
+            'labeled': train.take(labeled),
+            'unlabeled': train.take(unlabeled),
+            'test': records.Records(
+                source.test_images,
+                source.test_labels,
+                np.arange(len(source.test_labels), dtype=np.int64),
+            ),
+        }
+        entries = dict(class_names=list(source.class_names), source=source.origin, longtail=counts)
+        return splits, entries
+
+    def make_fold(self, spec: folds.FoldSpec, output_dir: str, log) -> dict:
+        splits, entries = self.splits(spec)
+        written = folds.write_splits(output_dir, splits, len(entries['class_names']), log)
+        return {**entries, **written}
