@@ -12,6 +12,8 @@ import json
 import types
 import typing
 
+from libml import metrics
+
 
 def optional():
     """A field left out of the JSON while None."""
@@ -171,6 +173,19 @@ class Results(Record):
     balanced_accuracy: float  # The last generation's.
     balanced_accuracy_la: float
     generations: list[Generation]
+
+    def minority_bias(self, split: str = 'unlabeled', generation: int = -1) -> dict | None:
+        """FixMatch's bias (`libml.metrics.minority_bias`) on `split` ('unlabeled' or
+        'test') of a generation, the last by default, with the split's name; None when
+        that split's classes are not known."""
+        report = getattr(self.generations[generation], split)
+        if report is None:
+            return None
+        numbers = (report.recall, report.precision, report.predicted)
+        return {
+            'split': split,
+            **metrics.minority_bias(self.labeled_counts, *numbers, self.class_names),
+        }
 
     @classmethod
     def read(cls, path: str) -> 'Results':

@@ -69,32 +69,25 @@ def mean_of_last(values, n: int = 5) -> float:
     return float(mean) if mean.ndim == 0 else mean.tolist()
 
 
-def minority_bias(result: dict, split: str = 'unlabeled', generation: int = -1) -> dict | None:
+def minority_bias(labeled_counts, recall, precision, predicted, class_names) -> dict:
     """FixMatch's bias as in the paper's Fig. 2, on the minority half of the classes
     (the smaller half by labeled count): mean precision, mean recall and their
-    difference, from `split` ('unlabeled' or 'test') of a generation, the last by default.
-    When no minority class is ever predicted, precision counts as 1 in the bias.
-
-    `result` is a run's results.json: `class_names`, `labeled_counts` and, per generation,
-    the `prediction_report` of each split (None where the split's labels are unknown)."""
-    report = result['generations'][generation].get(split)
-    if not report:
-        return None
-    counts = result['labeled_counts']
+    difference, from one split's per-class numbers (`prediction_report`). When no
+    minority class is ever predicted, precision counts as 1 in the bias."""
+    counts = list(labeled_counts)
     order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
     minority = order[len(order) - len(order) // 2 :]
     # Precision of a class never predicted is undefined, not 0: left out of the mean.
-    predicted = [c for c in minority if report['predicted'][c] > 0]
-    precision = sum(report['precision'][c] for c in predicted) / max(len(predicted), 1)
-    recall = sum(report['recall'][c] for c in minority) / len(minority)
+    seen = [c for c in minority if predicted[c] > 0]
+    mean_precision = sum(precision[c] for c in seen) / max(len(seen), 1)
+    mean_recall = sum(recall[c] for c in minority) / len(minority)
     smallest = order[-1]
     return {
-        'split': split,
-        'minority_precision': precision if predicted else None,
-        'minority_recall': recall,
-        'bias': (precision if predicted else 1.0) - recall,
-        'never_predicted': [result['class_names'][c] for c in minority if c not in predicted],
-        'smallest_class': result['class_names'][smallest],
-        'smallest_recall': report['recall'][smallest],
-        'smallest_precision': report['precision'][smallest] if smallest in predicted else None,
+        'minority_precision': mean_precision if seen else None,
+        'minority_recall': mean_recall,
+        'bias': (mean_precision if seen else 1.0) - mean_recall,
+        'never_predicted': [class_names[c] for c in minority if c not in seen],
+        'smallest_class': class_names[smallest],
+        'smallest_recall': recall[smallest],
+        'smallest_precision': precision[smallest] if smallest in seen else None,
     }

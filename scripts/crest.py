@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
-from crest import loop, presets  # noqa: E402
+from crest import loop, presets, workdir  # noqa: E402
 from libml import distribute, records  # noqa: E402
 from libml.algorithms import ALGORITHMS  # noqa: E402
 
@@ -132,7 +132,7 @@ def main(argv):
     try:
         strategy = distribute.strategy_from_environment()
         log = lambda msg: print(msg, flush=True)  # noqa: E731
-        worker = loop.worker_folder(strategy)
+        worker = workdir.worker_folder(strategy)
         if worker:  # Progress is the chief's to report.
             print(f'{worker[1:]}: training in lockstep with the chief; output in {worker}/')
             log = lambda msg: None  # noqa: E731

@@ -85,11 +85,10 @@ def test_summary_tables_claims_and_plots(tmp_path):
     _write(runs, 'fixmatch', 1, [0.50], fm_recall, fm_precision, [1300, 1000, 220, 0], la=0.55)
     _write(runs, 'fixmatch', 2, [0.54], fm_recall, fm_precision, [1300, 1000, 220, 0], la=0.57)
     crest_recall = [0.85, 0.8, 0.5, 0.3]
-    # Folders by the names of earlier versions (crest, crest_plus) are read as the presets.
     for fold, accs in [(1, [0.50, 0.60, 0.62]), (2, [0.54, 0.62, 0.64])]:
-        _write(runs, 'crest', fold, accs, crest_recall, [0.8] * 4, [1000] * 4, [0.9, 0.8, 0.3, 0.1])
+        _write(runs, 'fixmatch_crest', fold, accs, crest_recall, [0.8] * 4, [1000] * 4, [0.9, 0.8, 0.3, 0.1])
         _write(
-            runs, 'crest_plus', fold, [a + 0.02 for a in accs], crest_recall, [0.8] * 4, [1000] * 4
+            runs, 'fixmatch_crest_plus', fold, [a + 0.02 for a in accs], crest_recall, [0.8] * 4, [1000] * 4
         )
     _write(runs, 'alpha0', 1, [0.50, 0.50, 0.49], fm_recall, fm_precision, [1300, 1000, 220, 0])
     # MixMatch + CReST+ gains 3 and 1 points over MixMatch: 2.0 +- 1.4, held.
@@ -97,7 +96,7 @@ def test_summary_tables_claims_and_plots(tmp_path):
         _write(runs, 'mixmatch', fold, [acc], fm_recall, fm_precision, [1300, 1000, 220, 0])
         plus = [acc, acc + gain]
         _write(runs, 'mixmatch_crest_plus', fold, plus, crest_recall, [0.8] * 4, [1000] * 4)
-    os.makedirs(os.path.join(runs, 'crest', 'fold_3'))  # unfinished: no results.json
+    os.makedirs(os.path.join(runs, 'fixmatch_crest', 'fold_3'))  # unfinished: no results.json
 
     out = str(tmp_path / 'out')
     notes = tmp_path / 'notes.md'
@@ -188,17 +187,17 @@ def test_rerun_cells_are_compared_with_the_fold_spread(tmp_path):
     runs, again, out = (str(tmp_path / d) for d in ('runs', 'again', 'out'))
     recall, precision, predicted = [0.5] * 4, [0.5] * 4, [100] * 4
     for fold, acc in [(1, 0.60), (2, 0.64), (3, 0.62)]:  # fold std 2.0 points
-        _write(runs, 'crest', fold, [0.5, acc], recall, precision, predicted)
+        _write(runs, 'fixmatch_crest', fold, [0.5, acc], recall, precision, predicted)
     fixmatch = (1, [0.55], recall, precision, predicted)
     # FixMatch's settings as args.json held them before algorithms had their own...
     _write(runs, 'fixmatch', *fixmatch, algorithm='fixmatch', threshold=0.95, wu=1.0)
-    _write(again, 'crest', 1, [0.5, 0.615], recall, precision, predicted)  # +1.5: within
-    _write(again, 'crest', 2, [0.5, 0.61], recall, precision, predicted)  # -3.0: outside
-    _write(again, 'crest', 3, [0.5, 0.62], recall, precision, predicted, imbalance=50.0)
+    _write(again, 'fixmatch_crest', 1, [0.5, 0.615], recall, precision, predicted)  # +1.5: within
+    _write(again, 'fixmatch_crest', 2, [0.5, 0.61], recall, precision, predicted)  # -3.0: outside
+    _write(again, 'fixmatch_crest', 3, [0.5, 0.62], recall, precision, predicted, imbalance=50.0)
     # ...and the same settings as they are written now; one fold only.
     hparams = {'threshold': 0.95, 'wu': 1.0}
     _write(again, 'fixmatch', *fixmatch, algorithm='fixmatch', hparams=hparams)
-    _write(again, 'crest', 4, [0.5, 0.62], recall, precision, predicted)  # not in the table
+    _write(again, 'fixmatch_crest', 4, [0.5, 0.62], recall, precision, predicted)  # not in the table
     proc = _summarize(f'--runs={runs}', f'--output={out}', f'--rerun={again}')
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = open(os.path.join(out, 'summary.md')).read()
