@@ -12,7 +12,9 @@ accuracy by generation; the paper's four claims and its Table 2 orderings checke
 --notes=FILE, FILE (Markdown) is copied above the generated part, and --document=PATH
 writes the whole to PATH too. With --rerun=FOLDER, runs in FOLDER that repeat a cell of
 RUNS (same method and fold) are compared with it, against the method's fold-to-fold
-spread. Unfinished runs (no results.json) are listed and left out. Takes a few seconds.
+spread. Unfinished runs (no results.json) are listed and left out; a results.json that
+cannot be read (cut short, or written by an earlier version) stops it with a one-line
+error naming the file. Takes a few seconds.
 The report itself is study/report/.
 """
 
@@ -38,14 +40,17 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    found, unfinished = runs.load_runs(FLAGS.runs)
+    try:
+        found, unfinished = runs.load_runs(FLAGS.runs)
+        again = runs.load_runs(FLAGS.rerun)[0] if FLAGS.rerun else None
+    except (OSError, ValueError) as e:
+        sys.exit(f'error: {e}')
     if not found:
         sys.exit(f'error: no finished run (RUNS/<method>/fold_<f>/results.json) in {FLAGS.runs}')
     os.makedirs(FLAGS.output, exist_ok=True)
     files = plots.plots(found, FLAGS.output)
     body = document.markdown(found, unfinished)
     if FLAGS.rerun:
-        again, _ = runs.load_runs(FLAGS.rerun)
         body += '\n### Re-running cells\n\n' + document.reruns(found, again, FLAGS.rerun)
     with open(os.path.join(FLAGS.output, 'summary.md'), 'w') as f:
         f.write(body)

@@ -1,5 +1,6 @@
 """Small data sets in the official file formats, so tests exercise the real loaders;
-and a runner for tests that need a fresh TensorFlow process."""
+a runner for tests that need a fresh TensorFlow process; and a run's results made from
+a few numbers."""
 
 import gzip
 import io
@@ -219,3 +220,97 @@ def run_outcome(run_dir) -> dict:
         outcome[f'confidence_{g}'] = exported.confidence.tolist()
         outcome[f'test_probs_{g}'] = np.load(os.path.join(gen_dir, 'test_probs.npy')).tolist()
     return outcome
+
+
+def run_results(
+    accuracy,
+    recall,
+    precision,
+    predicted,
+    labeled_counts,
+    class_names,
+    la=None,
+    recall_la=None,
+    picked=None,
+    correct=None,
+    seconds=60.0,
+    args=None,
+):
+    """A complete `crest.results.Results` from a few numbers: one generation per entry of
+    `accuracy` (a number: one generation), each its own objects with the same per-class
+    test numbers (`recall`, `precision`, `predicted`), the same numbers on the unlabeled
+    set, and the same picks (`picked`, `correct`: per class, by default (C, ..., 1) all
+    correct). `la`: the logit-adjusted balanced accuracy, a number or one per generation
+    (default: the plain one); `recall_la` (default: `recall`)."""
+    from crest import results
+
+    accuracies = [accuracy] if np.ndim(accuracy) == 0 else list(accuracy)
+    las = accuracies if la is None else [la] * len(accuracies) if np.ndim(la) == 0 else list(la)
+    counts = list(labeled_counts)
+    num_classes = len(counts)
+    picked = list(range(num_classes, 0, -1)) if picked is None else list(picked)
+    correct = list(picked) if correct is None else list(correct)
+    prior = (np.asarray(counts) / sum(counts)).round(6).tolist()
+    steps = (args or {}).get('steps_per_generation', 100)
+
+    def generation(g, acc, acc_la):
+        test = results.TestReport(
+            balanced_accuracy=acc,
+            recall=list(recall),
+            precision=list(precision),
+            predicted=[float(p) for p in predicted],
+            final_balanced_accuracy=acc,
+            balanced_accuracy_la=acc_la,
+            recall_la=list(recall if recall_la is None else recall_la),
+            final_balanced_accuracy_la=acc_la,
+            la_prior=prior,
+        )
+        unlabeled = results.Report(
+            balanced_accuracy=float(np.mean(recall)),
+            accuracy=float(np.mean(recall)),
+            recall=list(recall),
+            precision=list(precision),
+            predicted=[int(p) for p in predicted],
+        )
+        picks = results.Picks(
+            rate=[1.0] * num_classes,
+            predicted=[int(p) for p in predicted],
+            picked=list(picked),
+            correct=list(correct),
+            precision=[c / n if n else 0.0 for c, n in zip(correct, picked, strict=True)],
+            recall=[c / n if n else 0.0 for c, n in zip(correct, predicted, strict=True)],
+            total_picked=sum(picked),
+            total_precision=sum(correct) / max(sum(picked), 1),
+        )
+        return results.Generation(
+            generation=g,
+            temperature=None,
+            labeled_size=sum(counts) + g * sum(picked),
+            balanced_accuracy=acc,
+            evals=[results.Eval(step=steps, balanced_accuracy=acc)],
+            balanced_accuracy_la=acc_la,
+            test=test,
+            unlabeled=unlabeled,
+            picks=picks,
+            seconds=seconds,
+        )
+
+    return results.Results(
+        args=dict(args or {}),
+        class_names=list(class_names),
+        labeled_counts=counts,
+        sampling_rates=[1.0] * num_classes,
+        balanced_accuracy=accuracies[-1],
+        balanced_accuracy_la=las[-1],
+        generations=[generation(g, *a) for g, a in enumerate(zip(accuracies, las, strict=True))],
+    )
+
+
+def write_results(folder, run) -> str:
+    """Writes `run` (a `crest.results.Results`) as FOLDER/results.json in the bytes a run
+    writes; returns its path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, 'results.json')
+    with open(path, 'w') as f:
+        json.dump(run.to_json(), f, indent=1)
+    return path

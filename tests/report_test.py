@@ -1,13 +1,19 @@
-"""study/report/claims.py: the paired-difference rule of the orderings, by hand."""
+"""study/report/claims.py: the paired-difference rule of the orderings, by hand; and a
+preset read off another's runs."""
 
-from study.report import claims
+from study.report import claims, runs
+from tests import fakes
+
+
+def _results(accuracy, la=None):
+    """A run of two classes with this balanced accuracy (and logit-adjusted one)."""
+    return fakes.run_results(accuracy, [0.9, 0.1], [0.6, 1.0], [140, 10], [50, 5], 'ab', la=la)
 
 
 def _runs(**accuracies):
-    """{method: {fold: results}} with only the balanced accuracy of each fold."""
+    """{method: {fold: results}}, the folds differing in their balanced accuracy only."""
     return {
-        m: {f: {'balanced_accuracy': a} for f, a in enumerate(accs, start=1)}
-        for m, accs in accuracies.items()
+        m: {f: _results(a) for f, a in enumerate(accs, start=1)} for m, accs in accuracies.items()
     }
 
 
@@ -40,20 +46,11 @@ def test_orderings_without_a_pair_present():
 
 
 def test_a_run_made_with_an_la_preset_reads_as_its_adjusted_numbers(tmp_path):
-    import json
-
-    from study.report import runs
-
-    folder = tmp_path / 'fixmatch_la' / 'fold_1'
-    folder.mkdir(parents=True)
-    gen = {
-        'balanced_accuracy': 0.5,
-        'balanced_accuracy_la': 0.6,
-        'test': {'recall': [0.9, 0.1], 'recall_la': [0.7, 0.5], 'balanced_accuracy_la': 0.6},
-    }
-    results = {'balanced_accuracy': 0.5, 'balanced_accuracy_la': 0.6, 'generations': [gen]}
-    (folder / 'results.json').write_text(json.dumps(results))
+    own = _results(0.5, la=0.6)
+    own.generations[0].test.recall_la = [0.7, 0.5]
+    fakes.write_results(tmp_path / 'fixmatch_la' / 'fold_1', own)
     found, _ = runs.load_runs(str(tmp_path))
     (run,) = found['fixmatch_la'].values()
-    assert run['balanced_accuracy'] == 0.6 and run['derived_from'] == 'fixmatch'
-    assert run['generations'][0]['test']['recall'] == [0.7, 0.5]
+    assert run.balanced_accuracy == 0.6 and runs.derived_from('fixmatch_la') == 'fixmatch'
+    assert run.generations[0].test.recall == [0.7, 0.5]
+    assert runs.own_runs(found) == {}  # Its picks and unlabeled numbers are not its own.

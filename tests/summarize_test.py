@@ -6,21 +6,11 @@ import os
 import subprocess
 import sys
 
+from tests import fakes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ['big', 'mid', 'small', 'tiny']
 COUNTS = [40, 20, 10, 5]
-
-
-def _generation(g, balanced, recall, precision, predicted):
-    picked, correct = [4, 3, 2, 1], [4, 3, 1, 1]
-    return {
-        'generation': g,
-        'balanced_accuracy': balanced,
-        'test': {'recall': recall, 'precision': precision, 'predicted': predicted},
-        'unlabeled': {'recall': recall},
-        'picks': {'picked': picked, 'correct': correct, 'total_picked': 10},
-        'seconds': 60.0,
-    }
 
 
 def _write(
@@ -36,36 +26,32 @@ def _write(
     **args,
 ):
     """One results.json; first_recall, if given, is generation 0's test recall; la, if
-    given, the last generation's logit-adjusted balanced accuracy (recall reversed)."""
+    given, every generation's logit-adjusted balanced accuracy (recall reversed), else
+    the plain numbers."""
     folder = os.path.join(root, method, f'fold_{fold}')
-    os.makedirs(folder)
-    gens = [_generation(g, b, recall, precision, predicted) for g, b in enumerate(balanced_by_gen)]
-    if first_recall is not None:
-        gens[0]['test']['recall'] = first_recall
-    extra = {}
-    if la is not None:
-        for gen in gens:
-            gen['balanced_accuracy_la'] = la
-            gen['test'].update(balanced_accuracy_la=la, recall_la=recall[::-1])
-        extra['balanced_accuracy_la'] = la
-    results = {
-        'args': {
+    run = fakes.run_results(
+        balanced_by_gen,
+        recall,
+        precision,
+        predicted,
+        COUNTS,
+        NAMES,
+        la=la,
+        recall_la=None if la is None else recall[::-1],
+        correct=[4, 3, 1, 1],
+        args={
             'dataset': 'fashion_mnist_lt',
             'imbalance': 100.0,
             'label_fraction': 0.1,
-            'generations': len(gens),
-            'steps_per_generation': 300 // len(gens),
+            'generations': len(balanced_by_gen),
+            'steps_per_generation': 300 // len(balanced_by_gen),
             'workdir': folder,
             **args,
         },
-        'class_names': NAMES,
-        'labeled_counts': COUNTS,
-        'balanced_accuracy': balanced_by_gen[-1],
-        'generations': gens,
-        **extra,
-    }
-    with open(os.path.join(folder, 'results.json'), 'w') as f:
-        json.dump(results, f)
+    )
+    if first_recall is not None:
+        run.generations[0].test.recall = first_recall
+    fakes.write_results(folder, run)
 
 
 def _summarize(*flags):
@@ -85,17 +71,16 @@ def test_summary_tables_claims_and_plots(tmp_path):
     _write(runs, 'fixmatch', 1, [0.50], fm_recall, fm_precision, [1300, 1000, 220, 0], la=0.55)
     _write(runs, 'fixmatch', 2, [0.54], fm_recall, fm_precision, [1300, 1000, 220, 0], la=0.57)
     crest_recall = [0.85, 0.8, 0.5, 0.3]
+    crest = (crest_recall, [0.8] * 4, [1000] * 4)  # Recall, precision, predicted.
     for fold, accs in [(1, [0.50, 0.60, 0.62]), (2, [0.54, 0.62, 0.64])]:
-        _write(runs, 'fixmatch_crest', fold, accs, crest_recall, [0.8] * 4, [1000] * 4, [0.9, 0.8, 0.3, 0.1])
-        _write(
-            runs, 'fixmatch_crest_plus', fold, [a + 0.02 for a in accs], crest_recall, [0.8] * 4, [1000] * 4
-        )
+        _write(runs, 'fixmatch_crest', fold, accs, *crest, [0.9, 0.8, 0.3, 0.1])
+        _write(runs, 'fixmatch_crest_plus', fold, [a + 0.02 for a in accs], *crest)
     _write(runs, 'alpha0', 1, [0.50, 0.50, 0.49], fm_recall, fm_precision, [1300, 1000, 220, 0])
     # MixMatch + CReST+ gains 3 and 1 points over MixMatch: 2.0 +- 1.4, held.
     for fold, acc, gain in [(1, 0.40, 0.03), (2, 0.42, 0.01)]:
         _write(runs, 'mixmatch', fold, [acc], fm_recall, fm_precision, [1300, 1000, 220, 0])
         plus = [acc, acc + gain]
-        _write(runs, 'mixmatch_crest_plus', fold, plus, crest_recall, [0.8] * 4, [1000] * 4)
+        _write(runs, 'mixmatch_crest_plus', fold, plus, *crest)
     os.makedirs(os.path.join(runs, 'fixmatch_crest', 'fold_3'))  # unfinished: no results.json
 
     out = str(tmp_path / 'out')
@@ -112,10 +97,11 @@ def test_summary_tables_claims_and_plots(tmp_path):
     def row(prefix):
         return next(line for line in lines if line.startswith(prefix))
 
-    # Mean +- sample std over folds: (0.62 + 0.64) / 2 = 63.0, std 0.0141 -> 1.4; no LA
-    # numbers in these results; the paper's Table 2 number last.
+    # Mean +- sample std over folds: (0.62 + 0.64) / 2 = 63.0, std 0.0141 -> 1.4; its LA
+    # numbers are the plain ones here; the paper's Table 2 number last.
     assert row('| FixMatch + CReST |') == (
-        '| FixMatch + CReST | 63.0 ± 1.4 | - | 62.0, 64.0 | 1, 2 | 3 x 100 = 300 | 6 | 74.8 |'
+        '| FixMatch + CReST | 63.0 ± 1.4 | 63.0 ± 1.4 | 62.0, 64.0 | 1, 2 | 3 x 100 = 300 | 6 '
+        '| 74.8 |'
     )
     assert row('| FixMatch + CReST+ |').startswith('| FixMatch + CReST+ | 65.0 ± 1.4 |')
     # 23 generations of 60 s: FixMatch 2 x 1, CReST and CReST+ 2 x 3 each, alpha=0 3,
@@ -197,7 +183,8 @@ def test_rerun_cells_are_compared_with_the_fold_spread(tmp_path):
     # ...and the same settings as they are written now; one fold only.
     hparams = {'threshold': 0.95, 'wu': 1.0}
     _write(again, 'fixmatch', *fixmatch, algorithm='fixmatch', hparams=hparams)
-    _write(again, 'fixmatch_crest', 4, [0.5, 0.62], recall, precision, predicted)  # not in the table
+    # Not in the table:
+    _write(again, 'fixmatch_crest', 4, [0.5, 0.62], recall, precision, predicted)
     proc = _summarize(f'--runs={runs}', f'--output={out}', f'--rerun={again}')
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = open(os.path.join(out, 'summary.md')).read()
@@ -216,3 +203,19 @@ def test_no_finished_run_is_an_error(tmp_path):
     proc = _summarize(f'--runs={tmp_path}')
     assert proc.returncode != 0
     assert 'no finished run' in proc.stderr
+
+
+def test_a_results_file_it_cannot_read_is_a_one_line_error(tmp_path):
+    _write(str(tmp_path), 'fixmatch', 1, [0.5], [0.5] * 4, [0.5] * 4, [100] * 4)
+    path = tmp_path / 'fixmatch' / 'fold_1' / 'results.json'
+    old = json.loads(path.read_text())
+    del old['balanced_accuracy_la']  # As written before runs reported it.
+    for content, says in [
+        (path.read_text()[:200], 'not valid JSON'),
+        (json.dumps(old), 'written by an earlier version of this code'),
+    ]:
+        path.write_text(content)
+        proc = _summarize(f'--runs={tmp_path}', f'--output={tmp_path / "out"}')
+        assert proc.returncode == 1
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f'error: {path}: {says}'), line

@@ -23,6 +23,7 @@ from study.report.runs import (
     signed,
     table,
     test_precision,
+    test_predicted,
     test_recall,
     title,
 )
@@ -72,10 +73,10 @@ def verdict(diffs: np.ndarray) -> tuple[float, float, str]:
 def paper_claims(runs: dict) -> tuple[str, list[str]]:
     """The four claims: a Markdown table and the claims that lack runs."""
     first = first_run(runs)
-    counts = np.asarray(first['labeled_counts'])
+    counts = np.asarray(first.labeled_counts)
     order = np.argsort(-counts, kind='stable')
     minority, majority = order[len(order) // 2 :], order[: len(order) // 2]
-    names = first['class_names']
+    names = first.class_names
     rows, missing = [], []
 
     if 'fixmatch' in runs:
@@ -83,7 +84,7 @@ def paper_claims(runs: dict) -> tuple[str, list[str]]:
         recall = per_class(fm, test_recall)
         precision = per_class(fm, test_precision)
         # Precision of a class the model never predicts is undefined, not 0.
-        predicted = per_class(fm, lambda r: r['generations'][-1]['test']['predicted'])
+        predicted = per_class(fm, test_predicted)
         precision[predicted == 0] = np.nan
         minority_precision = nanmean(precision[:, minority])
         minority_recall = float(recall[:, minority].mean())
@@ -144,7 +145,7 @@ def paper_claims(runs: dict) -> tuple[str, list[str]]:
         # The claim is the absence of a gain: held unless the last generation is better
         # than the first by more than the largest fold-to-fold spread of any method.
         spread = max(
-            (mean_std([r['balanced_accuracy'] for r in runs[m].values()])[1] for m in runs),
+            (mean_std([balanced(r) for r in runs[m].values()])[1] for m in runs),
             default=0.0,
         )
         rows.append(

@@ -4,7 +4,7 @@ table, and the document that puts hand-written notes above them."""
 import os
 
 from study.report import claims, tables
-from study.report.runs import mean_std, pct, signed, table, title
+from study.report.runs import balanced, derived_from, mean_std, pct, signed, table, title
 
 # Run settings that may differ between a run and its repetition.
 RERUN_IGNORED = {'workdir', 'data_dir', 'method'}
@@ -54,19 +54,19 @@ def reruns(runs: dict, again: dict, again_root: str) -> str:
     rows = []
     for method, folds in again.items():
         for fold, repeat in folds.items():
-            if fold not in runs.get(method, {}) or 'derived_from' in repeat:
+            if fold not in runs.get(method, {}) or derived_from(method):
                 continue
             original = runs[method][fold]
             # Flattened, so that runs made before algorithms had settings of their own
             # compare with newer ones.
-            old, new = flat_settings(original['args']), flat_settings(repeat['args'])
+            old, new = flat_settings(original.args), flat_settings(repeat.args)
             differ = sorted(
                 k
                 for k in set(old) | set(new)
                 if k not in RERUN_IGNORED and old.get(k) != new.get(k)
             )
-            _, spread = mean_std([r['balanced_accuracy'] for r in runs[method].values()])
-            diff = repeat['balanced_accuracy'] - original['balanced_accuracy']
+            _, spread = mean_std([balanced(r) for r in runs[method].values()])
+            diff = balanced(repeat) - balanced(original)
             if differ:
                 verdict = f'not comparable: settings differ ({", ".join(differ)})'
             elif len(runs[method]) < 2:
@@ -77,8 +77,8 @@ def reruns(runs: dict, again: dict, again_root: str) -> str:
                 [
                     title(method),
                     str(fold),
-                    pct(original['balanced_accuracy']),
-                    pct(repeat['balanced_accuracy']),
+                    pct(balanced(original)),
+                    pct(balanced(repeat)),
                     signed(diff),
                     pct(spread),
                     verdict,

@@ -79,7 +79,7 @@ def plots(runs: dict, output: str) -> list[str]:
         by_gen = per_class(folds, by_generation)
         # Against cumulative steps: a one-generation baseline with the whole budget ends
         # where the last generation of a self-training run ends, not at generation 0.
-        steps = next(iter(folds.values()))['args']['steps_per_generation']
+        steps = next(iter(folds.values())).args['steps_per_generation']
         ends = steps * np.arange(1, by_gen.shape[1] + 1)
         ax.errorbar(
             ends,

@@ -1,23 +1,24 @@
 """Reading a tree of runs, RUNS/<method>/fold_<f>/results.json, and the small helpers
 every part of a report shares (means over folds, percentages, Markdown tables)."""
 
-import copy
+import dataclasses
 import glob
-import json
 import os
 import re
 
 import numpy as np
 
 from crest import presets
+from crest.results import Results
 
 
-def load_runs(root: str) -> tuple[dict, list[str]]:
+def load_runs(root: str) -> tuple[dict[str, dict[int, Results]], list[str]]:
     """{method: {fold: results}} of the finished runs, and the unfinished run folders.
 
     Methods come in the registry's order; other folder names follow, sorted.
     A preset that trains nothing of its own (e.g. FixMatch + LA) is added wherever the
-    runs it is read off hold its numbers (`logit_adjusted_view`).
+    runs it is read off hold its numbers (`logit_adjusted_view`). A results.json that
+    cannot be read raises OSError or ValueError (`Results.read`), naming the file.
     """
     runs, unfinished = {}, []
     for fold_dir in sorted(glob.glob(os.path.join(root, '*', 'fold_*'))):
@@ -29,33 +30,45 @@ def load_runs(root: str) -> tuple[dict, list[str]]:
         if not os.path.exists(path):
             unfinished.append(fold_dir)
             continue
-        with open(path) as f:
-            runs.setdefault(method, {})[int(match.group(1))] = json.load(f)
-    for name, method in presets.METHODS.items():
-        if not method.logit_adjusted:
+        runs.setdefault(method, {})[int(match.group(1))] = Results.read(path)
+    for name in presets.METHODS:
+        source = derived_from(name)
+        if source is None:
             continue
         # Its own runs (trained as the method it adjusts), or else that method's.
-        source = runs.get(name) or runs.get(method.trains_as, {})
-        if source and all(r.get('balanced_accuracy_la') is not None for r in source.values()):
-            runs[name] = {f: logit_adjusted_view(r, method.trains_as) for f, r in source.items()}
+        found = runs.get(name) or runs.get(source, {})
+        if found:
+            runs[name] = {f: logit_adjusted_view(r) for f, r in found.items()}
     order = [m for m in presets.METHODS if m in runs] + sorted(set(runs) - set(presets.METHODS))
     return {m: runs[m] for m in order}, unfinished
 
 
-def logit_adjusted_view(results: dict, source: str) -> dict:
-    """A run's results with the logit-adjusted test numbers in place of the plain ones.
+def derived_from(method: str) -> str | None:
+    """The method whose runs a preset's numbers are read off (`logit_adjusted_view`);
+    None for a method whose runs trained models of their own. Its picks, unlabeled-set
+    numbers and precision are that method's, so tables of those leave it out."""
+    preset = presets.METHODS.get(method)
+    return preset.trains_as if preset is not None and preset.logit_adjusted else None
 
-    Marked `derived_from` the source method: its picks, unlabeled-set numbers and
-    precision are the source run's, so tables of those leave it out.
-    """
-    view = copy.deepcopy(results)
-    view['derived_from'] = source
-    view['balanced_accuracy'] = results['balanced_accuracy_la']
-    for gen in view['generations']:
-        gen['balanced_accuracy'] = gen['balanced_accuracy_la']
-        gen['test']['balanced_accuracy'] = gen['test']['balanced_accuracy_la']
-        gen['test']['recall'] = gen['test']['recall_la']
-    return view
+
+def logit_adjusted_view(results: Results) -> Results:
+    """A run's results with the logit-adjusted test numbers in place of the plain ones."""
+    return dataclasses.replace(
+        results,
+        balanced_accuracy=results.balanced_accuracy_la,
+        generations=[
+            dataclasses.replace(
+                gen,
+                balanced_accuracy=gen.balanced_accuracy_la,
+                test=dataclasses.replace(
+                    gen.test,
+                    balanced_accuracy=gen.test.balanced_accuracy_la,
+                    recall=gen.test.recall_la,
+                ),
+            )
+            for gen in results.generations
+        ],
+    )
 
 
 def title(method: str) -> str:
@@ -65,7 +78,7 @@ def title(method: str) -> str:
 
 def own_runs(runs: dict) -> dict:
     """The methods whose runs trained models of their own (not read off another's)."""
-    return {m: f for m, f in runs.items() if not any('derived_from' in r for r in f.values())}
+    return {m: f for m, f in runs.items() if derived_from(m) is None}
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -106,38 +119,41 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return '\n'.join(lines)
 
 
-def class_header(first: dict) -> tuple[list[str], list[int]]:
-    names, counts = first['class_names'], first['labeled_counts']
+def class_header(first: Results) -> tuple[list[str], list[int]]:
+    names, counts = first.class_names, first.labeled_counts
     return [f'{n} ({c})' for n, c in zip(names, counts, strict=True)], counts
 
 
-def first_run(runs: dict) -> dict:
+def first_run(runs: dict) -> Results:
     return next(iter(next(iter(runs.values())).values()))
 
 
 # What tables and claims read from one run's results.
 
 
-def test_recall(r):
-    return r['generations'][-1]['test']['recall']
+def test_recall(r: Results) -> list[float]:
+    return r.generations[-1].test.recall
 
 
-def test_precision(r):
-    return r['generations'][-1]['test']['precision']
+def test_precision(r: Results) -> list[float]:
+    return r.generations[-1].test.precision
 
 
-def unlabeled_recall(r):
-    return r['generations'][-1]['unlabeled']['recall']
+def test_predicted(r: Results) -> list[float]:
+    return r.generations[-1].test.predicted
 
 
-def by_generation(r):
-    return [g['balanced_accuracy'] for g in r['generations']]
+def unlabeled_recall(r: Results) -> list[float]:
+    return r.generations[-1].unlabeled.recall
 
 
-def balanced(r):
-    return r['balanced_accuracy']
+def by_generation(r: Results) -> list[float]:
+    return [g.balanced_accuracy for g in r.generations]
 
 
-def balanced_la(r):
-    """The logit-adjusted balanced accuracy; None for runs made before it was reported."""
-    return r.get('balanced_accuracy_la')
+def balanced(r: Results) -> float:
+    return r.balanced_accuracy
+
+
+def balanced_la(r: Results) -> float:
+    return r.balanced_accuracy_la

@@ -4,9 +4,11 @@ import numpy as np
 
 from crest import presets
 from study.report.runs import (
+    balanced,
     balanced_la,
     by_generation,
     class_header,
+    derived_from,
     first_run,
     mean_std,
     own_runs,
@@ -23,11 +25,11 @@ from study.report.runs import (
 
 def setting(runs: dict) -> str:
     first = first_run(runs)
-    args = first['args']
+    args = first.args
     return (
         f'Data: `{args["dataset"]}`, imbalance {args["imbalance"]:g}, '
         f'{100 * args["label_fraction"]:g}% labeled; labeled images per class '
-        f'{first["labeled_counts"]}. Numbers are balanced test accuracy (mean per-class '
+        f'{first.labeled_counts}. Numbers are balanced test accuracy (mean per-class '
         'recall, in %), each run the mean of its last 5 evaluations, then mean ± std over '
         'folds.'
     )
@@ -37,18 +39,18 @@ def methods_table(runs: dict) -> str:
     """Balanced accuracy per method, plain and logit-adjusted, with the paper's number."""
     rows = []
     for method, folds in runs.items():
-        accs = [r['balanced_accuracy'] for r in folds.values()]
+        accs = [balanced(r) for r in folds.values()]
         la = [balanced_la(r) for r in folds.values()]
-        r0 = next(iter(folds.values()))['args']
+        r0 = next(iter(folds.values())).args
         steps = r0['steps_per_generation'] * r0['generations']
-        seconds = sum(g['seconds'] for r in folds.values() for g in r['generations'])
-        derived = next(iter(folds.values())).get('derived_from')
+        seconds = sum(g.seconds for r in folds.values() for g in r.generations)
+        derived = derived_from(method)
         paper = presets.METHODS[method].paper if method in presets.METHODS else ''
         rows.append(
             [
                 title(method),
                 pct(*mean_std(accs)),
-                '-' if None in la or derived else pct(*mean_std(la)),
+                '-' if derived else pct(*mean_std(la)),
                 ', '.join(pct(a) for a in accs),
                 ', '.join(str(f) for f in folds),
                 f'{r0["generations"]} x {r0["steps_per_generation"]} = {steps}',
@@ -67,7 +69,7 @@ def methods_table(runs: dict) -> str:
         'paper',
     ]
     own = own_runs(runs)
-    total = sum(g['seconds'] for f in own.values() for r in f.values() for g in r['generations'])
+    total = sum(g.seconds for f in own.values() for r in f.values() for g in r.generations)
     return (
         table(header, rows)
         + '\n\n"with LA": the same models, logits adjusted after training by the log of '
@@ -83,17 +85,12 @@ def class_tables(runs: dict) -> str:
     """Per-class test recall (plain and logit-adjusted) and unlabeled-set recall."""
     header, _ = class_header(first_run(runs))
     out = []
-    with_la = {
-        m: f
-        for m, f in own_runs(runs).items()
-        if all(r['generations'][-1]['test'].get('recall_la') for r in f.values())
-    }
     for heading, subset, key in [
         ('Per-class test recall (paper Table 5 / Fig. 1d)', runs, test_recall),
         (
             'Per-class test recall with logit adjustment',
-            with_la,
-            lambda r: r['generations'][-1]['test']['recall_la'],
+            own_runs(runs),
+            lambda r: r.generations[-1].test.recall_la,
         ),
         (
             'Per-class recall on the unlabeled set, final EMA model (paper Table 5)',
@@ -129,11 +126,11 @@ def picks_table(runs: dict) -> str:
     header, _ = class_header(first_run(runs))
     rows = []
     for method, folds in own_runs(runs).items():
-        gens = min(len(r['generations']) for r in folds.values())
+        gens = min(len(r.generations) for r in folds.values())
         for g in range(gens - 1):  # the last generation's picks train nothing
-            picks = [r['generations'][g]['picks'] for r in folds.values()]
-            picked = np.array([p['picked'] for p in picks]).sum(axis=0)
-            correct = np.array([p['correct'] for p in picks]).sum(axis=0)
+            picks = [r.generations[g].picks for r in folds.values()]
+            picked = np.array([p.picked for p in picks]).sum(axis=0)
+            correct = np.array([p.correct for p in picks]).sum(axis=0)
             cells = [pct(c / n) if n else '-' for c, n in zip(correct, picked, strict=True)]
             total = pct(correct.sum() / max(picked.sum(), 1))
             rows.append([title(method), str(g), f'{picked.sum() // len(picks)}', total, *cells])
@@ -143,7 +140,7 @@ def picks_table(runs: dict) -> str:
 
 
 def generations_table(runs: dict) -> str:
-    gens = max(len(r['generations']) for f in runs.values() for r in f.values())
+    gens = max(len(r.generations) for f in runs.values() for r in f.values())
     rows = []
     for method, folds in runs.items():
         by_gen = [by_generation(r) for r in folds.values()]
@@ -164,11 +161,10 @@ def recall_change_table(runs: dict) -> str:
     header, _ = class_header(first_run(runs))
     rows = []
     for method, folds in runs.items():
-        if min(len(r['generations']) for r in folds.values()) < 2:
+        if min(len(r.generations) for r in folds.values()) < 2:
             continue
         change = per_class(
-            folds,
-            lambda r: np.subtract(test_recall(r), r['generations'][0]['test']['recall']),
+            folds, lambda r: np.subtract(test_recall(r), r.generations[0].test.recall)
         )
         rows.append([title(method), *(signed(v) for v in change.mean(axis=0))])
     return (
