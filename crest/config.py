@@ -323,11 +323,8 @@ def validate(cfg: Config) -> None:
 def flat_settings(settings: dict) -> dict:
     """Settings with the algorithm's own as '<algorithm>.<name>' entries."""
     flat = {k: v for k, v in settings.items() if k != 'hparams'}
-    hparams = settings.get('hparams')
-    if hparams is None:  # Runs made before algorithms had settings of their own.
-        hparams = {k: flat.pop(k) for k in ('threshold', 'wu') if k in flat}
     algorithm = settings.get('algorithm', Config.algorithm)
-    flat.update({f'{algorithm}.{k}': v for k, v in hparams.items()})
+    flat.update({f'{algorithm}.{k}': v for k, v in settings.get('hparams', {}).items()})
     return flat
 
 
@@ -365,12 +362,13 @@ def default_workdir(cfg: Config, root: str = 'runs') -> str:
 
 def changed_settings(saved: dict, cfg: Config) -> list[str]:
     """Names of settings that differ from a saved args.json, ignoring runtime-only ones.
-
-    A setting the saved file lacks was added after that run was made, which therefore
-    ran with its default.
-    """
+    ValueError if the saved file lacks a setting: it was written by an earlier version
+    of this code, whose run this one cannot resume."""
+    missing = [f.name for f in dataclasses.fields(Config) if f.name not in saved]
+    if missing:
+        raise ValueError(
+            f'written by an earlier version of this code (no {", ".join(missing)}): run in a '
+            'new --workdir'
+        )
     saved, current = flat_settings(saved), flat_settings(dataclasses.asdict(cfg))
-    default = dataclasses.asdict(Config())
-    return [
-        k for k in current if k not in RUNTIME_ONLY and saved.get(k, default.get(k)) != current[k]
-    ]
+    return [k for k in current if k not in RUNTIME_ONLY and saved.get(k) != current[k]]

@@ -352,6 +352,7 @@ def train_model(cfg, model, labeled, data: RunData, la_prior, seed, strategy, ge
         log=log,
         prefix=prefix,
         jit_compile=cfg.xla,
+        describe=lambda numbers: f'balanced acc {numbers["acc/balanced"]:.4f}',
     )
     probs_test = latest.get('probs')
     if probs_test is None:  # Trained before a restart: the restored EMA model is final.

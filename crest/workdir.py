@@ -75,7 +75,10 @@ def check_args(cfg: config_lib.Config) -> None:
     """Checks a re-run uses the same settings as the saved args.json."""
     path = os.path.join(cfg.workdir, ARGS)
     if tf.io.gfile.exists(path):
-        changed = config_lib.changed_settings(records.read_json(path), cfg)
+        try:
+            changed = config_lib.changed_settings(records.read_json(path), cfg)
+        except ValueError as e:
+            raise ValueError(f'{path}: {e}') from e
         if changed:
             raise ValueError(
                 f'{path}: this run directory was made with other values of '

@@ -99,7 +99,8 @@ def create_fold(dataset, spec: FoldSpec, output_dir: str, log=print) -> dict:
 
 def ensure_fold(dataset, spec: FoldSpec, output_dir: str, log=print) -> dict:
     """Returns counts.json of the fold in `output_dir`, creating the fold if missing and
-    rebuilding it (the same images, from the source) if a file is missing or changed."""
+    rebuilding it (the same images, from the source) if a file is missing or changed, or
+    if counts.json records no digests."""
     path = os.path.join(output_dir, COUNTS_FILE)
     if tf.io.gfile.exists(path):
         summary = records.read_json(path)
@@ -109,9 +110,12 @@ def ensure_fold(dataset, spec: FoldSpec, output_dir: str, log=print) -> dict:
         ):
             raise records.DataError(f'{path}: holds another fold than {stored}')
         try:
+            if 'files' not in summary:
+                raise records.DataError(
+                    f'{path}: records no digests (written by an earlier version of this code)'
+                )
             for name in [f'{s}.tfrecord' for s in fold_splits(summary)]:
-                expected = summary.get('files', {}).get(name)
-                records.check_file(os.path.join(output_dir, name), expected, path)
+                records.check_file(os.path.join(output_dir, name), summary['files'][name], path)
             return summary
         except records.DataError as e:
             log(f'{e}; rebuilding the fold')
@@ -122,8 +126,9 @@ def read_split(fold_dir: str, split: str, summary: dict, images: bool = True) ->
     """One split of a fold, checked against its counts.json `summary`; without
     `images`, the images are left in the file (see `records.read_records`)."""
     name = f'{split}.tfrecord'
-    expected = summary.get('files', {}).get(name)  # Folds made before digests: unchecked.
-    return records.read_records(os.path.join(fold_dir, name), expected, COUNTS_FILE, images=images)
+    return records.read_records(
+        os.path.join(fold_dir, name), summary['files'][name], COUNTS_FILE, images=images
+    )
 
 
 def image_shape_of_fold(summary: dict, dataset) -> tuple[int, int, int]:

@@ -132,6 +132,7 @@ def train(
     log=print,
     prefix: str = '',
     jit_compile: bool = False,
+    describe=None,
 ) -> list[dict]:
     """Trains `model` (compiled with its optimizer) for `steps` steps; resumable.
 
@@ -143,6 +144,8 @@ def train(
     drops. A re-run restores the latest checkpoint and continues.
 
     `jit_compile` compiles the train step with XLA (faster on GPUs; slower on CPUs).
+    `describe(evaluation)` gives what the progress line says of an evaluation (e.g. the
+    accuracy), after the losses.
 
     Returns the list of evaluations, one dict per evaluation with its 'step'.
     """
@@ -237,8 +240,9 @@ def train(
         rate = (step - start_step) / (time.time() - start_time)
         eta = _format_duration((steps - step) / rate)
         mask = f'mask {result["monitor/mask"]:.2f}  ' if 'monitor/mask' in result else ''
+        said = f'{describe(result)}  ' if describe else ''
         log(
-            f'{prefix}step {step}/{steps}  loss {result["loss/total"]:.3f}  {mask}'
-            f'balanced acc {result["acc/balanced"]:.4f}  {rate:.1f} steps/s  eta {eta}'
+            f'{prefix}step {step}/{steps}  loss {result["loss/total"]:.3f}  {mask}{said}'
+            f'{rate:.1f} steps/s  eta {eta}'
         )
     return evals

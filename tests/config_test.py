@@ -55,21 +55,22 @@ def test_default_workdir_names_algorithm_settings_against_its_defaults():
     assert config_lib.default_workdir(cfg) == 'runs/alpha=0.5'
 
 
-def test_changed_settings_reads_runs_made_before_algorithm_settings():
+def test_args_of_an_earlier_version_are_refused_in_one_line():
     cfg = config_lib.resolve(config_lib.Config())
     saved = dataclasses.asdict(cfg)
     del saved['hparams']
-    saved.update(threshold=0.95, wu=1.0)  # How args.json held FixMatch's settings.
-    assert config_lib.changed_settings(saved, cfg) == []
-    saved['threshold'] = 0.9
-    assert config_lib.changed_settings(saved, cfg) == ['fixmatch.threshold']
+    saved.update(threshold=0.95, wu=1.0)  # How an earlier version held FixMatch's settings.
+    with pytest.raises(ValueError, match=r'earlier version of this code \(no hparams\)'):
+        config_lib.changed_settings(saved, cfg)
+    saved = dataclasses.asdict(cfg)
+    del saved['precision']
+    with pytest.raises(ValueError, match=r'\(no precision\): run in a new --workdir'):
+        config_lib.changed_settings(saved, cfg)
 
 
-def test_a_setting_added_after_a_run_was_made_counts_as_its_default():
+def test_runtime_only_settings_may_change_on_resume():
     cfg = config_lib.resolve(config_lib.Config())
     saved = dataclasses.asdict(cfg)
-    del saved['precision']  # args.json of a run made before --precision existed.
-    assert config_lib.changed_settings(saved, cfg) == []
     assert config_lib.changed_settings(saved, dataclasses.replace(cfg, precision='bf16')) == [
         'precision'
     ]

@@ -141,6 +141,16 @@ def test_a_fold_file_replaced_or_cut_is_refused_by_a_checked_read(tiny, tmp_path
     assert len(folds.read_split(out, 'unlabeled', summary)) == len(unlabeled)
 
 
+def test_a_fold_of_an_earlier_version_without_digests_is_rebuilt(tiny, tmp_path):
+    out = str(tmp_path / 'fold')
+    summary = create(tiny, out, imbalance=10, label_fraction=0.5)
+    old = {k: v for k, v in summary.items() if k != 'files'}
+    records.write_json(os.path.join(out, folds.COUNTS_FILE), old)
+    logs = []
+    assert ensure(tiny, out, logs.append, imbalance=10, label_fraction=0.5) == summary
+    assert any('records no digests' in line and 'rebuilding' in line for line in logs)
+
+
 def test_the_spec_refuses_what_no_data_set_takes():
     for settings, message in (
         (dict(label_fraction=1), r'--label_fraction must be in \(0, 1\) \(1 would leave'),
