@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from libml import metrics  # noqa: E402
+from crest.results import Results  # noqa: E402
 from study.evidence import regime  # noqa: E402
 
 flags.DEFINE_string('run', None, 'A finished run folder (holds results.json).')
@@ -31,25 +31,32 @@ flags.mark_flag_as_required('run')
 FLAGS = flags.FLAGS
 
 
-def load(path: str) -> dict:
+def load_results(path: str) -> Results:
+    try:
+        return Results.read(path)
+    except FileNotFoundError:
+        sys.exit(f'error: {path} not found (is the run finished?)')
+    except (OSError, ValueError) as e:  # Unreadable, not JSON, or of an earlier version.
+        sys.exit(f'error: {e}')
+
+
+def load_map(path: str) -> dict:
     try:
         with open(path) as f:
             return json.load(f)
-    except FileNotFoundError:
-        sys.exit(f'error: {path} not found (is the run finished?)')
     except json.JSONDecodeError as e:
         sys.exit(f'error: {path} is not JSON: {e}')
 
 
-def diagnose(result: dict, generation: int, regime_map: dict | None) -> list[str]:
+def diagnose(result: Results, generation: int, regime_map: dict | None) -> list[str]:
     """The report's lines."""
-    generations = result['generations']
+    generations = result.generations
     if not -len(generations) <= generation < len(generations):
         raise ValueError(f'--generation={generation}: the run has {len(generations)}')
     gen = generations[generation]
-    split = 'unlabeled' if gen.get('unlabeled') else 'test'
-    report = gen[split]
-    names, counts = result['class_names'], result['labeled_counts']
+    split = 'unlabeled' if gen.unlabeled is not None else 'test'
+    report = getattr(gen, split)
+    names, counts = result.class_names, result.labeled_counts
     lines = [
         f'Generation {generation % len(generations)}, {split} set'
         + ('' if split == 'unlabeled' else ' (the unlabeled images carry no labels)')
@@ -58,13 +65,13 @@ def diagnose(result: dict, generation: int, regime_map: dict | None) -> list[str
     width = max(len(n) for n in names)
     lines.append(f'  {"class":{width}}  labeled  recall  precision  predicted')
     for c in sorted(range(len(names)), key=lambda c: (-counts[c], c)):
-        predicted = report['predicted'][c]  # On the test set: a mean over evaluations.
-        precision = f'{100 * report["precision"][c]:8.1f}%' if predicted else '    never'
+        predicted = report.predicted[c]  # On the test set: a mean over evaluations.
+        precision = f'{100 * report.precision[c]:8.1f}%' if predicted else '    never'
         lines.append(
-            f'  {names[c]:{width}}  {counts[c]:7d}  {100 * report["recall"][c]:5.1f}%  '
+            f'  {names[c]:{width}}  {counts[c]:7d}  {100 * report.recall[c]:5.1f}%  '
             f'{precision}  {round(predicted):9d}'
         )
-    bias = metrics.minority_bias(result, split, generation)
+    bias = result.minority_bias(split, generation)
     precision = bias['minority_precision']
     precision = 'undefined' if precision is None else f'{100 * precision:.1f}%'
     lines.append(
@@ -90,8 +97,8 @@ def diagnose(result: dict, generation: int, regime_map: dict | None) -> list[str
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    result = load(os.path.join(FLAGS.run, 'results.json'))
-    regime_map = load(FLAGS.map) if os.path.exists(FLAGS.map) else None
+    result = load_results(os.path.join(FLAGS.run, 'results.json'))
+    regime_map = load_map(FLAGS.map) if os.path.exists(FLAGS.map) else None
     try:
         lines = diagnose(result, FLAGS.generation, regime_map)
     except ValueError as e:

@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from crest.results import Picks, Results  # noqa: E402
 from libml import locks, machine  # noqa: E402
 from study.evidence import design, generation0, planner, progress, store, timing  # noqa: E402
 
@@ -166,14 +167,14 @@ def adopt(root: str, cells: list[design.Cell], machine_info: dict) -> list[desig
         if found is None or cell.workdir(root) in known:
             continue
         copied = os.path.exists(os.path.join(cell.workdir(root), generation0.COPIED))
-        generations = found['generations'][1:] if copied else found['generations']
+        generations = found.generations[1:] if copied else found.generations
         record = {
             'workdir': cell.workdir(root),
             'stage': cell.stage,
             'precision': cell.precision,
             'steps': progress.steps_to_train(root, cell, cells),
             'returncode': 0,
-            'seconds': round(sum(g['seconds'] for g in generations)),
+            'seconds': round(sum(g.seconds for g in generations)),
             'resumed': False,
             'finished': datetime.datetime.fromtimestamp(
                 os.path.getmtime(os.path.join(cell.workdir(root), 'results.json'))
@@ -303,16 +304,23 @@ def check(root: str, records: str) -> int:
     print(f'evidence: {" ".join(command[1:])}', flush=True)
     if subprocess.run(command).returncode:
         sys.exit(f'error: the check run failed; see {workdir}')
-    again = _read(os.path.join(workdir, 'results.json'))
+    again = Results.read(os.path.join(workdir, 'results.json'))
     differences = store.same_results(progress.results(records, cell), again)
     differences = [f'results.json{d}' for d in differences]
-    for name in ('data/counts.json', 'gen_00/picks.json'):
-        a, b = _read(os.path.join(first_dir, name)), _read(os.path.join(workdir, name))
-        strip = {'data_dir'}  # The fold's source folder, an absolute path.
-        if {k: v for k, v in a.items() if k not in strip} != {
-            k: v for k, v in b.items() if k not in strip
-        }:
-            differences.append(name)
+    name = 'data/counts.json'
+    a, b = _read(os.path.join(first_dir, name)), _read(os.path.join(workdir, name))
+    strip = {'data_dir'}  # The fold's source folder, an absolute path.
+    if {k: v for k, v in a.items() if k not in strip} != {
+        k: v for k, v in b.items() if k not in strip
+    }:
+        differences.append(name)
+    name = 'gen_00/picks.json'
+    a, b = (
+        Picks.from_json(_read(os.path.join(d, name)), os.path.join(d, name))
+        for d in (first_dir, workdir)
+    )
+    if a != b:
+        differences.append(name)
     if differences:
         print(f'evidence: {workdir} differs from {first_dir}: {", ".join(differences)}')
         return 1

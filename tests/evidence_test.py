@@ -3,6 +3,7 @@ regime map and its prediction, the document generated from the records (and
 the committed one from the committed records), scripts/diagnose.py and the runner; and,
 on tiny real runs, that a run started from a copied generation 0 ends as a full one."""
 
+import copy
 import dataclasses
 import json
 import os
@@ -22,26 +23,19 @@ NAMES = ['a', 'b', 'c', 'd']
 COUNTS = [100, 40, 16, 6]
 
 
-def _report(recall, precision, predicted=(50, 20, 10, 5)):
-    return {'recall': list(recall), 'precision': list(precision), 'predicted': list(predicted)}
-
-
 def _results(acc, recall=(0.9, 0.8, 0.5, 0.3), precision=(0.6, 0.8, 0.9, 1.0), gens=1):
-    gen = {
-        'balanced_accuracy': acc,
-        'balanced_accuracy_la': acc + 0.01,
-        'test': {
-            **_report(recall, precision),
-            'balanced_accuracy': acc,
-            'balanced_accuracy_la': acc + 0.01,
-            'recall_la': list(recall),
-        },
-        'unlabeled': _report(recall, precision),
-        'picks': {'picked': [4, 3, 2, 1], 'correct': [4, 3, 1, 1], 'total_picked': 10},
-        'seconds': 60.0,
-    }
-    return {
-        'args': {
+    """A run of `gens` generations, each with balanced accuracy `acc` (`acc` + 1 point
+    with logit adjustment), these test and unlabeled-set numbers and 60 s of training."""
+    return fakes.run_results(
+        [acc] * gens,
+        recall,
+        precision,
+        (50, 20, 10, 5),
+        COUNTS,
+        NAMES,
+        la=acc + 0.01,
+        correct=[4, 3, 1, 1],
+        args={
             'dataset': 'fashion_mnist_lt',
             'imbalance': 100.0,
             'label_fraction': 0.1,
@@ -49,20 +43,16 @@ def _results(acc, recall=(0.9, 0.8, 0.5, 0.3), precision=(0.6, 0.8, 0.9, 1.0), g
             'steps_per_generation': 4800,
             'seed': 1,
         },
-        'class_names': NAMES,
-        'labeled_counts': COUNTS,
-        'balanced_accuracy': acc,
-        'balanced_accuracy_la': acc + 0.01,
-        'generations': [gen] * gens,
-    }
+    )
 
 
 def _finish(root, cell, acc, **kwargs):
-    path = cell.workdir(str(root))
-    os.makedirs(path, exist_ok=True)
-    gens = cell.generations
-    with open(os.path.join(path, 'results.json'), 'w') as f:
-        json.dump(_results(acc, gens=gens, **kwargs), f)
+    fakes.write_results(cell.workdir(str(root)), _results(acc, gens=cell.generations, **kwargs))
+
+
+def _results_text():
+    """A finished run's results.json, as a fake run writes it."""
+    return json.dumps(_results(0.5).to_json(), indent=1)
 
 
 def _ledger(root, cell, seconds, **extra):
@@ -195,13 +185,13 @@ def test_a_cell_of_another_precision_or_seed_has_its_own_folder_flag_and_generat
 
 def test_same_results_ignores_wall_time_and_where_a_run_ran():
     first = _results(0.7, gens=2)
-    first['args']['workdir'], first['args']['cpu_threads'] = 'a', 1
-    again = json.loads(json.dumps(first))
-    again['args']['workdir'], again['args']['cpu_threads'] = 'b', 2
-    again['generations'][1] = {**again['generations'][1], 'seconds': 99.0}
+    first.args['workdir'], first.args['cpu_threads'] = 'a', 1
+    again = copy.deepcopy(first)
+    again.args['workdir'], again.args['cpu_threads'] = 'b', 2
+    again.generations[1].seconds = 99.0
     assert store.same_results(first, again) == []
-    again['generations'][1]['test'] = {**again['generations'][1]['test'], 'recall': [0] * 4}
-    again['args']['seed'] = 2
+    again.generations[1].test.recall = [0] * 4
+    again.args['seed'] = 2
     assert store.same_results(first, again) == [
         '/args/seed',
         '/generations[1]/test/recall[0]',
@@ -345,7 +335,7 @@ def test_diagnose_reads_a_run_and_the_map(tmp_path):
     regime.write_map(str(tmp_path / 'map.json'), regime.map_entries(root))
     run = tmp_path / 'mine'
     run.mkdir()
-    (run / 'results.json').write_text(json.dumps(_results(0.7, recall=(0.9, 0.9, 0.3, 0.3))))
+    fakes.write_results(run, _results(0.7, recall=(0.9, 0.9, 0.3, 0.3)))
     result = subprocess.run(
         [
             sys.executable,
@@ -363,9 +353,9 @@ def test_diagnose_reads_a_run_and_the_map(tmp_path):
     assert 'CReST+ is likely to help' in out
     # Unlabeled images without labels: the test set, whose predicted counts are means.
     blind = _results(0.7)
-    blind['generations'][0]['unlabeled'] = None
-    blind['generations'][0]['test']['predicted'] = [50.4, 20.2, 10.0, 0.0]
-    (run / 'results.json').write_text(json.dumps(blind))
+    blind.generations[0].unlabeled = None
+    blind.generations[0].test.predicted = [50.4, 20.2, 10.0, 0.0]
+    fakes.write_results(run, blind)
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'scripts', 'diagnose.py'), f'--run={run}'],
         capture_output=True,
@@ -382,12 +372,68 @@ def test_diagnose_reads_a_run_and_the_map(tmp_path):
         timeout=120,
     )
     assert missing.returncode != 0 and missing.stderr.strip().startswith('error:')
+    # A results.json cut short, or of an earlier version: one line naming the file.
+    old = _results(0.7).to_json()
+    del old['generations'][0]['picks']
+    for content in (_results_text()[:300], json.dumps(old), '[]', '{}'):
+        (run / 'results.json').write_text(content)
+        broken = subprocess.run(
+            [sys.executable, os.path.join(ROOT, 'scripts', 'diagnose.py'), f'--run={run}'],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert broken.returncode == 1
+        (line,) = broken.stderr.strip().splitlines()
+        assert line.startswith(f'error: {run / "results.json"}'), line
 
 
 @pytest.fixture(scope='module')
 def cli():
     """scripts/evidence.py, loaded once (its flags can be defined once per process)."""
     return fakes.load_script('scripts/evidence.py', 'evidence_cli')
+
+
+@pytest.mark.parametrize(
+    ('change', 'said'),
+    [
+        (None, 'is the same as {}: results.json but wall time'),
+        ('picks', 'differs from {}: gen_00/picks.json\n'),
+        ('accuracy', 'differs from {}: results.json/balanced_accuracy\n'),
+    ],
+)
+def test_check_compares_the_rerun_with_the_records_but_wall_time(
+    tmp_path, monkeypatch, capsys, cli, change, said
+):
+    records = tmp_path / 'records'
+    first_dir = design.check_cell().workdir(str(records))
+    first = _results(0.6)
+    first.args.update(cpu_threads=1, workdir='a')
+    fakes.write_results(first_dir, first)
+    _write(os.path.join(first_dir, 'args.json'), json.dumps(first.args))
+    _write(os.path.join(first_dir, 'data', 'counts.json'), json.dumps({'data_dir': 'a'}))
+    picks = first.generations[0].picks
+    _write(os.path.join(first_dir, 'gen_00', 'picks.json'), json.dumps(picks.to_json()))
+
+    def rerun(command):
+        """The check run, in its own folder, on another machine, at another speed."""
+        workdir = command[-1].partition('=')[2]
+        again = copy.deepcopy(first)
+        again.args.update(cpu_threads=2, workdir='b')
+        again.generations[0].seconds = 1.0
+        again_picks = copy.deepcopy(picks)
+        if change == 'picks':
+            again_picks.picked[0] += 1
+        if change == 'accuracy':
+            again.balanced_accuracy += 0.01
+        fakes.write_results(workdir, again)
+        _write(os.path.join(workdir, 'data', 'counts.json'), json.dumps({'data_dir': 'b'}))
+        _write(os.path.join(workdir, 'gen_00', 'picks.json'), json.dumps(again_picks.to_json()))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(cli.subprocess, 'run', rerun)
+    assert cli.check(str(tmp_path / 'runs'), str(records)) == (0 if change is None else 1)
+    assert said.format(first_dir) in capsys.readouterr().out
 
 
 def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, monkeypatch, cli):
@@ -403,7 +449,7 @@ def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, mo
         code = (
             'import sys; sys.exit(3)'
             if cell.setting.class_order == 2
-            else f'import json; json.dump({{"balanced_accuracy": 0.5}}, open({path!r}, "w"))'
+            else f'open({path!r}, "w").write({_results_text()!r})'
         )
         return subprocess.Popen([sys.executable, '-c', code])
 
@@ -451,7 +497,7 @@ def test_runner_keeps_the_records_of_finished_cells_and_times_runs_made_by_hand(
     def fake_launch(root, cell, threads):
         path = os.path.join(cell.workdir(root), 'results.json')
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        code = f'import json; json.dump({{"balanced_accuracy": 0.5}}, open({path!r}, "w"))'
+        code = f'open({path!r}, "w").write({_results_text()!r})'
         return subprocess.Popen([sys.executable, '-c', code])
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
@@ -508,7 +554,7 @@ def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path
         launched.append(cell)
         path = os.path.join(cell.workdir(root), 'results.json')
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        code = f'import json; json.dump({{"balanced_accuracy": 0.5}}, open({path!r}, "w"))'
+        code = f'open({path!r}, "w").write({_results_text()!r})'
         return subprocess.Popen([sys.executable, '-c', code])
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
@@ -549,7 +595,8 @@ def _fake_args(cell):
     return args
 
 
-# argv: a run folder. A fake run: after a moment, its generation 0 and results.json.
+# argv: a run folder, the method, its results.json. A fake run: after a moment, its
+# generation 0 (a marker of who trained it) and results.json.
 _FAKE_RUN = """
 import json, os, sys, time
 time.sleep(0.3)
@@ -557,7 +604,7 @@ os.makedirs(sys.argv[1] + '/gen_00', exist_ok=True)
 with open(sys.argv[1] + '/gen_00/metrics.json', 'w') as f:
     json.dump({'trained_by': sys.argv[2]}, f)
 with open(sys.argv[1] + '/results.json', 'w') as f:
-    json.dump({'balanced_accuracy': 0.5}, f)
+    f.write(sys.argv[3])
 """
 
 
@@ -587,7 +634,9 @@ def test_runner_waits_for_generation0_then_copies_it(tmp_path, monkeypatch, cli)
         os.makedirs(cell.workdir(root), exist_ok=True)
         with open(os.path.join(cell.workdir(root), 'args.json'), 'w') as f:
             json.dump(_fake_args(cell), f)
-        return subprocess.Popen([sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method])
+        return subprocess.Popen(
+            [sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method, _results_text()]
+        )
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
@@ -624,7 +673,9 @@ def test_runner_trains_generation0_itself_when_the_source_was_trained_otherwise(
     def fake_launch(root, cell, threads):
         launched.append((cell, os.path.exists(cell.workdir(root))))
         os.makedirs(cell.workdir(root), exist_ok=True)
-        return subprocess.Popen([sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method])
+        return subprocess.Popen(
+            [sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method, _results_text()]
+        )
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
@@ -657,7 +708,9 @@ def test_runner_leaves_a_run_busy_elsewhere_to_it_within_its_jobs(tmp_path, monk
         if cell == first:
             holder.stdin.close()  # The busy run stops once `first` has started.
         os.makedirs(cell.workdir(root), exist_ok=True)
-        return subprocess.Popen([sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method])
+        return subprocess.Popen(
+            [sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method, _results_text()]
+        )
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)

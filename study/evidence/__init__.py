@@ -38,6 +38,7 @@ The modules, one job each:
 - store.py: the records kept in the repository, and a re-run compared with them;
 - regime.py: the regime map (FixMatch's bias against CReST's gain) and its prediction;
 - document.py: docs/RESULTS.md, from the records alone.
-All but regime.py and document.py (numpy, matplotlib) import nothing heavy: the runner
-reads them while its runs train.
+Runs are read as crest.results.Results. All but regime.py and document.py (matplotlib)
+import nothing heavier than NumPy (which the records need): the runner reads them while
+its runs train.
 """

@@ -11,6 +11,7 @@ import re
 import numpy as np
 
 from crest import presets
+from crest.results import Results
 from study.evidence import design, planner, progress, regime, timing
 from study.report import claims
 from study.report.runs import mean_std, pct, signed, table
@@ -132,7 +133,7 @@ COMPARISONS = (
 RULES = (('Table 1', 'FixMatch, S'), ('Table 2', 'FixMatch, 2S'))
 
 
-def base_runs(root: str) -> dict[str, dict[int, dict]]:
+def base_runs(root: str) -> dict[str, dict[int, Results]]:
     """{row name: {fold: results}} of the finished base cells."""
     runs = {}
     for name, method, gens in BASE_ROWS:
@@ -145,8 +146,8 @@ def base_runs(root: str) -> dict[str, dict[int, dict]]:
     return runs
 
 
-def _value(result: dict, la: bool) -> float | None:
-    return result.get('balanced_accuracy_la') if la else result['balanced_accuracy']
+def _value(result: Results, la: bool) -> float:
+    return result.balanced_accuracy_la if la else result.balanced_accuracy
 
 
 def base_table(runs: dict) -> str:
@@ -256,13 +257,13 @@ def hard_tail_section(root: str, output: str, rel: str) -> tuple[str, list[str]]
     if not found:
         return f'{hard.title}: no run finished yet.\n', []
     first = next(iter(found.values()))
-    names, counts = first['class_names'], first['labeled_counts']
+    names, counts = first.class_names, first.labeled_counts
     order = sorted(range(len(names)), key=lambda c: (-counts[c], c))
     header = ['class (labeled images)', *found]
     rows = [
         [
             f'{names[c]} ({counts[c]})',
-            *(pct(r['generations'][-1]['test']['recall'][c]) for r in found.values()),
+            *(pct(r.generations[-1].test.recall[c]) for r in found.values()),
         ]
         for c in order
     ]
@@ -283,10 +284,10 @@ def _recall_plot(found: dict, order: list[int], path: str) -> None:
     import matplotlib.pyplot as plt
 
     first = next(iter(found.values()))
-    names, counts = first['class_names'], first['labeled_counts']
+    names, counts = first.class_names, first.labeled_counts
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, result in found.items():
-        recall = result['generations'][-1]['test']['recall']
+        recall = result.generations[-1].test.recall
         ax.plot([counts[c] for c in order], [100 * recall[c] for c in order], 'o-', label=label)
     for c in order:
         ax.annotate(names[c], (counts[c], 2), fontsize=7, rotation=90, ha='center')

@@ -36,7 +36,7 @@ def hard_tail(root: str) -> design.Setting | None:
     )
     if found is None:
         return None
-    recall = found['generations'][-1]['test']['recall']
+    recall = found.generations[-1].test.recall
     order = tuple(sorted(range(len(recall)), key=lambda c: (-recall[c], c)))
     return design.Setting(design.BASE.imbalance, design.BASE.label_fraction, order, 'hard tail')
 

@@ -1,24 +1,24 @@
 """How far a cell has come under ROOT: its results once finished, the steps it trains
 itself and the steps it has left."""
 
-import json
 import os
 
+from crest.results import Results
 from study.evidence import design, generation0
 
 
-def results(root: str, cell: design.Cell) -> dict | None:
-    """The cell's results.json, None while it is unfinished."""
+def results(root: str, cell: design.Cell) -> Results | None:
+    """The cell's results.json, None while it is unfinished; OSError or ValueError naming
+    the file if it cannot be read (`Results.read`)."""
     path = os.path.join(cell.workdir(root), 'results.json')
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return Results.read(path)
 
 
 def accuracy(root: str, cell: design.Cell) -> float | None:
     found = results(root, cell)
-    return None if found is None else found['balanced_accuracy']
+    return None if found is None else found.balanced_accuracy
 
 
 def steps_to_train(root: str, cell: design.Cell, cells: list[design.Cell]) -> int:

@@ -13,7 +13,6 @@ import os
 
 import numpy as np
 
-from libml import metrics
 from study.evidence import design, planner, progress
 from study.report.runs import pct, signed, table
 
@@ -53,16 +52,16 @@ def map_entries(root: str) -> list[dict]:
             cells = design.setting_cells(setting, 1, 'map', precision)
             found = {role: progress.results(root, cell) for role, cell in cells.items()}
         entry['accuracy'] = {
-            role: None if r is None else r['balanced_accuracy'] for role, r in found.items()
+            role: None if r is None else r.balanced_accuracy for role, r in found.items()
         }
         entry['accuracy_la'] = {
-            role: None if r is None else r.get('balanced_accuracy_la') for role, r in found.items()
+            role: None if r is None else r.balanced_accuracy_la for role, r in found.items()
         }
         fixmatch = found['fixmatch_1gen']
-        entry['fixmatch_bias'] = None if fixmatch is None else metrics.minority_bias(fixmatch)
+        entry['fixmatch_bias'] = None if fixmatch is None else fixmatch.minority_bias()
         if fixmatch is not None:
-            entry['class_names'] = fixmatch['class_names']
-            entry['labeled_counts'] = fixmatch['labeled_counts']
+            entry['class_names'] = fixmatch.class_names
+            entry['labeled_counts'] = fixmatch.labeled_counts
         for key, method, baseline in GAINS:
             a, b = entry['accuracy'][method], entry['accuracy'][baseline]
             entry[key] = None if a is None or b is None else a - b

@@ -5,6 +5,7 @@ with them."""
 import os
 import shutil
 
+from crest.results import Results
 from study.evidence import design, generation0, progress, timing
 
 # A run folder's files the report reads (or a reader checks it by), none larger than a
@@ -57,9 +58,9 @@ _TIME_FIELDS = ('seconds',)
 _RUN_FIELDS = ('workdir', 'cpu_threads')
 
 
-def same_results(first: dict, second: dict) -> list[str]:
+def same_results(first: Results, second: Results) -> list[str]:
     """Where two results.json of one cell differ, but for wall time and where they ran
-    (paths of the differing fields; [] when the same)."""
+    (paths of the differing fields in their JSON; [] when the same)."""
 
     def strip(value, path=()):
         if isinstance(value, dict):
@@ -72,7 +73,7 @@ def same_results(first: dict, second: dict) -> list[str]:
             return [strip(v, path) for v in value]
         return value
 
-    return _differing(strip(first), strip(second))
+    return _differing(strip(first.to_json()), strip(second.to_json()))
 
 
 def _differing(a, b, path: str = '') -> list[str]:
