@@ -174,14 +174,13 @@ def test_rerun_cells_are_compared_with_the_fold_spread(tmp_path):
     recall, precision, predicted = [0.5] * 4, [0.5] * 4, [100] * 4
     for fold, acc in [(1, 0.60), (2, 0.64), (3, 0.62)]:  # fold std 2.0 points
         _write(runs, 'fixmatch_crest', fold, [0.5, acc], recall, precision, predicted)
+    # FixMatch, with its own settings; one fold only.
     fixmatch = (1, [0.55], recall, precision, predicted)
-    # FixMatch's settings as args.json held them before algorithms had their own...
-    _write(runs, 'fixmatch', *fixmatch, algorithm='fixmatch', threshold=0.95, wu=1.0)
+    hparams = {'threshold': 0.95, 'wu': 1.0}
+    _write(runs, 'fixmatch', *fixmatch, algorithm='fixmatch', hparams=hparams)
     _write(again, 'fixmatch_crest', 1, [0.5, 0.615], recall, precision, predicted)  # +1.5: within
     _write(again, 'fixmatch_crest', 2, [0.5, 0.61], recall, precision, predicted)  # -3.0: outside
     _write(again, 'fixmatch_crest', 3, [0.5, 0.62], recall, precision, predicted, imbalance=50.0)
-    # ...and the same settings as they are written now; one fold only.
-    hparams = {'threshold': 0.95, 'wu': 1.0}
     _write(again, 'fixmatch', *fixmatch, algorithm='fixmatch', hparams=hparams)
     # Not in the table:
     _write(again, 'fixmatch_crest', 4, [0.5, 0.62], recall, precision, predicted)
