@@ -49,32 +49,19 @@ def test_logit_adjustment_by_hand():
     )
 
 
-def _run_results(predicted=(50, 20, 10, 5)):
-    """A run's results.json with one generation, four classes of 100, 40, 16 and 6
-    labeled images."""
-    report = {
-        'recall': [0.9, 0.8, 0.5, 0.3],
-        'precision': [0.6, 0.8, 0.9, 1.0],
-        'predicted': list(predicted),
-    }
-    return {
-        'class_names': ['a', 'b', 'c', 'd'],
-        'labeled_counts': [100, 40, 16, 6],
-        'generations': [{'test': report, 'unlabeled': report}],
-    }
+# Four classes of 100, 40, 16 and 6 labeled images: the minority half is c and d.
+COUNTS, NAMES = [100, 40, 16, 6], ['a', 'b', 'c', 'd']
+RECALL, PRECISION = [0.9, 0.8, 0.5, 0.3], [0.6, 0.8, 0.9, 1.0]
 
 
 def test_minority_bias_is_precision_minus_recall_on_the_smaller_half():
-    bias = metrics.minority_bias(_run_results())
-    # Minority half: classes c and d (16 and 6 labeled).
+    bias = metrics.minority_bias(COUNTS, RECALL, PRECISION, [50, 20, 10, 5], NAMES)
     assert bias['minority_precision'] == pytest.approx(0.95)
     assert bias['minority_recall'] == pytest.approx(0.4)
     assert bias['bias'] == pytest.approx(0.55)
     assert bias['smallest_class'] == 'd' and bias['smallest_recall'] == 0.3
-    bias = metrics.minority_bias(_run_results(predicted=(60, 25, 0, 0)))
+    assert bias['smallest_precision'] == 1.0 and bias['never_predicted'] == []
+    bias = metrics.minority_bias(COUNTS, RECALL, PRECISION, [60, 25, 0, 0], NAMES)
     assert bias['minority_precision'] is None and bias['never_predicted'] == ['c', 'd']
     assert bias['bias'] == pytest.approx(1 - 0.4)  # Precision counts as 1.
-    unknown = _run_results()
-    unknown['generations'][0]['unlabeled'] = None  # Unlabeled images without labels.
-    assert metrics.minority_bias(unknown) is None
-    assert metrics.minority_bias(unknown, 'test')['split'] == 'test'
+    assert bias['smallest_precision'] is None
