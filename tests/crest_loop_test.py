@@ -9,6 +9,7 @@ import pytest
 
 from crest import config as config_lib
 from crest import loop, rebalance
+from crest.results import Results
 from libml import datasets, folds, lt, records
 from libml.algorithms import ALGORITHMS
 from tests import fakes
@@ -76,20 +77,20 @@ def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monk
         # Picks carry the predicted class and its confidence.
         np.testing.assert_array_equal(exported.labels[pseudo], predicted[picks])
         np.testing.assert_allclose(exported.confidence[pseudo], confidence[picks], rtol=1e-6)
-        assert results['generations'][g]['picks']['total_picked'] == len(picks)
+        assert results.generations[g].picks.total_picked == len(picks)
 
     # Generation 1 trained on generation 0's export; temperatures follow eq. 2 (G=2) down
     # to the algorithm's t_min (0.5 for FixMatch, 0.8 for MixMatch).
     t_min = ALGORITHMS[algorithm].PAPER_SETTINGS['t_min']
-    gen0, gen1 = results['generations']
-    assert gen1['labeled_size'] == len(original) + len(selections[0][2])
-    assert (gen0['temperature'], gen1['temperature']) == (1.0, t_min)
-    assert results['args']['t_min'] == t_min
-    assert [e['step'] for e in gen1['evals']] == [2, 4]
-    assert 0 <= results['balanced_accuracy'] <= 1
-    assert len(gen1['unlabeled']['recall']) == 10
-    saved = records.read_json(os.path.join(cfg.workdir, 'results.json'))
-    assert saved['balanced_accuracy'] == results['balanced_accuracy']
+    gen0, gen1 = results.generations
+    assert gen1.labeled_size == len(original) + len(selections[0][2])
+    assert (gen0.temperature, gen1.temperature) == (1.0, t_min)
+    assert results.args['t_min'] == t_min
+    assert [e.step for e in gen1.evals] == [2, 4]
+    assert 0 <= results.balanced_accuracy <= 1
+    assert len(gen1.unlabeled.recall) == 10
+    saved = Results.read(os.path.join(cfg.workdir, 'results.json'))
+    assert saved.balanced_accuracy == results.balanced_accuracy
     # The last line points to the diagnosis, with FixMatch's minority-half numbers.
     assert logs[-1].startswith('generation 0 on the unlabeled set, minority half')
     assert logs[-1].endswith(f'python scripts/diagnose.py --run={cfg.workdir}')
@@ -98,7 +99,7 @@ def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monk
     logs.clear()
     again = loop.run(cfg, log=logs.append)
     assert sum('finished earlier, skipped' in line for line in logs) == 2
-    assert again['generations'] == results['generations']
+    assert again.generations == results.generations
 
 
 def test_rerun_with_other_settings_is_refused(tiny_config):
@@ -202,7 +203,7 @@ def test_an_image_folder_runs_end_to_end_and_exports_original_plus_picks(tmp_pat
     logs = []
     results = loop.run(cfg, log=logs.append)
     assert any('labeled per class: a 6, c 3, b 2' in m for m in logs)
-    assert results['class_names'] == ['a', 'c', 'b']
+    assert results.class_names == ['a', 'c', 'b']
     fold = os.path.join(cfg.workdir, 'data')
     summary = records.read_json(os.path.join(fold, folds.COUNTS_FILE))
     paths = records.read_json(os.path.join(fold, folds.PATHS_FILE))['train']
@@ -217,11 +218,11 @@ def test_an_image_folder_runs_end_to_end_and_exports_original_plus_picks(tmp_pat
     assert sorted(paths[i] for i in exported.ids) == sorted(
         p for p in paths if p.startswith('labeled/')
     ) + sorted(p for p in paths if p.startswith('unlabeled/'))
-    assert results['generations'][1]['labeled_size'] == 11 + 18
+    assert results.generations[1].labeled_size == 11 + 18
     # Precision is counted over the 9 picks whose class is known (unlabeled/a).
-    picks = results['generations'][0]['picks']
-    assert picks['unknown_class'] == 9 and sum(picks['picked']) == 9
-    assert results['generations'][0]['unlabeled']['predicted'] is not None
+    picks = results.generations[0].picks
+    assert picks.unknown_class == 9 and sum(picks.picked) == 9
+    assert results.generations[0].unlabeled.predicted is not None
 
 
 def test_a_streamed_run_exports_original_plus_picks_and_resumes(tiny_config, monkeypatch):
@@ -246,7 +247,7 @@ def test_a_streamed_run_exports_original_plus_picks_and_resumes(tiny_config, mon
         pseudo = exported.pseudo == 1
         np.testing.assert_array_equal(exported.ids[~pseudo], original.ids)
         assert sorted(exported.ids[pseudo]) == sorted(unlabeled.ids[picks])
-    assert results['generations'][1]['labeled_size'] == len(original) + len(selections[0])
+    assert results.generations[1].labeled_size == len(original) + len(selections[0])
     logs.clear()
-    assert loop.run(cfg, log=logs.append)['generations'] == results['generations']
+    assert loop.run(cfg, log=logs.append).generations == results.generations
     assert sum('finished earlier, skipped' in line for line in logs) == 2

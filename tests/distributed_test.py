@@ -57,8 +57,8 @@ _SCRIPT = textwrap.dedent(
         for v in net.trainable_variables)
     print('RESULT ' + json.dumps({
         'replicas': strategy.num_replicas_in_sync,
-        'balanced': [g['balanced_accuracy'] for g in results['generations']],
-        'picked': [g['picks']['total_picked'] for g in results['generations']],
+        'balanced': [g.balanced_accuracy for g in results.generations],
+        'picked': [g.picks.total_picked for g in results.generations],
         'replica_spread': spread,
         'shapes': sorted(shapes),
         'views': sorted(views),

@@ -145,6 +145,6 @@ def test_imagenet127_runs_end_to_end_streamed(tmp_path):
     pseudo = exported.pseudo == 1
     np.testing.assert_array_equal(exported.ids[~pseudo], original.ids)
     assert set(exported.ids[pseudo]) <= set(unlabeled.ids)
-    assert pseudo.sum() == results['generations'][0]['picks']['total_picked']
-    assert results['generations'][1]['labeled_size'] == len(exported)
-    assert len(results['generations'][1]['test']['recall']) == 127
+    assert pseudo.sum() == results.generations[0].picks.total_picked
+    assert results.generations[1].labeled_size == len(exported)
+    assert len(results.generations[1].test.recall) == 127

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from absl import flags
 
+from crest.results import Results
 from libml import datasets, records
 from tests import fakes
 
@@ -268,7 +269,7 @@ def test_a_rerun_with_other_settings_is_refused(cli, tiny):
 def test_files_cut_at_a_record_boundary_are_rebuilt(cli, tiny, capsys):
     argv, run = tiny
     assert _error(cli, *argv, '--generations=2') is None
-    results = records.read_json(str(run / 'results.json'))
+    results = Results.read(str(run / 'results.json'))
     for name in ('data/unlabeled.tfrecord', 'gen_00/labeled.tfrecord'):
         examples = records.read_records(str(run / name))
         records.write_records(str(run / name), examples.take(np.arange(len(examples) - 3)))
@@ -279,6 +280,5 @@ def test_files_cut_at_a_record_boundary_are_rebuilt(cli, tiny, capsys):
     assert 'unlabeled.tfrecord: not the file' in log and 'rebuilding the fold' in log
     assert 'gen_00/labeled.tfrecord: not the file' in log and 'redoing the pseudo-labels' in log
     assert (
-        records.read_json(str(run / 'results.json'))['generations'][0]['picks']
-        == (results['generations'][0]['picks'])
+        Results.read(str(run / 'results.json')).generations[0].picks == results.generations[0].picks
     )

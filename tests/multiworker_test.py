@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from libml import records
+from crest.results import Results
 from tests import fakes
 
 # One worker: registers the tiny 10-class data set under the name 'tiny' and runs the
@@ -134,12 +134,12 @@ def test_two_workers_train_in_lockstep_and_resume(tmp_path):
         assert any('moving_mean' in name for name in ours)
         for name, value in ours.items():
             np.testing.assert_array_equal(value, theirs[name], err_msg=name)
-    results = [records.read_json(os.path.join(f, 'results.json')) for f in (workdir, copy)]
-    for key in ('balanced_accuracy', 'picks'):
-        assert [g[key] for g in results[0]['generations']] == [
-            g[key] for g in results[1]['generations']
-        ]
-    assert results[0]['generations'][0]['picks']['total_picked'] > 0
+    chief, worker = (Results.read(os.path.join(f, 'results.json')) for f in (workdir, copy))
+    assert [g.balanced_accuracy for g in chief.generations] == [
+        g.balanced_accuracy for g in worker.generations
+    ]
+    assert [g.picks for g in chief.generations] == [g.picks for g in worker.generations]
+    assert chief.generations[0].picks.total_picked > 0
     final = _variables(os.path.join(workdir, 'gen_01', 'ckpt'))
 
     # Exact resume: both copies lose generation 1 after its step-2 checkpoint; the

@@ -105,13 +105,13 @@ def test_preset_runs_end_to_end(name, tiny, tmp_path):
     cfg = _tiny_config(tmp_path, eval_every=2, **preset)
     results = loop.run(cfg, log=lambda _: None)
     expected = 2 if presets.METHODS[name].generations > 1 else 1
-    assert len(results['generations']) == preset['generations'] == expected
-    assert results['args']['method'] == name
-    for gen in results['generations']:
-        assert [e['step'] for e in gen['evals']][-1] == preset['steps_per_generation']
-        assert 0 <= gen['balanced_accuracy'] <= 1 and 0 <= gen['balanced_accuracy_la'] <= 1
-        assert len(gen['test']['recall_la']) == 10
-    assert results['balanced_accuracy_la'] == results['generations'][-1]['balanced_accuracy_la']
+    assert len(results.generations) == preset['generations'] == expected
+    assert results.args['method'] == name
+    for gen in results.generations:
+        assert [e.step for e in gen.evals][-1] == preset['steps_per_generation']
+        assert 0 <= gen.balanced_accuracy <= 1 and 0 <= gen.balanced_accuracy_la <= 1
+        assert len(gen.test.recall_la) == 10
+    assert results.balanced_accuracy_la == results.generations[-1].balanced_accuracy_la
 
 
 def test_logit_adjusted_numbers_are_recomputed_from_the_saved_probabilities(tiny, tmp_path):
@@ -119,16 +119,16 @@ def test_logit_adjusted_numbers_are_recomputed_from_the_saved_probabilities(tiny
     cfg = _tiny_config(tmp_path, eval_every=3, **preset)
     results = loop.run(cfg, log=lambda _: None)
     test = records.read_records(os.path.join(cfg.workdir, 'data', 'test.tfrecord'))
-    for g, gen in enumerate(results['generations']):
+    for g, gen in enumerate(results.generations):
         gen_dir = os.path.join(cfg.workdir, f'gen_{g:02d}')
         probs = np.load(os.path.join(gen_dir, 'test_probs.npy'))
         labeled = records.read_records(
             os.path.join(cfg.workdir, 'data' if g == 0 else f'gen_{g - 1:02d}', 'labeled.tfrecord')
         )
         prior = np.bincount(labeled.labels, minlength=10) / len(labeled)
-        np.testing.assert_allclose(gen['test']['la_prior'], prior, atol=1e-6)
+        np.testing.assert_allclose(gen.test.la_prior, prior, atol=1e-6)
         predicted = (probs / prior).argmax(1)  # argmax of logits - log prior
         recall = [np.mean(predicted[test.labels == c] == c) for c in range(10)]
-        assert gen['test']['final_balanced_accuracy_la'] == pytest.approx(np.mean(recall))
+        assert gen.test.final_balanced_accuracy_la == pytest.approx(np.mean(recall))
         plain = [np.mean(probs.argmax(1)[test.labels == c] == c) for c in range(10)]
-        assert gen['test']['final_balanced_accuracy'] == pytest.approx(np.mean(plain))
+        assert gen.test.final_balanced_accuracy == pytest.approx(np.mean(plain))
