@@ -28,6 +28,8 @@ def pytest_unconfigure(config):
     session = config.stash.get(_SESSION, None)
     if session is None or session.exitstatus is None:  # No session ran: the normal exit.
         return
+    if hasattr(config, 'workerinput'):  # A pytest-xdist worker: the controller ends it.
+        return
     handlers = threading.Thread(target=atexit._run_exitfuncs, daemon=True)
     handlers.start()
     handlers.join(EXIT_HANDLER_SECONDS)

@@ -9,6 +9,8 @@ import pytest
 from libml.algorithms import ALGORITHMS
 from tests import fakes
 
+# Every algorithm in one process (the logical CPUs are set before TensorFlow starts);
+# prints {algorithm: what its run showed}.
 _SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -20,57 +22,66 @@ _SCRIPT = textwrap.dedent(
     from libml import datasets
     from tests import fakes
 
-    tmp, algorithm = sys.argv[1:]
+    tmp, algorithms = sys.argv[1], sys.argv[2].split(',')
     datasets.DATASETS['tiny'] = fakes.tiny()
-    cfg = config_lib.Config(
-        workdir=tmp + '/run', dataset='tiny', imbalance=8,
-        label_fraction=0.3, arch='cnn_small', generations=2, steps_per_generation=4,
-        eval_every=2, batch_size=8, uratio=2, ema_warmup=True, seed=1, algorithm=algorithm)
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
-
-    shapes = set()  # per-replica batch sizes seen while tracing the train step
-    views = set()  # unlabeled views the algorithm reads
-    train_step = loop.ALGORITHMS[algorithm].train_step
-    def spy_step(self, data):
-        shapes.add(tuple(x.shape[0] for x in tf.nest.flatten(data)))
-        views.add(len(self.views.unlabeled))
-        return train_step(self, data)
-    loop.ALGORITHMS[algorithm].train_step = spy_step
-
     models = []
     build = loop.models.build_model
     def spy(*args):
         models.append(build(*args))
         return models[-1]
     loop.models.build_model = spy
-    try:  # the global batch must split evenly over the replicas
-        loop.run(config_lib.Config(**{**cfg.__dict__, 'batch_size': 5}), strategy=strategy)
-        uneven = None
-    except ValueError as e:
-        uneven = str(e)
-    results = loop.run(cfg, strategy=strategy, log=lambda m: None)
 
-    net = models[-2]  # the last generation's trained (non-EMA) network
-    spread = max(
-        float(np.abs(strategy.experimental_local_results(v.value)[0]
-                     - strategy.experimental_local_results(v.value)[1]).max())
-        for v in net.trainable_variables)
-    print('RESULT ' + json.dumps({
-        'replicas': strategy.num_replicas_in_sync,
-        'balanced': [g.balanced_accuracy for g in results.generations],
-        'picked': [g.picks.total_picked for g in results.generations],
-        'replica_spread': spread,
-        'shapes': sorted(shapes),
-        'views': sorted(views),
-        'uneven': uneven,
-    }))
+    found = {}
+    for algorithm in algorithms:
+        cfg = config_lib.Config(
+            workdir=f'{tmp}/{algorithm}', dataset='tiny', imbalance=8,
+            label_fraction=0.3, arch='cnn_small', generations=2, steps_per_generation=4,
+            eval_every=2, batch_size=8, uratio=2, ema_warmup=True, seed=1, algorithm=algorithm)
+        shapes = set()  # per-replica batch sizes seen while tracing the train step
+        views = set()  # unlabeled views the algorithm reads
+        train_step = loop.ALGORITHMS[algorithm].train_step
+        def spy_step(self, data, train_step=train_step, shapes=shapes, views=views):
+            shapes.add(tuple(x.shape[0] for x in tf.nest.flatten(data)))
+            views.add(len(self.views.unlabeled))
+            return train_step(self, data)
+        loop.ALGORITHMS[algorithm].train_step = spy_step
+        try:  # the global batch must split evenly over the replicas
+            loop.run(config_lib.Config(**{**cfg.__dict__, 'batch_size': 5}), strategy=strategy)
+            uneven = None
+        except ValueError as e:
+            uneven = str(e)
+        results = loop.run(cfg, strategy=strategy, log=lambda m: None)
+
+        net = models[-2]  # the last generation's trained (non-EMA) network
+        spread = max(
+            float(np.abs(strategy.experimental_local_results(v.value)[0]
+                         - strategy.experimental_local_results(v.value)[1]).max())
+            for v in net.trainable_variables)
+        found[algorithm] = {
+            'replicas': strategy.num_replicas_in_sync,
+            'balanced': [g.balanced_accuracy for g in results.generations],
+            'picked': [g.picks.total_picked for g in results.generations],
+            'replica_spread': spread,
+            'shapes': sorted(shapes),
+            'views': sorted(views),
+            'uneven': uneven,
+        }
+    print('RESULT ' + json.dumps(found))
     """
 )
 
 
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    """Every algorithm's two-replica run, in one process."""
+    tmp = str(tmp_path_factory.mktemp('runs'))
+    return fakes.run_python(_SCRIPT, tmp, ','.join(sorted(ALGORITHMS)), timeout=1200)
+
+
 @pytest.mark.parametrize('algorithm', sorted(ALGORITHMS))
-def test_two_replica_run_keeps_replicas_in_sync(algorithm, tmp_path):
-    result = fakes.run_python(_SCRIPT, str(tmp_path), algorithm)
+def test_two_replica_run_keeps_replicas_in_sync(algorithm, runs):
+    result = runs[algorithm]
     assert result['replicas'] == 2
     assert len(result['balanced']) == 2
     assert all(0.0 <= b <= 1.0 for b in result['balanced'])
