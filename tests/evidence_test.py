@@ -508,6 +508,29 @@ def test_runner_keeps_the_records_of_finished_cells_and_times_runs_made_by_hand(
     assert cli.adopt(root, [by_hand, by_runner], {}) == []
 
 
+def test_a_run_of_the_runner_that_has_written_its_results_is_not_taken_as_by_hand(
+    tmp_path, monkeypatch, cli
+):
+    cells = [evidence.Cell(s, 'fixmatch', 4800) for s in evidence.MAP_OTHERS[:2]]
+    monkeypatch.setattr(evidence, 'plan', lambda root: (cells, None))
+
+    def fake_launch(root, cell, threads):
+        """Writes results.json, then takes a while to exit (as TensorFlow does)."""
+        path = os.path.join(cell.workdir(root), 'results.json')
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        code = (
+            f'import json, time; json.dump({{"balanced_accuracy": 0.5}}, open({path!r}, "w")); '
+            'time.sleep(1)'
+        )
+        return subprocess.Popen([sys.executable, '-c', code])
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    assert cli.run(str(tmp_path), jobs=2, max_minutes=0) == 0
+    records = evidence.ledger(str(tmp_path))
+    assert len(records) == 2 and not any(r.get('by_hand') for r in records)
+
+
 def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path, monkeypatch, cli):
     base, (other, dropped) = evidence.BASE, evidence.MAP_OTHERS[:2]
     cells = [
