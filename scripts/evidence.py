@@ -208,7 +208,9 @@ def _run(
     start, failed = time.time(), set()
     while True:
         cells, waiting = planner.plan(root)
-        for cell in adopt(root, cells, machine_info):
+        # Not its own runs: one may have written results.json and not exited yet.
+        by_hand = [c for c in cells if design.cells_key(c) not in running]
+        for cell in adopt(root, by_hand, machine_info):
             print(f'evidence: {cell.workdir(root)} finished by hand; in the ledger', flush=True)
             if records:
                 sync(root, records, [cell])

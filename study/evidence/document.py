@@ -235,7 +235,8 @@ def precision_paragraph(root: str) -> str:
         f'bf16 against {pct(decided["float32"])} in float32 (difference '
         f'{signed(decided["bf16"] - decided["float32"])}; allowed: two seed-to-seed standard '
         f'deviations, {pct(decided["limit"])}) and trained {decided["speedup"]:.2f}x as fast '
-        f'(needed: {planner.BF16_MIN_SPEEDUP}x), so the map runs in '
+        "as the base folds' float32 FixMatch S runs on average (needed: "
+        f'{planner.BF16_MIN_SPEEDUP}x), so the map runs in '
         f'**{decided["precision"]}**.\n'
     )
 

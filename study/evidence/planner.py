@@ -51,13 +51,20 @@ def map_settings(root: str) -> list[design.Setting]:
 def map_precision(root: str) -> dict | None:
     """The precision of the map's runs and why: bf16 when its FixMatch S run on base fold
     1 lands within two seed-to-seed standard deviations of the float32 one and trains
-    BF16_MIN_SPEEDUP times as fast or more; None until both have finished."""
-    f32 = design.setting_cells(design.BASE, 1, 'base', 'float32')['fixmatch_1gen']
+    BF16_MIN_SPEEDUP times as fast or more than the float32 FixMatch S runs of the base
+    folds on average (the speed of one run moves with what runs beside it); None until
+    all have finished."""
+    f32 = [
+        design.setting_cells(design.BASE, f, 'base', 'float32')['fixmatch_1gen']
+        for f in design.FOLDS
+    ]
     bf16 = design.precision_cell()
-    a, b = progress.accuracy(root, f32), progress.accuracy(root, bf16)
-    speed_a, speed_b = timing.steps_per_second(root, f32), timing.steps_per_second(root, bf16)
-    if None in (a, b, speed_a, speed_b):
+    a, b = progress.accuracy(root, f32[0]), progress.accuracy(root, bf16)
+    speeds = [timing.steps_per_second(root, c) for c in f32]
+    speed_b = timing.steps_per_second(root, bf16)
+    if None in (a, b, speed_b, *speeds):
         return None
+    speed_a = sum(speeds) / len(speeds)
     limit = 2 * seed_std()
     speedup = speed_b / speed_a
     close, fast = abs(b - a) <= limit, speedup >= BF16_MIN_SPEEDUP
