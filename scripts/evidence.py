@@ -298,8 +298,10 @@ def check(root: str, records: str) -> int:
     first_dir = cell.workdir(records)
     if progress.results(records, cell) is None:
         sys.exit(f'error: {first_dir}: no results.json to compare with; run the study first')
-    with open(os.path.join(first_dir, 'args.json')) as f:
-        threads = json.load(f)['cpu_threads']
+    # As many threads as it had (the ledger's), which may change the float arithmetic.
+    threads = next(
+        (r['threads'] for r in timing.ledger(records) if r['workdir'] == cell.workdir(root)), 1
+    )
     workdir = cell.workdir(root.rstrip('/') + '_check')
     shutil.rmtree(workdir, ignore_errors=True)
     command = [sys.executable, 'scripts/crest.py', *cell.flags(threads), f'--workdir={workdir}']

@@ -413,8 +413,12 @@ def test_check_compares_the_rerun_with_the_records_but_wall_time(
     records = tmp_path / 'records'
     first_dir = design.check_cell().workdir(str(records))
     first = _results(0.6)
-    first.args.update(cpu_threads=1, workdir='a')
+    first.args.update(workdir='a')
     fakes.write_results(first_dir, first)
+    # It ran with 2 threads, as its ledger line says: so does the check run.
+    root = str(tmp_path / 'runs')
+    line = {'workdir': design.check_cell().workdir(root), 'threads': 2}
+    _write(os.path.join(records, timing.LEDGER), json.dumps(line) + '\n')
     _write(os.path.join(first_dir, 'args.json'), json.dumps(first.args))
     _write(os.path.join(first_dir, 'data', 'counts.json'), json.dumps({'data_dir': 'a'}))
     picks = first.generations[0].picks
@@ -423,8 +427,9 @@ def test_check_compares_the_rerun_with_the_records_but_wall_time(
     def rerun(command):
         """The check run, in its own folder, on another machine, at another speed."""
         workdir = command[-1].partition('=')[2]
+        assert '--cpu_threads=2' in command
         again = copy.deepcopy(first)
-        again.args.update(cpu_threads=2, workdir='b')
+        again.args.update(workdir='b')
         again.generations[0].seconds = 1.0
         again_picks = copy.deepcopy(picks)
         if change == 'picks':
@@ -437,7 +442,7 @@ def test_check_compares_the_rerun_with_the_records_but_wall_time(
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(cli.subprocess, 'run', rerun)
-    assert cli.check(str(tmp_path / 'runs'), str(records)) == (0 if change is None else 1)
+    assert cli.check(root, str(records)) == (0 if change is None else 1)
     assert said.format(first_dir) in capsys.readouterr().out
 
 
