@@ -140,6 +140,7 @@ def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) 
     cell, process, began, resumed, steps = entry
     record = {
         'workdir': cell.workdir(root),
+        'cell': cell.workdir(''),
         'stage': cell.stage,
         'precision': cell.precision,
         'steps': steps,  # The cell's steps but a copied generation 0's.
@@ -160,16 +161,17 @@ def adopt(root: str, cells: list[design.Cell], machine_info: dict) -> list[desig
     """Gives each planned cell that finished outside the runner (started by hand) and has
     no ledger line one: its training time from results.json (each generation's seconds,
     start-up left out; a resumed run's last stretch only, so a lower bound). Returns them."""
-    known = {r['workdir'] for r in timing.ledger(root)}
+    known = {r['cell'] for r in timing.ledger(root)}
     adopted = []
     for cell in cells:
         found = progress.results(root, cell)
-        if found is None or cell.workdir(root) in known:
+        if found is None or cell.workdir('') in known:
             continue
         copied = os.path.exists(os.path.join(cell.workdir(root), generation0.COPIED))
         generations = found.generations[1:] if copied else found.generations
         record = {
             'workdir': cell.workdir(root),
+            'cell': cell.workdir(''),
             'stage': cell.stage,
             'precision': cell.precision,
             'steps': progress.steps_to_train(root, cell, cells),
@@ -299,9 +301,7 @@ def check(root: str, records: str) -> int:
     if progress.results(records, cell) is None:
         sys.exit(f'error: {first_dir}: no results.json to compare with; run the study first')
     # As many threads as it had (the ledger's), which may change the float arithmetic.
-    threads = next(
-        (r['threads'] for r in timing.ledger(records) if r['workdir'] == cell.workdir(root)), 1
-    )
+    threads = next((r['threads'] for r in timing.lines_of(records, cell)), 1)
     workdir = cell.workdir(root.rstrip('/') + '_check')
     shutil.rmtree(workdir, ignore_errors=True)
     command = [sys.executable, 'scripts/crest.py', *cell.flags(threads), f'--workdir={workdir}']

@@ -59,6 +59,7 @@ def _ledger(root, cell, seconds, **extra):
     """Appends a finished run's line to ROOT's ledger."""
     record = {
         'workdir': cell.workdir(str(root)),
+        'cell': cell.workdir(''),
         'stage': cell.stage,
         'precision': cell.precision,
         'steps': cell.total_steps,
@@ -417,7 +418,11 @@ def test_check_compares_the_rerun_with_the_records_but_wall_time(
     fakes.write_results(first_dir, first)
     # It ran with 2 threads, as its ledger line says: so does the check run.
     root = str(tmp_path / 'runs')
-    line = {'workdir': design.check_cell().workdir(root), 'threads': 2}
+    line = {
+        'workdir': design.check_cell().workdir(root),
+        'cell': design.check_cell().workdir(''),
+        'threads': 2,
+    }
     _write(os.path.join(records, timing.LEDGER), json.dumps(line) + '\n')
     _write(os.path.join(first_dir, 'args.json'), json.dumps(first.args))
     _write(os.path.join(first_dir, 'data', 'counts.json'), json.dumps({'data_dir': 'a'}))

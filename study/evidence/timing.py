@@ -6,9 +6,14 @@ import os
 
 from study.evidence import design
 
-# ROOT/LEDGER: one JSON line per run that ended (finished, failed or stopped): machine,
-# wall time, steps.
+# ROOT/LEDGER: one JSON line per run that ended (finished, failed or stopped): its cell
+# (the run folder's path under ROOT, the same in the records), machine, wall time, steps.
 LEDGER = 'ledger.jsonl'
+
+
+def lines_of(root: str, cell: design.Cell) -> list[dict]:
+    """The ledger lines of `cell`'s run, oldest first."""
+    return [r for r in ledger(root) if r['cell'] == cell.workdir('')]
 
 
 def ledger(root: str) -> list[dict]:
@@ -43,7 +48,7 @@ def hours(root: str, steps: list[int]) -> tuple[float, int] | None:
 def steps_per_second(root: str, cell: design.Cell) -> float | None:
     """A finished cell's speed: the steps it trained over the wall time of all its
     stretches in the ledger (restarts included); None without a ledger line."""
-    mine = [r for r in ledger(root) if r['workdir'] == cell.workdir(root)]
+    mine = lines_of(root, cell)
     finished = [r for r in mine if r['returncode'] == 0]
     seconds = sum(r['seconds'] for r in mine)
     if not finished or seconds <= 0:
