@@ -33,7 +33,14 @@ def test_resolve_fills_the_algorithm_defaults_unless_set():
     mixmatch = config_lib.resolve(config_lib.Config(algorithm='mixmatch', alpha=0.25))
     assert (mixmatch.alpha, mixmatch.t_min) == (0.25, 0.8)  # Paper section 4.1, alpha set.
     assert (mixmatch.steps_per_generation, mixmatch.uratio) == (2**17, 1)
-    assert mixmatch.hparams == {'K': 2, 'T': 0.5, 'mixup_beta': 0.75, 'wu': 75.0, 'rampup': 0.125}
+    assert mixmatch.hparams == {
+        'K': 2,
+        'T': 0.5,
+        'mixup_beta': 0.75,
+        'wu': 75.0,
+        'rampup': 0.125,
+        'rampup_max': 16384,
+    }
     fixmatch = config_lib.resolve(config_lib.Config(hparams={'threshold': 0.9}))
     assert (fixmatch.alpha, fixmatch.t_min) == (1 / 3, 0.5)
     assert (fixmatch.steps_per_generation, fixmatch.uratio) == (2**16, 7)

@@ -145,3 +145,16 @@ def test_unlabeled_weight_ramps_up_linearly(monkeypatch):
         for tracker in model.trackers.values():
             tracker.reset_state()
     np.testing.assert_allclose(weights, [0, 18.75, 37.5, 56.25, 75, 75])
+
+
+@pytest.mark.parametrize(
+    'total_steps, expected',
+    [
+        (2**17, 16384),  # A paper generation: 1/8 of it, MixMatch's 16,384 steps.
+        (393_216, 16384),  # Table 2's one-generation baseline: still 16,384.
+        (9600, 1200),  # A shorter run: 1/8 of it.
+    ],
+)
+def test_unlabeled_weight_ramps_over_mixmatchs_16384_steps_at_most(total_steps, expected):
+    model = MixMatch(lambda: fakes.tiny_net(), 2, total_steps=total_steps)
+    assert model.rampup_steps == expected

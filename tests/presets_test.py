@@ -57,6 +57,14 @@ def test_flags_win_over_the_method_over_the_protocol_over_the_algorithm_over_def
         presets.combine({}, preset='fixmatch')
 
 
+def test_imagenet127_trains_fixmatchs_3000_epochs_of_the_labeled_set():
+    values = presets.protocol_settings('imagenet127')
+    labeled = round(0.1 * 1_281_167)  # ImageNet's train split, 10% labeled.
+    epochs = values['steps_per_generation'] * values['batch_size'] / labeled
+    assert values['steps_per_generation'] == 375_000
+    assert epochs == pytest.approx(3000, rel=1e-3)  # 375,000 is rounded.
+
+
 def test_every_algorithm_declares_its_paper_settings():
     from libml.algorithms import ALGORITHMS
 

@@ -7,9 +7,10 @@ all unlabeled views (the guess, repeated per view) are mixed up with a random
 permutation of themselves; each example keeps the larger weight max(l, 1 - l),
 l ~ Beta(mixup_beta, mixup_beta). The mixed labeled part gets a soft cross-entropy, the mixed
 unlabeled part a squared error between softmax and mixed target, weighted by wu ramped
-linearly from 0 over the first `rampup` share of training: 1/8, i.e. MixMatch's 16,384
-steps in a paper generation of 2^17, and the same share of a shorter run (at least one
-step).
+linearly from 0 over MixMatch's 16,384 steps (`rampup_max`), or over the first `rampup`
+share of a shorter run, 1/8: 16,384 is 1/8 of a paper generation of 2^17 steps (at
+least one step). A longer run, e.g. the one-generation baseline of Table 2 (393,216
+steps), still ramps over 16,384 steps.
 
 Batch norm: as in the reference, the mixed batch [labeled; unlabeled] is forwarded in one
 pass, so its statistics cover labeled and unlabeled rows together (MixMatch's own code
@@ -45,14 +46,26 @@ class MixMatch(SemiSupervised):
             'in [0, 1]',
             lambda v: 0 <= v <= 1,
         ),
+        'rampup_max': HParam(
+            'Longest ramp-up of wu, in steps (MixMatch: 16,384).', '>= 0', lambda v: v >= 0
+        ),
     }
 
     def __init__(
-        self, make_net, num_classes, K=2, T=0.5, mixup_beta=0.75, wu=75.0, rampup=0.125, **kwargs
+        self,
+        make_net,
+        num_classes,
+        K=2,
+        T=0.5,
+        mixup_beta=0.75,
+        wu=75.0,
+        rampup=0.125,
+        rampup_max=16384,
+        **kwargs,
     ):
         super().__init__(make_net, num_classes, **kwargs)
         self.K, self.T, self.mixup_beta, self.wu = K, T, mixup_beta, wu
-        self.rampup_steps = ops.rampup_steps(rampup, self.total_steps)
+        self.rampup_steps = min(ops.rampup_steps(rampup, self.total_steps), rampup_max)
 
     @property
     def views(self):
