@@ -53,7 +53,8 @@ _NO_DA = dict(dist_align='none')
 # Differences, all this project's: the learning rate follows its cosine decay (level 7,
 # FixMatch's CIFAR one) instead of FixMatch's warmup and step decay; the augmentations
 # are the CIFAR ones (pad and crop, flip; RandAugment and Cutout), not an Inception crop;
-# and images are resized once, when the fold is written. The paper gives no more detail of its ImageNet127 runs.
+# and images are resized once, when the fold is written. The paper gives no more detail
+# of its ImageNet127 runs.
 _IMAGENET127 = dict(
     dataset='imagenet127',
     label_fraction=0.1,
