@@ -4,7 +4,8 @@ Each generation trains a fresh model (new weights, optimizer, EMA and alignment 
 on the original labeled set plus the previous generation's picks, pseudo-labels the
 unlabeled pool with the EMA model, keeps per predicted class the floor(n_c * mu_c) most
 confident, and exports original + picks as WORKDIR/gen_XX/labeled.tfrecord (the run
-folder's layout: crest/workdir.py).
+folder's layout: crest/workdir.py), and the EMA model itself for use outside this code
+(crest/export.py).
 
 A generation is finished when its metrics.json exists; a re-run skips it. An unfinished
 generation resumes from its latest checkpoint.
@@ -19,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from crest import config as config_lib
-from crest import rebalance, results, workdir
+from crest import export, rebalance, results, workdir
 from libml import datasets, folds, metrics, models, pipeline, records, train
 from libml.algorithms import ALGORITHMS
 
@@ -86,6 +87,9 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> results.Results:
                 generation = run_generation(cfg, g, labeled, data, strategy, log)
             labeled = read_export(cfg, g, data)  # The next generation's labeled set.
             log_generation(cfg, generation, data, log)
+            gen_dir = workdir.generation_dir(cfg.workdir, g)
+            if export.exported(gen_dir):  # Not in runs finished before exports existed.
+                export.point_to(cfg.workdir, g, gen_dir)
             generations.append(generation)
         return finish(cfg, generations, data, log)
 
@@ -265,6 +269,16 @@ def run_generation(
         balanced_accuracy_val=metrics.mean_of_last([e['acc/balanced_val'] for e in evals])
         if data.val is not None
         else None,
+    )
+    # Before metrics.json: a finished generation has its model exported.
+    export.export_generation(
+        gen_dir,
+        model.ema_net,
+        data.class_names,
+        data.counts,
+        labeled_counts,
+        la_prior,
+        dict(generation=g, dataset=cfg.dataset, arch=cfg.arch, precision=cfg.precision),
     )
     records.write_json(os.path.join(gen_dir, workdir.METRICS), generation.to_json())
     return generation

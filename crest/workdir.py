@@ -9,8 +9,10 @@ Layout:
   WORKDIR/gen_XX/test_probs.npy the final EMA model's test probabilities
   WORKDIR/gen_XX/labeled.tfrecord  original labeled set + this generation's picks
   WORKDIR/gen_XX/picks.json     per-class counts, precision and recall of the picks
+  WORKDIR/gen_XX/model.keras, saved_model/, classes.json  the final EMA model, exported
   WORKDIR/gen_XX/metrics.json   the generation's numbers (written last: it is finished)
   WORKDIR/results.json          every generation's numbers
+  WORKDIR/model.json            names the last finished generation's exported model
   WORKDIR/.lock                 held while a run trains in the folder
   WORKDIR/.worker_<i>/          worker i's own copy of all this, in a multi-machine run
 """
