@@ -1,4 +1,5 @@
-"""Ends the pytest process as soon as the session is over.
+"""Shared fixtures (finished tiny runs), and ends the pytest process as soon as the
+session is over.
 
 Once every test has run and the summary is printed, the interpreter's finalization can
 wait forever on one of TensorFlow's thread pools (seen on this project's CI: "N passed"
@@ -15,8 +16,25 @@ import threading
 
 import pytest
 
+from tests import fakes
+
 EXIT_HANDLER_SECONDS = 60
 _SESSION = pytest.StashKey[pytest.Session]()
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    """tiny_run(precision='float32') -> the folder of a finished `fakes.tiny_run`, made
+    on first use and shared by the session's tests: they must not change it (copy it)."""
+    runs = {}
+
+    def get(precision='float32'):
+        if precision not in runs:
+            folder = tmp_path_factory.mktemp(f'tiny_run_{precision}') / 'run'
+            runs[precision] = fakes.tiny_run(folder, precision=precision).workdir
+        return runs[precision]
+
+    return get
 
 
 def pytest_sessionstart(session):

@@ -24,9 +24,9 @@ from libml.records import DataError
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 
 
-def _list_images(root: str, split: str) -> tuple[list[str], list[str]]:
-    """(image files, other files) under root/split as sorted paths relative to root,
-    '/'-separated; hidden files and folders are left out."""
+def list_images(root: str, split: str = '') -> tuple[list[str], list[str]]:
+    """(image files, other files) under root/split (all of root by default) as sorted
+    paths relative to root, '/'-separated; hidden files and folders are left out."""
     images, others = [], []
     for folder, subfolders, files in os.walk(os.path.join(root, split), followlinks=True):
         subfolders[:] = [s for s in subfolders if not s.startswith('.')]
@@ -67,7 +67,7 @@ def load_folder(
     # Classes: the labeled set's folders; each must hold images.
     files, ignored = {}, []
     for split in splits:
-        files[split], others = _list_images(data_dir, split)
+        files[split], others = list_images(data_dir, split)
         ignored += others
     labeled_root = os.path.join(data_dir, 'labeled')
     names = sorted(
