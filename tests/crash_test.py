@@ -54,6 +54,9 @@ _SCRIPT = textwrap.dedent(
         wrap(tf.train.CheckpointManager, 'save', after=nth_save(2))
     elif kill == 'export':  # Labeled set exported, picks.json not yet.
         wrap(records, 'write_json', before=lambda path, *_: path.endswith('picks.json'))
+    elif kill == 'model_export':  # model.keras written, the SavedModel not yet.
+        from libml import export
+        wrap(export, 'save_serving', before=lambda *_: True)
     elif kill == 'next_generation':  # Generation 1, after its first checkpoint.
         def first_of_gen1(self, checkpoint_number=None):
             return 'gen_01' in self.directory and checkpoint_number == 2
@@ -63,7 +66,7 @@ _SCRIPT = textwrap.dedent(
     """
 )
 
-KILLS = ['data', 'mid_generation', 'after_checkpoint', 'export', 'next_generation']
+KILLS = ['data', 'mid_generation', 'after_checkpoint', 'export', 'model_export', 'next_generation']
 
 
 def _run(tmp, kill='', precision='float32'):
@@ -86,6 +89,10 @@ def test_killed_and_resumed_runs_end_identical_to_an_uninterrupted_one(tmp_path)
         assert proc.returncode == -9, (kill, proc.returncode, proc.stderr[-2000:])
     assert _run(tmp_path / 'c').returncode == 0
     assert fakes.run_outcome(tmp_path / 'c' / 'run') == expected
+    for g in range(2):  # Each generation's model exported whole, nothing half-written.
+        assert sorted(
+            p.name for p in (tmp_path / 'c' / 'run' / f'gen_{g:02d}').iterdir()
+        ) == sorted(p.name for p in (tmp_path / 'a' / 'run' / f'gen_{g:02d}').iterdir())
 
 
 def test_two_bf16_runs_are_identical(tmp_path):
