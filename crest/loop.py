@@ -199,7 +199,8 @@ def log_generation(cfg, generation: results.Generation, data: RunData, log) -> N
 
 
 def finish(cfg, generations: list[results.Generation], data: RunData, log) -> results.Results:
-    """Writes results.json, and says how biased generation 0 is on its minority classes."""
+    """Writes results.json, says where the model is and how biased generation 0 is on
+    its minority classes."""
     run_results = results.Results(
         args=dataclasses.asdict(cfg),
         class_names=data.class_names,
@@ -210,6 +211,12 @@ def finish(cfg, generations: list[results.Generation], data: RunData, log) -> re
         generations=generations,
     )
     records.write_json(os.path.join(cfg.workdir, workdir.RESULTS), run_results.to_json())
+    pointer = os.path.join(cfg.workdir, export.POINTER)
+    if tf.io.gfile.exists(pointer):
+        log(
+            f'its model: {os.path.join(cfg.workdir, records.read_json(pointer)["keras"])}; '
+            f'classify images: python scripts/predict.py --model={cfg.workdir} --images=FOLDER'
+        )
     split = 'unlabeled' if generations[0].unlabeled else 'test'
     bias = run_results.minority_bias(split, generation=0)
     precision = bias['minority_precision']

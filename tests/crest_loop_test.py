@@ -94,6 +94,9 @@ def test_two_generations_export_original_plus_picks(algorithm, tiny_config, monk
     # The last line points to the diagnosis, with FixMatch's minority-half numbers.
     assert logs[-1].startswith('generation 0 on the unlabeled set, minority half')
     assert logs[-1].endswith(f'python scripts/diagnose.py --run={cfg.workdir}')
+    # The one before to the model and how to use it.
+    assert logs[-2].startswith(f'its model: {cfg.workdir}/gen_01/model.keras; classify')
+    assert logs[-2].endswith(f'predict.py --model={cfg.workdir} --images=FOLDER')
 
     # A re-run skips finished generations and returns the same numbers.
     logs.clear()
