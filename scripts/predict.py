@@ -11,8 +11,8 @@ training. Writes a CSV (file, class, confidence, top 3 classes as name:probabili
 and prints how many images each class got. --la: logit-adjusted probabilities (the
 class prior of the generation's labeled set divided out), which favour the rare
 classes. With the demo's model (runs/demo), on a 2-core Intel Xeon shared with two
-training runs: 10,000 PNG files of Fashion-MNIST in 20 s, of which 6 s start-up (about
-700 images per second); 20 files in 8 s.
+training runs: 700-1,500 images per second by the load (10,000 Fashion-MNIST PNG files
+in 6.5-14 s), after 4-6 s of start-up; 20 files in 4-8 s all told.
 """
 
 import os
