@@ -170,8 +170,9 @@ def test_the_portable_model_holds_builtin_layers_only_and_computes_the_same(arch
     precision = 'bf16' if arch == 'cnn_small' else 'float32'
     net = _net(arch, (32, 32, 3), precision)
     model = export_lib.portable_model(net)
-    used = {type(layer).__module__.split('.')[0] for layer in models._layers(model)}
-    assert used == {'keras'}
+    layers = list(models._layers(model))
+    assert {type(layer).__module__.split('.')[0] for layer in layers} == {'keras'}
+    assert {layer.dtype_policy.name for layer in layers} == {'float32'}
     pixels = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     expected = train.predict(net, pixels)
     np.testing.assert_allclose(model(pixels.astype(np.float32)), expected, atol=ATOL[precision])
