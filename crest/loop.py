@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from crest import config as config_lib
-from crest import rebalance, results, workdir
+from crest import rebalance, results, summaries, workdir
 from libml import datasets, folds, metrics, models, pipeline, records, train
 from libml.algorithms import ALGORITHMS
 
@@ -266,6 +266,9 @@ def run_generation(
         if data.val is not None
         else None,
     )
+    summaries.write_generation(
+        os.path.join(gen_dir, 'tb'), cfg, generation, data.class_names, data.test.labels, probs_test
+    )
     records.write_json(os.path.join(gen_dir, workdir.METRICS), generation.to_json())
     return generation
 
@@ -353,6 +356,7 @@ def train_model(cfg, model, labeled, data: RunData, la_prior, seed, strategy, ge
         prefix=prefix,
         jit_compile=cfg.xla,
         describe=lambda numbers: f'balanced acc {numbers["acc/balanced"]:.4f}',
+        class_names=data.class_names,
     )
     probs_test = latest.get('probs')
     if probs_test is None:  # Trained before a restart: the restored EMA model is final.
