@@ -16,6 +16,7 @@ import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from crest import results
 
@@ -37,12 +38,21 @@ HPARAMS = (
     'alpha',
     't_min',
 )
+# The HPARAMS table ticks five columns at first, those marked as differing first (then by
+# name): these tell a fold loop's runs and generations apart. The others are a click away.
+SHOWN = ('dataset', 'fold', 'generation', 'imbalance', 'method')
 # Scalars of the generation's result: means of its last 5 evaluations, as reported.
 METRICS = {
     'result/balanced_accuracy': 'balanced accuracy',
     'result/balanced_accuracy_la': 'balanced accuracy (LA)',
 }
-IMAGES = ('per_class/test', 'per_class/unlabeled', 'confusion/test', 'picks/per_class')
+# One TensorBoard group, shown open.
+IMAGES = (
+    'generation/per_class_test',
+    'generation/per_class_unlabeled',
+    'generation/confusion_test',
+    'generation/picks',
+)
 
 
 def method_name(cfg) -> str:
@@ -78,14 +88,14 @@ def write_generation(
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (test_labels[known], predicted[known]), 1)
     images = {
-        'per_class/test': per_class_figure(
+        'generation/per_class_test': per_class_figure(
             class_names, generation.test.recall, generation.test.precision, 'test set'
         ),
-        'confusion/test': confusion_figure(class_names, confusion),
-        'picks/per_class': picks_figure(class_names, generation.picks),
+        'generation/confusion_test': confusion_figure(class_names, confusion),
+        'generation/picks': picks_figure(class_names, generation.picks),
     }
     if generation.unlabeled is not None:
-        images['per_class/unlabeled'] = per_class_figure(
+        images['generation/per_class_unlabeled'] = per_class_figure(
             class_names,
             generation.unlabeled.recall,
             generation.unlabeled.precision,
@@ -95,14 +105,26 @@ def write_generation(
     with writer.as_default(step=cfg.steps_per_generation):
         for name, figure in images.items():
             tf.summary.image(name, render(figure)[None])
-        hp.hparams_config(
-            hparams=[hp.HParam(name) for name in HPARAMS],
-            metrics=[hp.Metric(tag, display_name=shown) for tag, shown in METRICS.items()],
-        )
+        tf.summary.experimental.write_raw_pb(experiment().SerializeToString(), step=0)
         hp.hparams(hparams_of(cfg, generation.generation))
         tf.summary.scalar('result/balanced_accuracy', generation.balanced_accuracy)
         tf.summary.scalar('result/balanced_accuracy_la', generation.balanced_accuracy_la)
     writer.close()
+
+
+def experiment():
+    """The HParams experiment (its columns and metrics) as a Summary proto, the SHOWN
+    columns marked as differing."""
+    summary = hp.hparams_config_pb(
+        hparams=[hp.HParam(name) for name in HPARAMS],
+        metrics=[hp.Metric(tag, display_name=shown) for tag, shown in METRICS.items()],
+    )
+    [value] = summary.value
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in SHOWN
+    value.metadata.plugin_data.content = data.SerializeToString()
+    return summary
 
 
 def render(figure: Figure) -> np.ndarray:
@@ -138,10 +160,11 @@ def per_class_figure(class_names, recall, precision, split: str) -> Figure:
     ax.bar(x - 0.2, recall, 0.4, label='recall', color='tab:blue')
     ax.bar(x + 0.2, precision, 0.4, label='precision', color='tab:orange')
     ax.axhline(np.mean(recall), color='tab:blue', lw=1, ls='--', label='mean recall')
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.25)  # Room for the legend above the bars.
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_title(f'Per-class recall and precision, {split}')
     _class_axis(ax, class_names)
-    ax.legend(loc='lower left', fontsize=8)
+    ax.legend(loc='upper center', ncol=3, fontsize=8)
     figure.tight_layout()
     return figure
 
@@ -191,7 +214,9 @@ def picks_figure(class_names, picks: results.Picks) -> Figure:
     predicted = np.asarray(picks.predicted, np.float64)
     kept = np.divide(picks.picked, predicted, out=np.zeros(num), where=predicted > 0)
     rates.plot(x, kept, 'x', color='black', label='picked / predicted')
-    rates.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.3 * max(max(picks.picked), 1))  # Room for the legend.
+    rates.set_ylim(0, 1.3)
+    rates.set_yticks(np.linspace(0, 1, 6))
     rates.set_ylabel('rate')
     total = f'{picks.total_picked} picked'
     if picks.total_precision is not None:
@@ -199,6 +224,6 @@ def picks_figure(class_names, picks: results.Picks) -> Figure:
     ax.set_title(f'Pseudo-labels picked per predicted class ({total})')
     _class_axis(ax, class_names)
     handles = [*ax.get_legend_handles_labels()[0], *rates.get_legend_handles_labels()[0]]
-    ax.legend(handles=handles, loc='upper left', fontsize=8)
+    ax.legend(handles=handles, loc='upper center', ncol=4, fontsize=8)
     figure.tight_layout()
     return figure

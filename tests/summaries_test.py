@@ -105,6 +105,8 @@ def test_generation_summaries_in_event_files(tmp_path, monkeypatch):
     [(_, experiment)] = events['_hparams_/experiment']
     data = plugin_data_pb2.HParamsPluginData.FromString(experiment.metadata.plugin_data.content)
     assert [h.name for h in data.experiment.hparam_infos] == list(summaries.HPARAMS)
+    shown = [h.name for h in data.experiment.hparam_infos if h.differs]
+    assert sorted(shown) == sorted(summaries.SHOWN) and 'method' in shown
     assert [m.name.tag for m in data.experiment.metric_infos] == list(summaries.METRICS)
     # The metrics' values: the generation's reported numbers.
     [(step, value)] = events['result/balanced_accuracy']
