@@ -21,7 +21,8 @@ skips finished generations and resumes an unfinished one from its last checkpoin
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TF's C++ start-up chatter out.
 
 import tensorflow as tf  # noqa: E402
@@ -141,6 +142,13 @@ def main(argv):
         # OSError and TensorFlow's errors: a disk that is full or a file that cannot be
         # written, mostly; their message names the file.
         sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')
+
+
+def run():
+    """The `crest` command of the installed package (pyproject.toml)."""
+    from . import run_as_program
+
+    run_as_program(sys.modules[__name__])
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ in 6.5-14 s), after 4-6 s of start-up; 20 files in 4-8 s all told.
 import os
 import sys
 
-if not __package__:
+if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TF's C++ start-up chatter out.
 
@@ -64,7 +64,10 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    """The `crest-predict` command of the installed package (pyproject.toml)."""
+    from . import run_as_program
+
+    run_as_program(sys.modules[__name__])
 
 
 if __name__ == '__main__':
