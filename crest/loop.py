@@ -416,12 +416,14 @@ def test_report(evals: list[dict], la_prior) -> results.TestReport:
 
 
 def pick_summary(unlabeled, picks: np.ndarray, predicted, rates, export=None) -> results.Picks:
-    """Per-class counts of the picks, with their precision and recall, both counted over
-    the images whose true class is known (all but some of the user's own)."""
+    """Per-class counts of the picks by predicted class, all of them; their precision and
+    recall are counted over the picks whose true class is known (all but some of the
+    user's own), whose counts are `picked_known` when some are not known."""
     num_classes = len(rates)
     true, pred = unlabeled.labels[picks], predicted[picks]
     known = true >= 0
-    picked = np.bincount(pred[known], minlength=num_classes)
+    picked = np.bincount(pred, minlength=num_classes)
+    picked_known = np.bincount(pred[known], minlength=num_classes)
     correct = np.bincount(pred[true == pred], minlength=num_classes)
     pool = np.bincount(unlabeled.labels[unlabeled.labels >= 0], minlength=num_classes)
     checkable = bool(np.any(unlabeled.labels >= 0))  # Else nothing to check against.
@@ -431,7 +433,8 @@ def pick_summary(unlabeled, picks: np.ndarray, predicted, rates, export=None) ->
         picked=picked.tolist(),
         correct=correct.tolist() if checkable else None,
         precision=np.round(
-            np.divide(correct, picked, out=np.zeros(num_classes), where=picked > 0), 6
+            np.divide(correct, picked_known, out=np.zeros(num_classes), where=picked_known > 0),
+            6,
         ).tolist()
         if checkable
         else None,
@@ -441,9 +444,10 @@ def pick_summary(unlabeled, picks: np.ndarray, predicted, rates, export=None) ->
         if checkable
         else None,
         total_picked=len(picks),
-        total_precision=float(correct.sum() / max(picked.sum(), 1)) if checkable else None,
+        total_precision=float(correct.sum() / max(picked_known.sum(), 1)) if checkable else None,
         # Picks no label checks.
         unknown_class=None if known.all() else int(len(picks) - known.sum()),
+        picked_known=picked_known.tolist() if checkable and not known.all() else None,
         export=export,
     )
 
