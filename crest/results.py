@@ -198,10 +198,13 @@ class Results(Record):
     @classmethod
     def read(cls, path: str) -> 'Results':
         """results.json at `path`; OSError if unreadable, OldFormatError if of an earlier
-        version, ValueError if not JSON."""
+        version, ValueError if not JSON or without a generation."""
         with open(path) as f:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as e:
                 raise ValueError(f'{path}: not valid JSON ({e})') from e
-        return cls.from_json(data, path)
+        results = cls.from_json(data, path)
+        if not results.generations:
+            raise ValueError(f'{path}: holds no generation')
+        return results

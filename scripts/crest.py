@@ -19,6 +19,7 @@ skips finished generations and resumes an unfinished one from its last checkpoin
 """
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -92,8 +93,15 @@ _define(
     'gives bit-identical numbers on the same machine and software.',
     'run',
 )
-_define('cpu_threads', 0, 'Limit TF to this many threads (0: all cores).', 'run')
+MAX_CPU_THREADS = 1024
+_define(
+    'cpu_threads',
+    0,
+    f'Limit TF to this many threads (0: all cores), at most {MAX_CPU_THREADS}.',
+    'run',
+)
 FLAGS = flags.FLAGS
+STOPPED = 'stopped; resume with the same command'
 
 
 def _config() -> config_lib.Config:
@@ -114,12 +122,28 @@ def _config() -> config_lib.Config:
     return config_lib.Config(**values)
 
 
+def _error_line(e: Exception) -> str:
+    """An error's message in one line, without TensorFlow's wrapping: the
+    `{{function_node __wrapped__...}}` prefix, a graph error's traceback of where the op
+    was defined, the `[[{{node ...}}]]` and `[Op:...]` trailers."""
+    text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', getattr(e, 'message', None) or str(e))
+    skip = ('Graph execution error:', 'Detected at node', 'File "', '[[')
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(skip)] or [str(e)]
+    return re.sub(r'\s*\[Op:[^\]]*\]( name: \S*)?\s*$', '', lines[0])
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     try:
         cfg = config_lib.resolve(_config())
         config_lib.validate(cfg)
+        if not 0 <= FLAGS.cpu_threads <= MAX_CPU_THREADS:
+            raise ValueError(
+                f'--cpu_threads must be in [0, {MAX_CPU_THREADS}] (0: all cores), '
+                f'got {FLAGS.cpu_threads}'
+            )
     except ValueError as e:
         sys.exit(f'error: {e}')
 
@@ -140,7 +164,11 @@ def main(argv):
     except (ValueError, records.DataError, OSError, tf.errors.OpError) as e:
         # OSError and TensorFlow's errors: a disk that is full or a file that cannot be
         # written, mostly; their message names the file.
-        sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')
+        sys.exit(f'error: {_error_line(e)}')
+    except KeyboardInterrupt:
+        # Every file is written whole or not at all, and the lock goes with the process.
+        print(STOPPED, file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
 from crest.results import Results
@@ -248,6 +249,31 @@ def test_a_record_file_that_is_not_json_is_named(cli, tiny, name):
     (run / name).write_text('{"cut short')
     error = _error(cli, *argv)
     assert error.startswith(f'error: {run / name}: not valid JSON'), error
+
+
+def test_tensorflow_errors_are_one_line_without_its_wrapping(cli):
+    """An unreadable image met in a tf.data pipeline, a missing file read in a graph:
+    the message of the cause only."""
+    decode = tf.data.Dataset.from_tensor_slices([b'not an image']).map(tf.io.decode_png)
+    with pytest.raises(tf.errors.OpError) as e:
+        list(decode)
+    assert '{{function_node' in e.value.message
+    line = cli._error_line(e.value)
+    assert line.startswith('Error in user-defined function passed to MapDataset'), line
+    assert line.endswith(
+        'Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, BMP, WebP required.'
+    )
+
+    @tf.function
+    def read(path):
+        return tf.io.read_file(path)
+
+    with pytest.raises(tf.errors.OpError) as e:
+        read(tf.constant('/no/such/checkpoint'))
+    assert cli._error_line(e.value) == '/no/such/checkpoint; No such file or directory'
+    assert cli._error_line(OSError(28, 'No space left on device')) == (
+        '[Errno 28] No space left on device'
+    )
 
 
 def test_a_diverging_loss_stops_at_the_evaluation_keeping_the_last_checkpoint(cli, tiny):

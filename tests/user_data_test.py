@@ -266,3 +266,25 @@ def test_a_folder_fold_records_paths_and_its_source(tmp_path):
         ensure(out, str(tmp_path / 'other'))
     with pytest.raises(DataError, match='holds another fold'):
         ensure(out, str(src), image_size=8)
+
+
+def test_a_file_that_is_not_an_npz_archive_is_a_one_line_error(tmp_path):
+    """A .npy renamed .npz, text, a zip header over garbage, an archive cut short."""
+    np.save(tmp_path / 'array.npy', np.zeros(3))
+    os.rename(tmp_path / 'array.npy', tmp_path / 'array.npz')
+    (tmp_path / 'text.npz').write_text('x_labeled,y_labeled\n')
+    (tmp_path / 'garbage.npz').write_bytes(b'PK\x03\x04' + b'\xff' * 100)
+    write_npz(str(tmp_path / 'whole.npz'))
+    whole = (tmp_path / 'whole.npz').read_bytes()
+    (tmp_path / 'cut.npz').write_bytes(whole[: len(whole) // 2])
+    for name, message in [
+        ('array', 'a single array (.npy), not an .npz file of named arrays'),
+        ('text', 'not an .npz file (not a zip archive; np.savez writes one)'),
+        ('garbage', 'not a readable .npz file (File is not a zip file)'),
+        ('cut', 'not a readable .npz file'),
+    ]:
+        path = str(tmp_path / f'{name}.npz')
+        with pytest.raises(DataError) as e:
+            load_npz(path)
+        assert str(e.value).startswith(f'{path}: {message}'), str(e.value)
+        assert '\n' not in str(e.value)

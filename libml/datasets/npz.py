@@ -7,6 +7,8 @@ Ids are an image's row: labeled rows first, then unlabeled ones.
 """
 
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -18,14 +20,25 @@ NPZ_REQUIRED = ('x_labeled', 'y_labeled', 'x_unlabeled', 'x_test', 'y_test')
 NPZ_OPTIONAL = ('y_unlabeled', 'x_val', 'y_val', 'class_names')
 
 
+# What reading a damaged zip archive or array raises.
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def _npz_arrays(path: str) -> dict[str, np.ndarray]:
     try:
+        with open(path, 'rb') as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f'{path}: cannot read it ({e.strerror})') from e
+    if magic.startswith(b'\x93NUMPY'):
+        raise DataError(f'{path}: a single array (.npy), not an .npz file of named arrays')
+    if not magic.startswith((b'PK\x03\x04', b'PK\x05\x06')):
+        raise DataError(f'{path}: not an .npz file (not a zip archive; np.savez writes one)')
+    try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except _UNREADABLE as e:
         raise DataError(f'{path}: not a readable .npz file ({e})') from e
     with archive:
-        if not hasattr(archive, 'files'):
-            raise DataError(f'{path}: a single array, not an .npz file of named arrays')
         unknown = sorted(set(archive.files) - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
         missing = [k for k in NPZ_REQUIRED if k not in archive.files]
         if unknown or missing:
@@ -40,11 +53,16 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
         for key in archive.files:
             try:
                 arrays[key] = archive[key]
-            except ValueError as e:  # An object array: loading it would unpickle.
+            except ValueError as e:
+                if 'pickle' not in str(e):
+                    raise DataError(f'{path}: array {key} cannot be read ({e})') from e
+                # An object array: loading it would unpickle.
                 raise DataError(
                     f'{path}: array {key} holds Python objects, which are not read (it '
                     'would run code); save numbers, or strings as a str array'
                 ) from e
+            except _UNREADABLE as e:
+                raise DataError(f'{path}: array {key} cannot be read ({e})') from e
     return arrays
 
 
