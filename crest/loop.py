@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from crest import config as config_lib
 from crest import rebalance, results, workdir
-from libml import datasets, folds, metrics, models, pipeline, records, train
+from libml import datasets, folds, machine, metrics, models, pipeline, records, train
 from libml.algorithms import ALGORITHMS
 
 # Above this many bytes of decoded train and test images, --stream=auto streams them.
@@ -102,10 +102,17 @@ def load_data(cfg: config_lib.Config, log) -> RunData:
     spec = config_lib.fold_spec(cfg)
     fold = folds.ensure_fold(dataset, spec, fold_dir, log)
     shape = folds.image_shape_of_fold(fold, dataset)
-    stream = cfg.stream == 'always' or (
-        cfg.stream == 'auto'
-        and _decoded_bytes(fold, folds.fold_splits(fold), shape) > IN_MEMORY_LIMIT
-    )
+    decoded = _decoded_bytes(fold, folds.fold_splits(fold), shape)
+    stream = cfg.stream == 'always' or (cfg.stream == 'auto' and decoded > IN_MEMORY_LIMIT)
+    if not stream:
+        try:
+            machine.check_fits(
+                decoded,
+                f'--stream={cfg.stream}: holding the fold {fold_dir} in memory',
+                ('--stream=always reads it from its files'),
+            )
+        except MemoryError as e:
+            raise ValueError(str(e)) from None
     splits = {
         s: folds.read_split(fold_dir, s, fold, images=not stream) for s in folds.fold_splits(fold)
     }
@@ -114,7 +121,7 @@ def load_data(cfg: config_lib.Config, log) -> RunData:
     counts = np.bincount(labeled.labels, minlength=len(names))
     if np.any(counts == 0):
         empty = ', '.join(names[c] for c in np.flatnonzero(counts == 0))
-        raise ValueError(f'no labeled example of class(es) {empty}: raise --label_fraction')
+        raise ValueError(f'{labeled.path}: no labeled example of class(es) {empty}')
     prior = _class_prior(cfg, counts)
     # The unlabeled stream is the whole long-tailed train set, labels unused.
     if stream:

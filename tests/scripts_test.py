@@ -153,3 +153,10 @@ def test_cpu_threads_below_zero_is_refused(tmp_path):
         'error: --cpu_threads must be in [0, 1024] (0: all cores), got -1'
     ), result.stderr[-2000:]
     assert not (tmp_path / 'run').exists()
+
+
+def test_help_states_the_bounds_of_the_sizes():
+    text = ' '.join(_run('crest.py', '--helpfull').stdout.split())
+    assert 'Allowed: an integer in [1, 64]. Only with --algorithm=mixmatch.' in text
+    for flag, bound in [('uratio', 'in [1, 64]'), ('image_size', 'in [0, 1024]')]:
+        assert f'Allowed: {bound}.' in text.split(f'--{flag}:', 1)[1].split('(default:', 1)[0]

@@ -6,12 +6,14 @@ with allow_pickle=False.
 Ids are an image's row: labeled rows first, then unlabeled ones.
 """
 
+import collections
 import os
 import zipfile
 import zlib
 
 import numpy as np
 
+from libml import machine
 from libml.datasets import given as given_lib
 from libml.datasets import image_files
 from libml.records import DataError
@@ -25,6 +27,8 @@ _UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _npz_arrays(path: str) -> dict[str, np.ndarray]:
+    if os.path.isdir(path):
+        raise DataError(f'{path}: a folder, not an .npz file (--dataset=folder reads folders)')
     try:
         with open(path, 'rb') as f:
             magic = f.read(6)
@@ -108,6 +112,15 @@ def load_npz(
             f'{path}: images of {image_size} px are too small (min {given_lib.MIN_IMAGE_SIZE})'
         )
     if shapes != {(image_size, image_size)}:
+        count = sum(len(x) for x in images.values())
+        try:  # The resized images and their stacked copies.
+            machine.check_fits(
+                2 * count * image_size**2 * images['labeled'].shape[3],
+                f'{path}: {count:,} images resized to {image_size} px',
+                'lower --image_size',
+            )
+        except MemoryError as e:
+            raise DataError(str(e)) from None
         log(f'images resized to {image_size}x{image_size} (--image_size)')
         images = {
             s: np.stack([image_files.resize(im, image_size) for im in x]) for s, x in images.items()
@@ -128,7 +141,17 @@ def load_npz(
         lowest = given_lib.UNKNOWN if split == 'unlabeled' else 0
         if y.min() < lowest:
             raise DataError(f'{path}: {key} holds {y.min()}, below {lowest}')
+        if y.max() >= given_lib.MAX_CLASSES:
+            raise DataError(
+                f'{path}: {key} holds label {y.max()}, out of range (classes 0..'
+                f'{given_lib.MAX_CLASSES - 1} at most)'
+            )
         labels[split] = y.astype(np.int64)
+    if len(np.unique(labels['test'])) < 2 <= len(np.unique(labels['labeled'])):
+        raise DataError(
+            f'{path}: y_test holds one class only ({labels["test"][0]}); a test set of one '
+            'class measures nothing'
+        )
     num_classes = 1 + max(int(y.max()) for y in labels.values())
     if 'class_names' in arrays:
         names = arrays['class_names']
@@ -138,6 +161,9 @@ def load_npz(
                 f'of at least {num_classes} names (labels go up to {num_classes - 1})'
             )
         names = [str(n) for n in names]
+        repeated = sorted(n for n, k in collections.Counter(names).items() if k > 1)
+        if repeated:
+            raise DataError(f'{path}: class_names repeats {", ".join(map(repr, repeated))}')
     else:
         names = [f'class_{c}' for c in range(num_classes)]
     counts = np.bincount(labels['labeled'], minlength=len(names))
