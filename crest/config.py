@@ -17,11 +17,12 @@ import os
 from collections.abc import Callable
 
 from crest import rebalance
-from libml import datasets, folds, models, pipeline
+from libml import datasets, folds, lt, models, pipeline
 from libml.algorithms import ALGORITHMS
 
 DIST_ALIGN = ('none', 'constant', 'progressive')
 CLASS_PRIORS = ('labeled', 'analytic')
+UNLABELED_PRIORS = ('labeled', 'estimated')
 STREAM = ('auto', 'always', 'never')
 # The groups of settings, in the order --helpfull shows them.
 GROUPS = ('data', 'method', 'training', 'run')
@@ -133,6 +134,16 @@ class Config:
     fold: int = setting(
         1, 'Labeled/unlabeled split, 1..5 in the paper.', 'data', **_within(1, MAX_FOLD)
     )
+    unlabeled_distribution: str = setting(
+        'same',
+        "The unlabeled images' class distribution: same (the labeled long tail's, the "
+        "paper's), uniform (M_1 images of every class) or reversed (the long tail read from "
+        'its end: the rarest labeled class is the largest unlabeled one). Built-in '
+        'long-tailed data sets but DARP; M_1 = 4000 (CIFAR-10, Fashion-MNIST), 300 '
+        '(CIFAR-100).',
+        'data',
+        choices=lt.UNLABELED_DISTRIBUTIONS,
+    )
     algorithm: str = setting(
         'fixmatch',
         'Semi-supervised learner; its own settings are the --<algorithm>.<name> flags.',
@@ -184,6 +195,15 @@ class Config:
         'gamma law (reference code).',
         'method',
         choices=CLASS_PRIORS,
+    )
+    unlabeled_prior: str = setting(
+        'labeled',
+        "The class distribution CReST+'s alignment target flattens: the labeled one "
+        "(paper), or estimated: after each generation, the unlabeled set's, from the EMA "
+        "model's predictions corrected by EM (Saerens et al. 2002); generation 0 uses "
+        'the labeled one.',
+        'method',
+        choices=UNLABELED_PRIORS,
     )
     steps_per_generation: int | None = setting(
         None, 'Train steps.', 'training', **_within(1, MAX_STEPS)
@@ -244,6 +264,21 @@ class Config:
 # arithmetic), so a resumed run may change them.
 RUNTIME_ONLY = ('workdir', 'data_dir', 'method', 'preset', 'xla', 'bad_images')
 DECLARED = [f for f in dataclasses.fields(Config) if 'help' in f.metadata]
+# Settings added after runs had been made: a run's files (args.json, results.json) hold
+# them only when set away from their default, which does what the code did before they
+# came, and a file without them is read as their default. A run of the same settings
+# thus writes the same bytes before and after they came, and resumes across.
+LATER_SETTINGS = ('unlabeled_distribution', 'unlabeled_prior')
+
+
+def saved_settings(cfg: Config) -> dict:
+    """The settings of `cfg` as a run's args.json and results.json hold them."""
+    default = Config()
+    return {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if not (k in LATER_SETTINGS and v == getattr(default, k))
+    }
 
 
 def paper_setting_help(name: str) -> str:
@@ -307,6 +342,7 @@ def fold_spec(cfg: Config) -> folds.FoldSpec:
         image_size=cfg.image_size,
         class_order=cfg.class_order,
         bad_images=cfg.bad_images,
+        unlabeled_distribution=cfg.unlabeled_distribution,
     )
 
 
@@ -345,9 +381,10 @@ def idle_settings(cfg: Config, given: set[str]) -> list[str]:
     idle = {}
     if not unlabeled:
         why = f'with --algorithm={cfg.algorithm} (it trains on labeled images only)'
-        idle.update({n: why for n in ('uratio', 'dist_align', 't_min')})
+        idle.update({n: why for n in ('uratio', 'dist_align', 't_min', 'unlabeled_prior')})
     elif cfg.dist_align == 'none':
         idle['t_min'] = 'with --dist_align=none'
+        idle['unlabeled_prior'] = 'with --dist_align=none (an estimate is only recorded)'
     if cfg.labeled_weights != 'class_balanced':
         idle['cb_beta'] = f'with --labeled_weights={cfg.labeled_weights}'
     return [
@@ -401,6 +438,7 @@ def changed_settings(saved: dict, cfg: Config) -> list[str]:
     """Names of settings that differ from a saved args.json, ignoring runtime-only ones.
     ValueError if the saved file lacks a setting: it was written by an earlier version
     of this code, whose run this one cannot resume."""
+    saved = {**{k: getattr(Config(), k) for k in LATER_SETTINGS}, **saved}
     missing = [f.name for f in dataclasses.fields(Config) if f.name not in saved]
     if missing:
         raise ValueError(

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from crest import config as config_lib
-from crest import rebalance, results, workdir
+from crest import rebalance, results, summaries, workdir
 from libml import datasets, folds, machine, metrics, models, pipeline, records, train
 from libml.algorithms import ALGORITHMS
 
@@ -79,12 +79,14 @@ def run(cfg: config_lib.Config, strategy=None, log=print) -> results.Results:
         if replicas > 1:
             workdir.check_workers_agree(cfg, strategy)
         log_setup(cfg, data, replicas, log)
-        generations, labeled = [], data.labeled
+        generations, labeled, prior = [], data.labeled, data.prior
         for g in range(cfg.generations):
             generation = finished_generation(cfg, g, data, log)
             if generation is None:
-                generation = run_generation(cfg, g, labeled, data, strategy, log)
+                generation = run_generation(cfg, g, labeled, prior, data, strategy, log)
             labeled = read_export(cfg, g, data)  # The next generation's labeled set.
+            if generation.unlabeled_prior is not None:  # The next generation's base of DA.
+                prior = np.asarray(generation.unlabeled_prior.estimate)
             log_generation(cfg, generation, data, log)
             generations.append(generation)
         return finish(cfg, generations, data, log)
@@ -204,7 +206,7 @@ def log_generation(cfg, generation: results.Generation, data: RunData, log) -> N
 def finish(cfg, generations: list[results.Generation], data: RunData, log) -> results.Results:
     """Writes results.json, and says how biased generation 0 is on its minority classes."""
     run_results = results.Results(
-        args=dataclasses.asdict(cfg),
+        args=config_lib.saved_settings(cfg),
         class_names=data.class_names,
         labeled_counts=data.counts.tolist(),
         sampling_rates=np.round(data.rates, 6).tolist(),
@@ -230,17 +232,24 @@ def finish(cfg, generations: list[results.Generation], data: RunData, log) -> re
 
 
 def run_generation(
-    cfg: config_lib.Config, g: int, labeled: records.Records, data: RunData, strategy, log
+    cfg: config_lib.Config,
+    g: int,
+    labeled: records.Records,
+    prior: np.ndarray,
+    data: RunData,
+    strategy,
+    log,
 ) -> results.Generation:
-    """Trains generation g on `labeled`, then pseudo-labels, picks and exports; writes
-    and returns its numbers."""
+    """Trains generation g on `labeled` (aligning, with CReST+, to a target flattened
+    from `prior`), then pseudo-labels, picks and exports; writes and returns its
+    numbers."""
     gen_dir = workdir.generation_dir(cfg.workdir, g)
     tf.io.gfile.makedirs(gen_dir)
     # The class distribution of this generation's labeled set (picks included): the
     # prior of logit adjustment and the counts of class-balanced weights.
     labeled_counts = np.bincount(labeled.labels, minlength=len(data.rates))
     la_prior = labeled_counts / labeled_counts.sum()
-    t, p_target = alignment(cfg, g, data.prior)
+    t, p_target = alignment(cfg, g, prior)
     # Every random draw of the generation follows this seed: the model's initialisation,
     # the data stream's orders and augmentations, the train step's own draws.
     seed = cfg.seed * 1000 + g
@@ -257,7 +266,11 @@ def run_generation(
     )
     # The final model's test probabilities, from which every test number can be redone.
     records.write_array(os.path.join(gen_dir, 'test_probs.npy'), probs_test)
-    predicted, picks_info = pseudo_label_and_export(cfg, model, data, seed, gen_dir)
+    predicted, picks_info, probs = pseudo_label_and_export(cfg, model, data, seed, gen_dir)
+    estimate = None
+    if probs is not None:
+        estimate = estimate_unlabeled_prior(probs, la_prior, data)
+        log(f'{prefix}{describe_estimate(estimate)}')
     generation = results.Generation(
         generation=g,
         temperature=None if p_target is None else t,
@@ -272,6 +285,10 @@ def run_generation(
         balanced_accuracy_val=metrics.mean_of_last([e['acc/balanced_val'] for e in evals])
         if data.val is not None
         else None,
+        unlabeled_prior=estimate,
+    )
+    summaries.write_generation(
+        os.path.join(gen_dir, 'tb'), cfg, generation, data.class_names, data.test.labels, probs_test
     )
     records.write_json(os.path.join(gen_dir, workdir.METRICS), generation.to_json())
     return generation
@@ -360,6 +377,7 @@ def train_model(cfg, model, labeled, data: RunData, la_prior, seed, strategy, ge
         prefix=prefix,
         jit_compile=cfg.xla,
         describe=lambda numbers: f'balanced acc {numbers["acc/balanced"]:.4f}',
+        class_names=data.class_names,
     )
     probs_test = latest.get('probs')
     if probs_test is None:  # Trained before a restart: the restored EMA model is final.
@@ -371,10 +389,16 @@ def pseudo_label_and_export(cfg, model, data: RunData, seed: int, gen_dir: str):
     """Pseudo-labels the unlabeled pool (EMA model, no augmentation, raw softmax; each
     image's predicted class and its probability only), keeps per predicted class the
     most confident floor(n_c * mu_c), exports the original labeled set with them and
-    writes picks.json. Returns the predicted classes and the picks' record."""
-    predicted, confidence = train.predict_classes(
-        model.ema_net, pipeline.image_batches(data.unlabeled)
-    )
+    writes picks.json. Returns the predicted classes, the picks' record and, for
+    --unlabeled_prior=estimated, all the probabilities (N x L held at once), else None."""
+    probs = None
+    if cfg.unlabeled_prior == 'estimated':
+        probs = train.predict(model.ema_net, pipeline.image_batches(data.unlabeled))
+        predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
+    else:
+        predicted, confidence = train.predict_classes(
+            model.ema_net, pipeline.image_batches(data.unlabeled)
+        )
     picks = rebalance.select_by_confidence(predicted, confidence, data.rates)
     export_path = os.path.join(gen_dir, workdir.EXPORT)
     if data.streamed:
@@ -398,7 +422,36 @@ def pseudo_label_and_export(cfg, model, data: RunData, seed: int, gen_dir: str):
     # What the export holds, checked by whoever reads it.
     picks_info = pick_summary(data.unlabeled, picks, predicted, data.rates, exported)
     records.write_json(os.path.join(gen_dir, workdir.PICKS), picks_info.to_json())
-    return predicted, picks_info
+    return predicted, picks_info, probs
+
+
+def estimate_unlabeled_prior(probs: np.ndarray, la_prior, data: RunData) -> results.PriorEstimate:
+    """The unlabeled set's class distribution by EM from the EMA model's predictions
+    `probs`, the model trained under its generation's labeled distribution `la_prior`;
+    with its errors when every unlabeled image's class is known."""
+    estimate = np.round(rebalance.em_prior(probs, la_prior), 6)
+    labels = data.unlabeled.labels
+    if not len(labels) or np.any(labels < 0):
+        return results.PriorEstimate(estimate.tolist(), None, None, None)
+    truth = np.bincount(labels, minlength=len(estimate)) / len(labels)
+
+    def error(p):
+        return round(float(np.abs(np.asarray(p) - truth).sum()), 6)
+
+    return results.PriorEstimate(
+        estimate.tolist(), error(estimate), error(probs.mean(axis=0)), error(la_prior)
+    )
+
+
+def describe_estimate(estimate: results.PriorEstimate) -> str:
+    said = f'unlabeled class distribution by EM: {np.round(estimate.estimate, 3).tolist()}'
+    if estimate.error is None:
+        return said
+    return (
+        f'{said}; L1 error {estimate.error:.3f} (mean prediction '
+        f'{estimate.error_of_predictions:.3f}, labeled distribution '
+        f'{estimate.error_of_labeled:.3f})'
+    )
 
 
 def test_report(evals: list[dict], la_prior) -> results.TestReport:

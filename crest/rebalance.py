@@ -112,3 +112,49 @@ def select_by_confidence(predicted: np.ndarray, confidence: np.ndarray, rates) -
         most_confident = members[np.argsort(-confidence[members], kind='stable')]
         picks.append(most_confident[:keep])
     return np.concatenate(picks).astype(np.int64)
+
+
+def em_prior(
+    probs: np.ndarray,
+    train_prior,
+    floor: float = 0.01,
+    tolerance: float = 1e-6,
+    max_iterations: int = 1000,
+) -> np.ndarray:
+    """The class distribution of a set of images, estimated from a model's predictions
+    on them by EM (Saerens, Latinne and Decaestecker, Neural Computation 2002).
+
+    A model trained under the class prior p_t predicts p(y|x). Under another prior q,
+    Bayes' rule gives p_q(y|x) proportional to p(y|x) q(y) / p_t(y). EM alternates:
+    E, re-weight every image's prediction by q / p_t and normalise; M, q = the mean of
+    those predictions; from q = p_t until q moves by less than `tolerance` (L1). The
+    mean of the raw predictions, its first step, keeps the model's bias towards p_t.
+
+    Args:
+      probs: [N, L] the model's softmax on the N images.
+      train_prior: [L] p_t, the class distribution the model was trained under.
+      floor: each class keeps at least `floor / L` of the estimate (then renormalised):
+        a class estimated absent would otherwise be aligned away for good.
+    Returns:
+      q [L], summing to 1.
+    """
+    probs = np.asarray(probs, np.float64)
+    train_prior = np.asarray(train_prior, np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(train_prior) or not len(probs):
+        raise ValueError(
+            f'need predictions [N > 0, {len(train_prior)}], got shape {list(probs.shape)}'
+        )
+    if np.any(train_prior <= 0):
+        raise ValueError(f'the training prior needs every class, got {train_prior.tolist()}')
+    train_prior = train_prior / train_prior.sum()
+    q = train_prior
+    for _ in range(max_iterations):
+        adjusted = probs * (q / train_prior)
+        adjusted /= np.maximum(adjusted.sum(axis=1, keepdims=True), 1e-300)
+        new = adjusted.mean(axis=0)
+        converged = np.abs(new - q).sum() < tolerance
+        q = new
+        if converged:
+            break
+    q = np.maximum(q, floor / len(q))
+    return q / q.sum()

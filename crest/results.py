@@ -154,6 +154,19 @@ class Picks(Record):
 
 
 @dataclasses.dataclass
+class PriorEstimate(Record):
+    """The unlabeled set's class distribution estimated after a generation, by EM from
+    the EMA model's predictions (`crest.rebalance.em_prior`); and, when every unlabeled
+    image's class is known, the L1 distance to the true distribution of the estimate,
+    of the mean of the raw predictions and of the labeled distribution."""
+
+    estimate: list[float]
+    error: float | None
+    error_of_predictions: float | None
+    error_of_labeled: float | None
+
+
+@dataclasses.dataclass
 class Generation(Record):
     """One generation's numbers: metrics.json, and an entry of results.json."""
 
@@ -168,6 +181,8 @@ class Generation(Record):
     picks: Picks
     seconds: float  # Wall time of the generation's last stretch of training.
     balanced_accuracy_val: float | None = optional()
+    # With --unlabeled_prior=estimated: the base of the next generation's alignment.
+    unlabeled_prior: PriorEstimate | None = optional()
 
 
 @dataclasses.dataclass

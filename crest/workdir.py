@@ -16,7 +16,6 @@ Layout:
 """
 
 import contextlib
-import dataclasses
 import os
 
 import tensorflow as tf
@@ -87,7 +86,7 @@ def check_args(cfg: config_lib.Config) -> None:
 
 
 def write_args(cfg: config_lib.Config) -> None:
-    records.write_json(os.path.join(cfg.workdir, ARGS), dataclasses.asdict(cfg))
+    records.write_json(os.path.join(cfg.workdir, ARGS), config_lib.saved_settings(cfg))
 
 
 def worker_folder(strategy) -> str | None:

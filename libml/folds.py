@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from libml import records
+from libml import lt, records
 
 SPLITS = ('labeled', 'unlabeled', 'test')
 COUNTS_FILE = 'counts.json'
@@ -49,6 +49,9 @@ class FoldSpec:
     image_size: int = 0  # Side in pixels images are resized to, where a data set resizes.
     class_order: int | list[int] = 0  # A seed, or the source classes by rank (lt.py).
     bad_images: str = 'stop'
+    # The unlabeled images' class distribution (lt.py): the labeled long tail's, or a
+    # profile of their own, where a data set offers one.
+    unlabeled_distribution: str = 'same'
 
     def __post_init__(self):
         require(
@@ -64,6 +67,12 @@ class FoldSpec:
             'bad_images',
             f'one of {list(BAD_IMAGES)}',
             self.bad_images,
+        )
+        require(
+            self.unlabeled_distribution in lt.UNLABELED_DISTRIBUTIONS,
+            'unlabeled_distribution',
+            f'one of {list(lt.UNLABELED_DISTRIBUTIONS)}',
+            self.unlabeled_distribution,
         )
 
 

@@ -6,6 +6,12 @@ each class into ceil(beta * N_l) labeled images and the rest unlabeled. `class_o
 can first reorder the classes (by a seed, or as listed), so that others become the rare
 ones.
 
+With unlabeled images that do not follow the labeled long tail (`--unlabeled_distribution`
+uniform or reversed, as in later work on this setting: DASO, ACR), the labeled and
+unlabeled per-class counts come from two profiles instead: the labeled one as above, the
+unlabeled one with a head of its own, M_1, flat or with the tail reversed
+(`unlabeled_counts`, `profile_split`).
+
 DARP's protocol (the paper's Table 3) instead draws N_l labeled and M_l unlabeled images
 with the same law from two head sizes, N_1 = 1500 and M_1 = 3000, without randomness
 (`darp_split`).
@@ -73,6 +79,44 @@ def longtail_subset(labels: np.ndarray, counts: list[int], seed: int = LONGTAIL_
             raise ValueError(f'class {c} has {len(members)} images, the long tail needs {n}')
         keep.append(rng.permutation(members)[:n])
     return np.sort(np.concatenate(keep))
+
+
+UNLABELED_DISTRIBUTIONS = ('same', 'uniform', 'reversed')
+
+
+def unlabeled_counts(head_count: int, num_classes: int, imbalance: float, distribution: str):
+    """The unlabeled profile M_l with head M_1 = `head_count`: 'uniform' keeps M_1 in
+    every class; 'reversed' is the long-tail law read from the tail,
+    M_l = floor(M_1 * gamma^(-(L-1-l)/(L-1))), so that the labeled set's rarest class is
+    the unlabeled set's largest. ('same' is not a profile: it is the fold of
+    `split_fold`, whose unlabeled images are the rest of the long tail.)"""
+    if distribution == 'uniform':
+        return [head_count] * num_classes
+    if distribution == 'reversed':
+        return longtail_counts(head_count, num_classes, imbalance)[::-1]
+    raise ValueError(f"unlabeled profile must be 'uniform' or 'reversed', got {distribution!r}")
+
+
+def profile_split(labels: np.ndarray, labeled: list[int], unlabeled: list[int], fold: int):
+    """(labeled, unlabeled) index arrays of a balanced train set drawn by two profiles:
+    seed the RNG with the fold once, then for each class in ascending order shuffle its
+    positions (in record order), label the first labeled[c] and leave the next
+    unlabeled[c] unlabeled."""
+    if fold < 1:
+        raise ValueError(f'fold must be >= 1, got {fold}')
+    rng = np.random.RandomState(fold)
+    labeled_idx, unlabeled_idx = [], []
+    for c, (n, m) in enumerate(zip(labeled, unlabeled, strict=True)):
+        members = np.flatnonzero(labels == c)
+        if len(members) < n + m:
+            raise ValueError(
+                f'class {c} has {len(members)} images, the two profiles need {n} labeled + '
+                f'{m} unlabeled'
+            )
+        rng.shuffle(members)
+        labeled_idx.append(members[:n])
+        unlabeled_idx.append(members[n : n + m])
+    return np.sort(np.concatenate(labeled_idx)), np.sort(np.concatenate(unlabeled_idx))
 
 
 def darp_split(labels: np.ndarray, labeled: list[int], unlabeled: list[int]):

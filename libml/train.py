@@ -7,6 +7,7 @@ exactly needs the data iterator, optimizer, EMA and alignment state in one check
 
 import math
 import os
+import re
 import time
 import weakref
 
@@ -116,6 +117,15 @@ def _restore(checkpoint, manager, log, prefix) -> str | None:
     return None
 
 
+def class_tag(c: int, class_names=None) -> str:
+    """The TensorBoard tag part of class c, e.g. '3_Dress': its index, then its name with
+    every character but letters, digits, '.', '-' and '_' replaced by '_' (a '/' would
+    nest the tag, a space splits it in the UI); 'class_03' without names."""
+    if class_names is None:
+        return f'class_{c:02d}'
+    return f'{c}_' + re.sub(r'[^\w.-]', '_', str(class_names[c]))
+
+
 def _format_duration(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f'{m // 60}h{m % 60:02d}m' if m >= 60 else f'{m}m{s:02d}s'
@@ -133,6 +143,7 @@ def train(
     prefix: str = '',
     jit_compile: bool = False,
     describe=None,
+    class_names=None,
 ) -> list[dict]:
     """Trains `model` (compiled with its optimizer) for `steps` steps; resumable.
 
@@ -145,7 +156,8 @@ def train(
 
     `jit_compile` compiles the train step with XLA (faster on GPUs; slower on CPUs).
     `describe(evaluation)` gives what the progress line says of an evaluation (e.g. the
-    accuracy), after the losses.
+    accuracy), after the losses. `class_names` name the per-class scalars' tags
+    (`class_tag`, e.g. recall/3_Dress; recall/class_03 without).
 
     Returns the list of evaluations, one dict per evaluation with its 'step'.
     """
@@ -232,7 +244,7 @@ def train(
             for name, value in result.items():
                 if isinstance(value, list):
                     for c, v in enumerate(value):
-                        tf.summary.scalar(f'{name}/class_{c:02d}', v)
+                        tf.summary.scalar(f'{name}/{class_tag(c, class_names)}', v)
                 elif name != 'step':
                     tf.summary.scalar(name, value)
         writer.flush()

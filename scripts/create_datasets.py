@@ -12,7 +12,8 @@ local binary archives (--data_dir). scripts/crest.py calls the same code on firs
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TF's C++ start-up chatter out.
 
 import tensorflow as tf  # noqa: E402

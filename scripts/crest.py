@@ -22,7 +22,8 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TF's C++ start-up chatter out.
 
 import tensorflow as tf  # noqa: E402
@@ -213,6 +214,13 @@ def main(argv):
         # Every file is written whole or not at all, and the lock goes with the process.
         print(STOPPED, file=sys.stderr, flush=True)
         sys.exit(130)
+
+
+def run():
+    """The `crest` command of the installed package (pyproject.toml)."""
+    from . import run_as_program
+
+    run_as_program(sys.modules[__name__])
 
 
 if __name__ == '__main__':

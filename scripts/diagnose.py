@@ -17,7 +17,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
@@ -120,6 +121,13 @@ def main(argv):
     except ValueError as e:
         sys.exit(f'error: {e}')
     print('\n'.join(lines))
+
+
+def run():
+    """The `crest-diagnose` command of the installed package (pyproject.toml)."""
+    from . import run_as_program
+
+    run_as_program(sys.modules[__name__])
 
 
 if __name__ == '__main__':

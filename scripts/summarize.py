@@ -21,7 +21,8 @@ The report itself is study/report/.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
@@ -84,6 +85,13 @@ def main(argv):
         document.write_document(FLAGS.document, notes, body, FLAGS.output, files)
     print(body)
     print(f'wrote {FLAGS.output}/summary.md and {", ".join(files)}')
+
+
+def run():
+    """The `crest-report` command of the installed package (pyproject.toml)."""
+    from . import run_as_program
+
+    run_as_program(sys.modules[__name__])
 
 
 if __name__ == '__main__':

@@ -435,6 +435,11 @@ def test_flags_over_a_preset_are_logged_one_line_each_and_args_json_resolves_the
         (['--algorithm=supervised', '--uratio=3'], 'warning: --uratio=3 does nothing with'),
         (['--dist_align=none', '--t_min=0.7'], 'warning: --t_min=0.7 does nothing with --dist_'),
         (['--cb_beta=0.99'], 'warning: --cb_beta=0.99 does nothing with --labeled_weights=none'),
+        (
+            ['--dist_align=none', '--unlabeled_prior=estimated'],
+            'warning: --unlabeled_prior=estimated does nothing with --dist_align=none (an '
+            'estimate is only recorded)',
+        ),
     ],
 )
 def test_a_flag_that_does_nothing_is_warned(cli, argv, warning):

@@ -81,6 +81,12 @@ def check_own_long_tail(name: str, spec: folds.FoldSpec, class_prior: str) -> No
         f'0 for {name} (its classes keep their own frequencies)',
         spec.class_order,
     )
+    folds.require(
+        spec.unlabeled_distribution == 'same',
+        'unlabeled_distribution',
+        f"'same' for {name} (its unlabeled images are the ones it has)",
+        spec.unlabeled_distribution,
+    )
 
 
 def check_fixed_split(name: str, spec: folds.FoldSpec) -> None:

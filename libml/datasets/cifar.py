@@ -104,10 +104,20 @@ def _from_dir(data_dir: str, num_classes: int) -> longtail.Source:
 class Cifar(longtail.LongTailed):
     """CIFAR-10 or CIFAR-100 (`num_classes`) made long-tailed: N_1 = 5000 (500) images
     in the head class, as the paper; under DARP's protocol N_1 = 1500 labeled and
-    M_1 = 3000 unlabeled."""
+    M_1 = 3000 unlabeled. `unlabeled_head`: M_1 of --unlabeled_distribution uniform or
+    reversed."""
 
-    def __init__(self, name: str, num_classes: int, head_count: int, darp_unlabeled_head=None):
-        super().__init__(name, num_classes, (32, 32, 3), head_count, darp_unlabeled_head)
+    def __init__(
+        self,
+        name: str,
+        num_classes: int,
+        head_count: int,
+        darp_unlabeled_head=None,
+        unlabeled_head=None,
+    ):
+        super().__init__(
+            name, num_classes, (32, 32, 3), head_count, darp_unlabeled_head, unlabeled_head
+        )
 
     def load(self, data_dir: str | None) -> longtail.Source:
         if data_dir:

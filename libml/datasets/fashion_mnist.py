@@ -115,10 +115,12 @@ def _from_dir(folder: str) -> longtail.Source:
 
 
 class FashionMnist(longtail.LongTailed):
-    """Fashion-MNIST made long-tailed, N_1 = `head_count` images in the head class."""
+    """Fashion-MNIST made long-tailed, N_1 = `head_count` images in the head class; with
+    --unlabeled_distribution uniform or reversed, M_1 = `unlabeled_head` unlabeled images
+    in the largest unlabeled class (as CIFAR-10's: 4,000 beside 500 labeled at 10%)."""
 
-    def __init__(self, name: str, head_count: int = 5000):
-        super().__init__(name, 10, (28, 28, 1), head_count)
+    def __init__(self, name: str, head_count: int = 5000, unlabeled_head: int = 4000):
+        super().__init__(name, 10, (28, 28, 1), head_count, unlabeled_head=unlabeled_head)
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -4,7 +4,9 @@ the synthetic data set.
 A family loads its balanced train and test splits (`load`); this class cuts the train
 split to a long tail (lt.py: class l keeps N_l = floor(N_1 * gamma^(-l/(L-1))) images),
 optionally relabels the classes first (`class_order`, so that others become the rare
-ones), and splits it into a labeled/unlabeled fold, or DARP's fixed split.
+ones), and splits it into a labeled/unlabeled fold, or DARP's fixed split. With
+--unlabeled_distribution uniform or reversed, the unlabeled images follow a profile of
+their own (lt.unlabeled_counts, head M_1 = `unlabeled_head`) instead of the long tail.
 """
 
 import abc
@@ -51,6 +53,10 @@ class LongTailed(base.Dataset):
     With `darp_unlabeled_head` (M_1), DARP's protocol instead: N_1 is the labeled head,
     M_1 the unlabeled one; both sets follow the long-tail law separately and the split
     is fixed (lt.darp_split), --label_fraction and --fold unused.
+
+    With `unlabeled_head` (M_1), --unlabeled_distribution uniform or reversed can be
+    asked for: per class the fold's labeled count ceil(beta * N_l) as usual, and M_l
+    unlabeled images of the flat or reversed profile (lt.profile_split).
     """
 
     def __init__(
@@ -60,12 +66,14 @@ class LongTailed(base.Dataset):
         image_shape: tuple[int, int, int],
         head_count: int,
         darp_unlabeled_head: int | None = None,
+        unlabeled_head: int | None = None,
     ):
         self.name = name
         self.num_classes = num_classes
         self.image_shape = image_shape
         self.head_count = head_count
         self.darp_unlabeled_head = darp_unlabeled_head
+        self.unlabeled_head = unlabeled_head
 
     @abc.abstractmethod
     def load(self, data_dir: str | None) -> Source:
@@ -91,6 +99,13 @@ class LongTailed(base.Dataset):
             base.check_fixed_split(self.name, spec)
         else:
             self._check_label_fraction(spec)
+        if spec.unlabeled_distribution != 'same':
+            folds.require(
+                bool(self.unlabeled_head) and not self.darp_unlabeled_head,
+                'unlabeled_distribution',
+                f"'same' for {self.name} (it has no unlabeled profile of its own)",
+                spec.unlabeled_distribution,
+            )
 
     def _check_label_fraction(self, spec: folds.FoldSpec) -> None:
         """Refuses a beta whose rounding, ceil(beta * N_l), labels every image (no
@@ -122,13 +137,20 @@ class LongTailed(base.Dataset):
             label_fraction=spec.label_fraction,
             fold=spec.fold,
         )
-        return {**stored, 'class_order': spec.class_order} if spec.class_order else stored
+        # Likewise the unlabeled distribution.
+        if spec.class_order:
+            stored['class_order'] = spec.class_order
+        if spec.unlabeled_distribution != 'same':
+            stored['unlabeled_distribution'] = spec.unlabeled_distribution
+        return stored
 
     def describe(self, spec: folds.FoldSpec) -> str:
         if self.darp_unlabeled_head:
             how = "DARP's fixed split; --label_fraction unused"
         else:
             how = f'fold {spec.fold}'
+        if spec.unlabeled_distribution != 'same':
+            how += f', unlabeled {spec.unlabeled_distribution} (M_1 = {self.unlabeled_head})'
         return how + (f', class order {spec.class_order}' if spec.class_order else '')
 
     def splits(self, spec: folds.FoldSpec) -> tuple[dict[str, records.Records], dict]:
@@ -160,6 +182,21 @@ class LongTailed(base.Dataset):
             )
             labeled, unlabeled = lt.darp_split(source.train_labels, counts, unlabeled_counts)
             counts = [n + m for n, m in zip(counts, unlabeled_counts, strict=True)]
+        elif spec.unlabeled_distribution != 'same':
+            labeled_counts = lt.labeled_counts(counts, spec.label_fraction)
+            unlabeled_counts = lt.unlabeled_counts(
+                self.unlabeled_head, self.num_classes, spec.imbalance, spec.unlabeled_distribution
+            )
+            labeled, unlabeled = self._profile_split(
+                source.train_labels, labeled_counts, unlabeled_counts, spec
+            )
+            counts = [n + m for n, m in zip(labeled_counts, unlabeled_counts, strict=True)]
+            profile = dict(
+                distribution=spec.unlabeled_distribution,
+                head=self.unlabeled_head,
+                labeled=labeled_counts,
+                unlabeled=unlabeled_counts,
+            )
         else:
             keep = lt.longtail_subset(source.train_labels, counts)
             labeled_pos, unlabeled_pos = lt.split_fold(
@@ -178,12 +215,27 @@ class LongTailed(base.Dataset):
             ),
         }
         entries = dict(class_names=list(source.class_names), source=source.origin, longtail=counts)
+        if spec.unlabeled_distribution != 'same':
+            entries['unlabeled_profile'] = profile
         return splits, entries
+
+    def _profile_split(self, labels, labeled_counts, unlabeled_counts, spec: folds.FoldSpec):
+        """lt.profile_split, its shortfall said in terms of the flags."""
+        have = np.bincount(labels, minlength=self.num_classes)
+        for c, (n, m) in enumerate(zip(labeled_counts, unlabeled_counts, strict=True)):
+            if n + m > have[c]:
+                raise records.DataError(
+                    f'{self.name}: --unlabeled_distribution={spec.unlabeled_distribution} '
+                    f'needs {n} labeled (--label_fraction={spec.label_fraction:g}) + {m} '
+                    f'unlabeled images of class {c}, the source has {have[c]}'
+                )
+        return lt.profile_split(labels, labeled_counts, unlabeled_counts, spec.fold)
 
     def make_fold(self, spec: folds.FoldSpec, output_dir: str, log) -> dict:
         splits, entries = self.splits(spec)
-        if not self.darp_unlabeled_head:
-            warn_rounded_up(entries['longtail'], spec.label_fraction, entries['class_names'], log)
+        if not self.darp_unlabeled_head:  # The long tail beta labels, with or without a profile.
+            counts = lt.longtail_counts(self.head_count, self.num_classes, spec.imbalance)
+            warn_rounded_up(counts, spec.label_fraction, entries['class_names'], log)
         written = folds.write_splits(output_dir, splits, len(entries['class_names']), log)
         return {**entries, **written}
 

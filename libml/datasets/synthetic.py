@@ -30,9 +30,15 @@ class Synthetic(longtail.LongTailed):
         head_count: int | None = None,
         darp_unlabeled_head: int | None = None,
         seed: int = 0,
+        unlabeled_head: int | None = None,
     ):
         super().__init__(
-            name, num_classes, image_shape, head_count or train_per_class, darp_unlabeled_head
+            name,
+            num_classes,
+            image_shape,
+            head_count or train_per_class,
+            darp_unlabeled_head,
+            unlabeled_head,
         )
         self.train_per_class = train_per_class
         self.test_per_class = test_per_class
