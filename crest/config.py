@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 
 from crest import rebalance
-from libml import datasets, folds, lt, models
+from libml import datasets, folds, lt, models, pipeline
 from libml.algorithms import ALGORITHMS
 
 DIST_ALIGN = ('none', 'constant', 'progressive')
@@ -28,6 +28,15 @@ STREAM = ('auto', 'always', 'never')
 GROUPS = ('data', 'method', 'training', 'run')
 # Generation g draws from seed * 1000 + g, which NumPy's seeding takes below 2^32.
 MAX_SEED = 4_000_000
+# Upper bounds of the sizes, far above the paper's settings (224 px, 2^17 steps per
+# generation, batch 1,024, 7 unlabeled images per labeled one): a typo is refused at
+# once instead of asking for tens of GB or years of steps.
+MAX_IMAGE_SIZE = 1024
+MAX_FOLD = 1000
+MAX_GENERATIONS = 100
+MAX_STEPS = 10_000_000
+MAX_BATCH = 65_536
+MAX_URATIO = 64
 
 
 def setting(
@@ -89,7 +98,7 @@ class Config:
         'With --dataset=folder or npz: resize images to this square side in pixels. '
         "Default (0): the median side of a folder's images, an npz file's own size.",
         'data',
-        **_at_least(0),
+        **_within(0, MAX_IMAGE_SIZE),
     )
     bad_images: str = setting(
         'stop',
@@ -122,7 +131,9 @@ class Config:
         check=lambda v: 0 < v < 1,
         allowed='in (0, 1) (1 would leave no unlabeled image)',
     )
-    fold: int = setting(1, 'Labeled/unlabeled split, 1..5 in the paper.', 'data', **_at_least(1))
+    fold: int = setting(
+        1, 'Labeled/unlabeled split, 1..5 in the paper.', 'data', **_within(1, MAX_FOLD)
+    )
     unlabeled_distribution: str = setting(
         'same',
         "The unlabeled images' class distribution: same (the labeled long tail's, the "
@@ -159,7 +170,9 @@ class Config:
         'Compile the train step with XLA: for GPUs (on CPUs it was slower, docs/performance.md).',
         'training',
     )
-    generations: int = setting(6, 'Self-training generations G.', 'method', **_at_least(1))
+    generations: int = setting(
+        6, 'Self-training generations G.', 'method', **_within(1, MAX_GENERATIONS)
+    )
     alpha: float | None = setting(
         None,
         'Paper alpha: mu_l = (N_{L+1-l}/N_1)^alpha; 0 keeps every pseudo-label.',
@@ -192,16 +205,20 @@ class Config:
         'method',
         choices=UNLABELED_PRIORS,
     )
-    steps_per_generation: int | None = setting(None, 'Train steps.', 'training', **_at_least(1))
-    eval_every: int = setting(1024, 'Steps between evaluations.', 'training', **_at_least(1))
+    steps_per_generation: int | None = setting(
+        None, 'Train steps.', 'training', **_within(1, MAX_STEPS)
+    )
+    eval_every: int = setting(
+        1024, 'Steps between evaluations.', 'training', **_within(1, MAX_STEPS)
+    )
     batch_size: int = setting(
         64,
         'Labeled images per step in all (the global batch, split over the GPUs and machines).',
         'training',
-        **_at_least(1),
+        **_within(1, MAX_BATCH),
     )
     uratio: int | None = setting(
-        None, 'Unlabeled images per labeled image.', 'training', **_at_least(1)
+        None, 'Unlabeled images per labeled image.', 'training', **_within(1, MAX_URATIO)
     )
     lr: float = setting(
         0.03, 'SGD Nesterov learning rate.', 'training', check=lambda v: v > 0, allowed='> 0'
@@ -354,6 +371,27 @@ def validate(cfg: Config) -> None:
     for name, hparam in ALGORITHMS[cfg.algorithm].HPARAMS.items():
         value = cfg.hparams[name]
         _check(hparam.check(value), f'{cfg.algorithm}.{name}', hparam.allowed, value)
+
+
+def idle_settings(cfg: Config, given: set[str]) -> list[str]:
+    """Warnings naming the settings in `given` (set explicitly) that do nothing in the
+    run of `cfg` (resolved)."""
+    reads = ALGORITHMS[cfg.algorithm].views
+    unlabeled = not isinstance(reads, pipeline.Views) or bool(reads.unlabeled)
+    idle = {}
+    if not unlabeled:
+        why = f'with --algorithm={cfg.algorithm} (it trains on labeled images only)'
+        idle.update({n: why for n in ('uratio', 'dist_align', 't_min', 'unlabeled_prior')})
+    elif cfg.dist_align == 'none':
+        idle['t_min'] = 'with --dist_align=none'
+        idle['unlabeled_prior'] = 'with --dist_align=none (an estimate is only recorded)'
+    if cfg.labeled_weights != 'class_balanced':
+        idle['cb_beta'] = f'with --labeled_weights={cfg.labeled_weights}'
+    return [
+        f'warning: --{name}={getattr(cfg, name)} does nothing {why}'
+        for name, why in idle.items()
+        if name in given
+    ]
 
 
 def flat_settings(settings: dict) -> dict:

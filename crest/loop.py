@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from crest import config as config_lib
 from crest import export, rebalance, results, summaries, workdir
-from libml import datasets, folds, metrics, models, pipeline, records, train
+from libml import datasets, folds, machine, metrics, models, pipeline, records, train
 from libml.algorithms import ALGORITHMS
 
 # Above this many bytes of decoded train and test images, --stream=auto streams them.
@@ -108,10 +108,17 @@ def load_data(cfg: config_lib.Config, log) -> RunData:
     spec = config_lib.fold_spec(cfg)
     fold = folds.ensure_fold(dataset, spec, fold_dir, log)
     shape = folds.image_shape_of_fold(fold, dataset)
-    stream = cfg.stream == 'always' or (
-        cfg.stream == 'auto'
-        and _decoded_bytes(fold, folds.fold_splits(fold), shape) > IN_MEMORY_LIMIT
-    )
+    decoded = _decoded_bytes(fold, folds.fold_splits(fold), shape)
+    stream = cfg.stream == 'always' or (cfg.stream == 'auto' and decoded > IN_MEMORY_LIMIT)
+    if not stream:
+        try:
+            machine.check_fits(
+                decoded,
+                f'--stream={cfg.stream}: holding the fold {fold_dir} in memory',
+                ('--stream=always reads it from its files'),
+            )
+        except MemoryError as e:
+            raise ValueError(str(e)) from None
     splits = {
         s: folds.read_split(fold_dir, s, fold, images=not stream) for s in folds.fold_splits(fold)
     }
@@ -120,7 +127,7 @@ def load_data(cfg: config_lib.Config, log) -> RunData:
     counts = np.bincount(labeled.labels, minlength=len(names))
     if np.any(counts == 0):
         empty = ', '.join(names[c] for c in np.flatnonzero(counts == 0))
-        raise ValueError(f'no labeled example of class(es) {empty}: raise --label_fraction')
+        raise ValueError(f'{labeled.path}: no labeled example of class(es) {empty}')
     prior = _class_prior(cfg, counts)
     # The unlabeled stream is the whole long-tailed train set, labels unused.
     if stream:
@@ -490,12 +497,14 @@ def test_report(evals: list[dict], la_prior) -> results.TestReport:
 
 
 def pick_summary(unlabeled, picks: np.ndarray, predicted, rates, export=None) -> results.Picks:
-    """Per-class counts of the picks, with their precision and recall, both counted over
-    the images whose true class is known (all but some of the user's own)."""
+    """Per-class counts of the picks by predicted class, all of them; their precision and
+    recall are counted over the picks whose true class is known (all but some of the
+    user's own), whose counts are `picked_known` when some are not known."""
     num_classes = len(rates)
     true, pred = unlabeled.labels[picks], predicted[picks]
     known = true >= 0
-    picked = np.bincount(pred[known], minlength=num_classes)
+    picked = np.bincount(pred, minlength=num_classes)
+    picked_known = np.bincount(pred[known], minlength=num_classes)
     correct = np.bincount(pred[true == pred], minlength=num_classes)
     pool = np.bincount(unlabeled.labels[unlabeled.labels >= 0], minlength=num_classes)
     checkable = bool(np.any(unlabeled.labels >= 0))  # Else nothing to check against.
@@ -505,7 +514,8 @@ def pick_summary(unlabeled, picks: np.ndarray, predicted, rates, export=None) ->
         picked=picked.tolist(),
         correct=correct.tolist() if checkable else None,
         precision=np.round(
-            np.divide(correct, picked, out=np.zeros(num_classes), where=picked > 0), 6
+            np.divide(correct, picked_known, out=np.zeros(num_classes), where=picked_known > 0),
+            6,
         ).tolist()
         if checkable
         else None,
@@ -515,9 +525,10 @@ def pick_summary(unlabeled, picks: np.ndarray, predicted, rates, export=None) ->
         if checkable
         else None,
         total_picked=len(picks),
-        total_precision=float(correct.sum() / max(picked.sum(), 1)) if checkable else None,
+        total_precision=float(correct.sum() / max(picked_known.sum(), 1)) if checkable else None,
         # Picks no label checks.
         unknown_class=None if known.all() else int(len(picks) - known.sum()),
+        picked_known=picked_known.tolist() if checkable and not known.all() else None,
         export=export,
     )
 

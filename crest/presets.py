@@ -26,6 +26,8 @@ import sys
 
 # The paper's Table 2 budget: 6 x 2^16 steps for every method.
 PAPER_BUDGET = 6 * 2**16
+# 100 times the paper's budget.
+MAX_TOTAL_STEPS = 100 * PAPER_BUDGET
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,12 +206,45 @@ def combine(
                 explicit.get('generations'),
             )
         )
+        given = values['generations']
+        if total_steps is not None and not given <= total_steps <= MAX_TOTAL_STEPS:
+            raise ValueError(
+                f'--total_steps must be in [{given}, {MAX_TOTAL_STEPS:,}] with --method={method} '
+                f'(at least one step for each of its {given} generation(s)), got {total_steps}'
+            )
     elif total_steps is not None:
         raise ValueError('--total_steps applies with --method only')
     values.update({k: v for k, v in explicit.items() if k != 'hparams'})
     runs = values.get('algorithm', 'fixmatch')
     values['hparams'] = {**(hparams if runs == algorithm else {}), **explicit.get('hparams', {})}
     return values
+
+
+def overrides(
+    explicit: dict, method: str = '', preset: str = '', total_steps: int | None = None
+) -> list[str]:
+    """One line per setting given explicitly that replaces the value a named preset
+    sets, e.g. "--algorithm=fixmatch overrides --method=mixmatch's algorithm=mixmatch"."""
+    named = []
+    if preset:
+        protocol = protocol_settings(preset)
+        named.append((f'--preset={preset}', protocol, protocol.get('hparams', {})))
+    if method:
+        budget = PAPER_BUDGET if total_steps is None else total_steps
+        named.append(
+            (f'--method={method}', settings(method, budget, explicit.get('generations')), {})
+        )
+    lines = []
+    for flag, values, hparams in named:
+        algorithm = values.get('algorithm')
+        for key, value in explicit.items():
+            if key in values and key != 'hparams' and values[key] != value:
+                lines.append(f"--{key}={value} overrides {flag}'s {key}={values[key]}")
+        for key, value in explicit.get('hparams', {}).items():
+            if key in hparams and hparams[key] != value:
+                name = f'{algorithm}.{key}'
+                lines.append(f"--{name}={value} overrides {flag}'s {name}={hparams[key]}")
+    return lines
 
 
 def kind(name: str) -> str:

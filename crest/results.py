@@ -129,9 +129,11 @@ class TestReport(Record):
 @dataclasses.dataclass
 class Picks(Record):
     """A generation's pseudo-labels: picks.json. Per class (by predicted class): the
-    sampling rate mu, the unlabeled images predicted, picked and picked correctly, with
-    precision and recall over the images whose class is known; `export`: the exported
-    labeled set's number of records and digest."""
+    sampling rate mu, the unlabeled images predicted, picked (all picks) and picked
+    correctly, with precision and recall over the images whose class is known; when some
+    picks' class is not known, `unknown_class` counts them and `picked_known` counts per
+    class those it is known of; `export`: the exported labeled set's number of records
+    and digest."""
 
     rate: list[float]
     predicted: list[int]
@@ -142,7 +144,13 @@ class Picks(Record):
     total_picked: int
     total_precision: float | None
     unknown_class: int | None = optional()  # Picks whose class is not known.
+    picked_known: list[int] | None = optional()
     export: dict | None = None
+
+    @property
+    def checked(self) -> list[int]:
+        """Per class, the picks whose class is known: what `correct` is out of."""
+        return self.picked if self.picked_known is None else self.picked_known
 
 
 @dataclasses.dataclass
@@ -205,10 +213,13 @@ class Results(Record):
     @classmethod
     def read(cls, path: str) -> 'Results':
         """results.json at `path`; OSError if unreadable, OldFormatError if of an earlier
-        version, ValueError if not JSON."""
+        version, ValueError if not JSON or without a generation."""
         with open(path) as f:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as e:
                 raise ValueError(f'{path}: not valid JSON ({e})') from e
-        return cls.from_json(data, path)
+        results = cls.from_json(data, path)
+        if not results.generations:
+            raise ValueError(f'{path}: holds no generation')
+        return results

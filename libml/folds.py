@@ -128,7 +128,15 @@ def ensure_fold(dataset, spec: FoldSpec, output_dir: str, log=print) -> dict:
             return summary
         except records.DataError as e:
             log(f'{e}; rebuilding the fold')
-    return create_fold(dataset, spec, output_dir, log)
+    if tf.io.gfile.exists(output_dir):
+        return create_fold(dataset, spec, output_dir, log)
+    try:
+        return create_fold(dataset, spec, output_dir, log)
+    except BaseException:
+        # A fold that failed leaves no folder behind (it holds no counts.json anyway).
+        if tf.io.gfile.exists(output_dir):
+            tf.io.gfile.rmtree(output_dir)
+        raise
 
 
 def read_split(fold_dir: str, split: str, summary: dict, images: bool = True) -> records.Records:

@@ -1,5 +1,7 @@
-"""The machine a benchmark runs on: speeds compare only within one machine."""
+"""The machine a run or benchmark runs on: speeds compare only within one machine, and
+what does not fit in its memory is refused before it is built."""
 
+import os
 import platform
 
 
@@ -13,3 +15,29 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or 'unknown CPU'
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new allocations (Linux's MemAvailable, else the
+    free pages); None where neither can be read."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_fits(needed: int, what: str, remedy: str) -> None:
+    """Raises MemoryError naming `what` if `needed` bytes exceed the memory available."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise MemoryError(
+            f'{what} needs about {needed / 2**30:.1f} GiB of memory, and '
+            f'{available / 2**30:.1f} GiB is available: {remedy}'
+        )

@@ -19,6 +19,7 @@ skips finished generations and resumes an unfinished one from its last checkpoin
 """
 
 import os
+import re
 import sys
 
 if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
@@ -51,6 +52,8 @@ def _define(name, default, help, group, kind=None, choices=None):
 # A flag per setting of Config, from its declaration (--class_order: a seed or a list).
 for _f in config_lib.DECLARED:
     _help, _kind = _f.metadata['help'], None
+    if _f.metadata['allowed']:
+        _help += f' Allowed: {_f.metadata["allowed"]}.'
     if _f.default is None and _f.name != 'data_dir':  # The algorithm's paper setting.
         _help += ' ' + config_lib.paper_setting_help(_f.name)
         _kind = _f.type.__args__[0]
@@ -60,7 +63,10 @@ for _f in config_lib.DECLARED:
     _define(_f.name, _default, _help, _f.metadata['group'], _kind, _choices)
 for _name, _algorithm in ALGORITHMS.items():
     for _hparam, _value in _algorithm.hparam_defaults().items():
-        _help = f'{_algorithm.HPARAMS[_hparam].help} Only with --algorithm={_name}.'
+        _help = (
+            f'{_algorithm.HPARAMS[_hparam].help} Allowed: {_algorithm.HPARAMS[_hparam].allowed}.'
+            f' Only with --algorithm={_name}.'
+        )
         _define(f'{_name}.{_hparam}', _value, _help, 'algorithm settings')
 _define(
     'method',
@@ -93,26 +99,80 @@ _define(
     'gives bit-identical numbers on the same machine and software.',
     'run',
 )
-_define('cpu_threads', 0, 'Limit TF to this many threads (0: all cores).', 'run')
+MAX_CPU_THREADS = 1024
+_define(
+    'cpu_threads',
+    0,
+    f'Limit TF to this many threads (0: all cores), at most {MAX_CPU_THREADS}.',
+    'run',
+)
 FLAGS = flags.FLAGS
+STOPPED = 'stopped; resume with the same command'
+
+
+def _given() -> dict:
+    """The settings given as flags; the algorithm's own under 'hparams'."""
+    given = {f.name: FLAGS[f.name].value for f in config_lib.DECLARED if FLAGS[f.name].present}
+    if 'class_order' in given:
+        given['class_order'] = config_lib.parse_class_order(given['class_order'])
+    hparams = {}
+    for name, cls in ALGORITHMS.items():
+        for flag in (FLAGS[f'{name}.{hparam}'] for hparam in cls.HPARAMS):
+            if flag.present:
+                hparams[flag.name] = flag.value
+    return {**given, 'hparams': hparams} if hparams else given
 
 
 def _config() -> config_lib.Config:
     """The Config of the flags given over the presets named (crest/presets.py's rule);
     algorithm-dependent settings not given stay None."""
-    given = {f.name: FLAGS[f.name].value for f in config_lib.DECLARED if FLAGS[f.name].present}
-    if 'class_order' in given:
-        given['class_order'] = config_lib.parse_class_order(given['class_order'])
+    given = _given()
     total = FLAGS.total_steps if FLAGS['total_steps'].present else None
-    values = presets.combine(given, FLAGS.method, FLAGS.preset, total)
+    values = presets.combine(
+        {k: v for k, v in given.items() if k != 'hparams'}, FLAGS.method, FLAGS.preset, total
+    )
     algorithm = values.get('algorithm', config_lib.Config.algorithm)
-    for name, cls in ALGORITHMS.items():
-        for flag in (FLAGS[f'{name}.{hparam}'] for hparam in cls.HPARAMS):
-            if flag.present and name != algorithm:
-                raise ValueError(f'--{flag.name} applies to --algorithm={name} only')
-            if flag.present:
-                values['hparams'][flag.name.split('.', 1)[1]] = flag.value
+    for flag, value in given.get('hparams', {}).items():
+        name, hparam = flag.split('.', 1)
+        if name != algorithm:
+            raise ValueError(f'--{flag} applies to --algorithm={name} only')
+        values['hparams'][hparam] = value
     return config_lib.Config(**values)
+
+
+def _notes() -> list[str]:
+    """Log lines for the flags given that override a preset's value or do nothing."""
+    given = _given()
+    hparams = {k.split('.', 1)[1]: v for k, v in given.pop('hparams', {}).items()}
+    total = FLAGS.total_steps if FLAGS['total_steps'].present else None
+    lines = presets.overrides({**given, 'hparams': hparams}, FLAGS.method, FLAGS.preset, total)
+    cfg = config_lib.resolve(_config())
+    return lines + config_lib.idle_settings(cfg, set(given))
+
+
+def _from_preset(message: str) -> str:
+    """`message`, naming the preset that set the flag it is about or the data set it
+    reads."""
+    if FLAGS.preset not in presets.PROTOCOLS:
+        return message
+    given, protocol = _given(), presets.protocol_settings(FLAGS.preset)
+    flag = re.match(r'--([\w.]+)', message)
+    if flag is not None and flag.group(1) in protocol and flag.group(1) not in given:
+        return f'{message} (set by --preset={FLAGS.preset}; a flag given explicitly wins)'
+    if 'dataset' in protocol and 'dataset' not in given:
+        return f'{message} (--dataset={protocol["dataset"]}, set by --preset={FLAGS.preset})'
+    return message
+
+
+def _error_line(e: Exception) -> str:
+    """An error's message in one line, without TensorFlow's wrapping: the
+    `{{function_node __wrapped__...}}` prefix, a graph error's traceback of where the op
+    was defined, the `[[{{node ...}}]]` and `[Op:...]` trailers."""
+    text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', getattr(e, 'message', None) or str(e))
+    skip = ('Graph execution error:', 'Detected at node', 'File "', '[[')
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(skip)] or [str(e)]
+    return re.sub(r'\s*\[Op:[^\]]*\]( name: \S*)?\s*$', '', lines[0])
 
 
 def main(argv):
@@ -121,8 +181,15 @@ def main(argv):
     try:
         cfg = config_lib.resolve(_config())
         config_lib.validate(cfg)
+        if not 0 <= FLAGS.cpu_threads <= MAX_CPU_THREADS:
+            raise ValueError(
+                f'--cpu_threads must be in [0, {MAX_CPU_THREADS}] (0: all cores), '
+                f'got {FLAGS.cpu_threads}'
+            )
     except ValueError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {_from_preset(str(e))}')
+    for line in _notes():
+        print(line, flush=True)
 
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -141,7 +208,12 @@ def main(argv):
     except (ValueError, records.DataError, OSError, tf.errors.OpError) as e:
         # OSError and TensorFlow's errors: a disk that is full or a file that cannot be
         # written, mostly; their message names the file.
-        sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')
+        message = _error_line(e)
+        sys.exit(f'error: {_from_preset(message) if isinstance(e, records.DataError) else message}')
+    except KeyboardInterrupt:
+        # Every file is written whole or not at all, and the lock goes with the process.
+        print(STOPPED, file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 def run():

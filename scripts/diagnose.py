@@ -44,22 +44,32 @@ def load_results(path: str) -> Results:
 def load_map(path: str) -> dict:
     try:
         with open(path) as f:
-            return json.load(f)
+            regime_map = json.load(f)
     except json.JSONDecodeError as e:
         sys.exit(f'error: {path} is not JSON: {e}')
+    except OSError as e:
+        sys.exit(f'error: --map {path}: cannot read it ({e.strerror})')
+    if not isinstance(regime_map, dict) or not set(regime.MAP_FIELDS) <= set(regime_map):
+        sys.exit(
+            f'error: --map {path}: not a regime map (scripts/evidence.py --action=report '
+            'writes one)'
+        )
+    return regime_map
 
 
 def diagnose(result: Results, generation: int, regime_map: dict | None) -> list[str]:
     """The report's lines."""
     generations = result.generations
-    if not -len(generations) <= generation < len(generations):
-        raise ValueError(f'--generation={generation}: the run has {len(generations)}')
+    if not 0 <= generation < len(generations):
+        raise ValueError(
+            f'--generation={generation}: the run has {len(generations)} (0..{len(generations) - 1})'
+        )
     gen = generations[generation]
     split = 'unlabeled' if gen.unlabeled is not None else 'test'
     report = getattr(gen, split)
     names, counts = result.class_names, result.labeled_counts
     lines = [
-        f'Generation {generation % len(generations)}, {split} set'
+        f'Generation {generation}, {split} set'
         + ('' if split == 'unlabeled' else ' (the unlabeled images carry no labels)')
         + ': per class, most labeled first'
     ]
@@ -98,6 +108,12 @@ def diagnose(result: Results, generation: int, regime_map: dict | None) -> list[
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    if FLAGS.generation < 0:
+        sys.exit(f'error: --generation must be >= 0 (0: the first), got {FLAGS.generation}')
+    if os.path.isfile(FLAGS.run):
+        sys.exit(f'error: --run {FLAGS.run}: a file; give the run folder (it holds results.json)')
+    if FLAGS['map'].present and not os.path.exists(FLAGS.map):
+        sys.exit(f'error: --map {FLAGS.map}: not found')
     result = load_results(os.path.join(FLAGS.run, 'results.json'))
     regime_map = load_map(FLAGS.map) if os.path.exists(FLAGS.map) else None
     try:

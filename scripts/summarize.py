@@ -38,10 +38,36 @@ flags.DEFINE_string(
 FLAGS = flags.FLAGS
 
 
+def check_paths() -> str:
+    """Checks every path flag before anything is read or written; returns the notes."""
+    for flag in ('runs', 'rerun'):
+        path = FLAGS[flag].value
+        if path and not os.path.isdir(path):
+            raise ValueError(f'--{flag} {path}: not a folder')
+    if os.path.exists(FLAGS.output) and not os.path.isdir(FLAGS.output):
+        raise ValueError(f'--output {FLAGS.output}: exists and is not a folder')
+    if FLAGS.document:
+        if os.path.isdir(FLAGS.document):
+            raise ValueError(f'--document {FLAGS.document}: a folder; give a Markdown file')
+        parent = os.path.dirname(os.path.abspath(FLAGS.document))
+        if not os.path.isdir(parent):
+            raise ValueError(f'--document {FLAGS.document}: no folder {parent}')
+    if not FLAGS.notes:
+        return ''
+    try:
+        with open(FLAGS.notes) as f:
+            return f.read().rstrip() + '\n\n'
+    except OSError as e:
+        raise ValueError(f'--notes {FLAGS.notes}: cannot read it ({e.strerror})') from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f'--notes {FLAGS.notes}: not a text file ({e.reason})') from e
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     try:
+        notes = check_paths()
         found, unfinished = runs.load_runs(FLAGS.runs)
         again = runs.load_runs(FLAGS.rerun)[0] if FLAGS.rerun else None
     except (OSError, ValueError) as e:
@@ -56,7 +82,6 @@ def main(argv):
     with open(os.path.join(FLAGS.output, 'summary.md'), 'w') as f:
         f.write(body)
     if FLAGS.document:
-        notes = open(FLAGS.notes).read().rstrip() + '\n\n' if FLAGS.notes else ''
         document.write_document(FLAGS.document, notes, body, FLAGS.output, files)
     print(body)
     print(f'wrote {FLAGS.output}/summary.md and {", ".join(files)}')

@@ -222,9 +222,11 @@ def test_an_image_folder_runs_end_to_end_and_exports_original_plus_picks(tmp_pat
         p for p in paths if p.startswith('labeled/')
     ) + sorted(p for p in paths if p.startswith('unlabeled/'))
     assert results.generations[1].labeled_size == 11 + 18
-    # Precision is counted over the 9 picks whose class is known (unlabeled/a).
+    # Every pick is counted by predicted class; precision only over the 9 picks whose
+    # class is known (unlabeled/a).
     picks = results.generations[0].picks
-    assert picks.unknown_class == 9 and sum(picks.picked) == 9
+    assert picks.unknown_class == 9 and sum(picks.picked) == 18
+    assert sum(picks.picked_known) == 9
     assert results.generations[0].unlabeled.predicted is not None
 
 
@@ -254,3 +256,30 @@ def test_a_streamed_run_exports_original_plus_picks_and_resumes(tiny_config, mon
     logs.clear()
     assert loop.run(cfg, log=logs.append).generations == results.generations
     assert sum('finished earlier, skipped' in line for line in logs) == 2
+
+
+def test_pick_summary_counts_every_pick_and_checks_the_known_ones():
+    """Picks of 4 images of class 0, 1, unknown, unknown predicted 0, 0, 1, 1: `picked`
+    counts all 4 by predicted class, `picked_known` the 2 of known class; precision is
+    1 of 2 for class 0; nothing of class 1 is checkable. Without unknown picks
+    `picked_known` is left out of picks.json."""
+    unlabeled = records.Records(
+        ids=np.arange(5), labels=np.array([0, 1, -1, -1, 0]), images=np.zeros((5, 1, 1, 1))
+    )
+    predicted = np.array([0, 0, 1, 1, 0])
+    rates = np.array([1.0, 1.0])
+    picks = loop.pick_summary(unlabeled, np.array([0, 1, 2, 3]), predicted, rates)
+    assert picks.picked == [2, 2] and picks.picked_known == [2, 0]
+    assert picks.unknown_class == 2 and picks.correct == [1, 0]
+    assert picks.precision == [0.5, 0.0] and picks.total_precision == 0.5
+    assert picks.recall == [0.5, 0.0]
+    # Every image unknown: nothing to check, yet every pick counted.
+    unknown = records.Records(
+        ids=np.arange(5), labels=np.full(5, -1), images=np.zeros((5, 1, 1, 1))
+    )
+    picks = loop.pick_summary(unknown, np.array([0, 1, 2]), predicted, rates)
+    assert picks.picked == [2, 1] and picks.correct is None and picks.picked_known is None
+    # Every pick known: the record of a built-in run, without the optional fields.
+    picks = loop.pick_summary(unlabeled, np.array([0, 1, 4]), predicted, rates)
+    assert picks.picked == [3, 0] and picks.precision == [0.666667, 0.0]
+    assert 'picked_known' not in picks.to_json() and 'unknown_class' not in picks.to_json()

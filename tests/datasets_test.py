@@ -139,7 +139,7 @@ def test_cifar10_extracted_files(cifar_dir, tmp_path):
 def test_cifar100_uses_fine_label(tmp_path):
     labels = [17, 99, 0]
     (tmp_path / 'train.bin').write_bytes(fakes.cifar_records(labels, label_bytes=2))
-    (tmp_path / 'test.bin').write_bytes(fakes.cifar_records([5], label_bytes=2))
+    (tmp_path / 'test.bin').write_bytes(fakes.cifar_records([5, 6], label_bytes=2))
     (tmp_path / 'fine_label_names.txt').write_text('\n'.join(f'c{i}' for i in range(100)))
     source = datasets.get('cifar100lt').load(str(tmp_path))
     np.testing.assert_array_equal(source.train_labels, labels)
@@ -197,3 +197,18 @@ def test_cifar_from_tensorflow_datasets_keeps_the_official_order(cifar_dir, tmp_
     for field in ('train_images', 'train_labels', 'test_images', 'test_labels', 'class_names'):
         np.testing.assert_array_equal(getattr(from_tfds, field), getattr(from_archive, field))
     assert from_tfds.origin == 'tensorflow-datasets cifar10'
+
+
+def test_a_label_fraction_that_rounds_a_class_up_past_twice_its_share_is_warned():
+    """N = 50, 20, 4 at beta = 0.1: ceil(5) = 5, ceil(2) = 2, ceil(0.4) = 1, over twice
+    0.4: the smallest class is named; at beta = 0.3 (ceil(1.2) = 2) nothing is."""
+    logs = []
+    longtail.warn_rounded_up([50, 20, 4], 0.1, ['a', 'b', 'c'], logs.append)
+    assert logs == [
+        'warning: --label_fraction=0.1 rounds the labeled count of 1 class(es) up to over '
+        'twice beta * N_l: c 1 (0.4 implied); the labeled class distribution (the prior of '
+        'the rates mu) is flatter than the long tail'
+    ]
+    logs.clear()
+    longtail.warn_rounded_up([50, 20, 4], 0.3, ['a', 'b', 'c'], logs.append)
+    assert logs == []

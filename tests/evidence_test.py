@@ -394,6 +394,35 @@ def test_diagnose_reads_a_run_and_the_map(tmp_path):
         assert line.startswith(f'error: {run / "results.json"}'), line
 
 
+def test_diagnose_refuses_bad_flags_and_files_in_one_line(tmp_path):
+    run = tmp_path / 'mine'
+    run.mkdir()
+    fakes.write_results(run, _results(0.7))
+    (tmp_path / 'list.json').write_text('[]')
+    (tmp_path / 'empty.json').write_text('{}')
+    results = run / 'results.json'
+    for argv, message in [
+        ([f'--run={results}'], f'--run {results}: a file; give the run folder'),
+        (['--generation=-1'], '--generation must be >= 0 (0: the first), got -1'),
+        (['--generation=1'], '--generation=1: the run has 1 (0..0)'),
+        ([f'--map={results}'], f'--map {results}: not a regime map'),
+        ([f'--map={tmp_path / "list.json"}'], f'--map {tmp_path / "list.json"}: not a regime'),
+        ([f'--map={tmp_path / "empty.json"}'], f'--map {tmp_path / "empty.json"}: not a'),
+        ([f'--map={tmp_path}'], f'--map {tmp_path}: cannot read it (Is a directory)'),
+        ([f'--map={tmp_path / "none.json"}'], f'--map {tmp_path / "none.json"}: not found'),
+    ]:
+        argv = [f'--run={run}', *argv]
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, 'scripts', 'diagnose.py'), *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1, (argv, proc.stderr[-1000:])
+        (line,) = proc.stderr.strip().splitlines()
+        assert line == f'error: {message}' or line.startswith(f'error: {message}'), (argv, line)
+
+
 @pytest.fixture(scope='module')
 def cli():
     """scripts/evidence.py, loaded once (its flags can be defined once per process)."""

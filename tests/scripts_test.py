@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -112,3 +113,50 @@ def test_step_benchmark_records_every_configuration(tmp_path):
     assert [r['precision'] for r in bench['end_to_end']] == ['float32', 'bf16']
     assert all(r['steps_per_second'] > 0 for r in bench['end_to_end'])
     assert [r['algorithm'] for r in bench['pipeline']] == ['mixmatch']
+
+
+def test_ctrl_c_stops_a_run_in_one_line_with_exit_130(tmp_path):
+    """SIGINT once training has started: one line saying how to resume, exit status 130
+    (128 + SIGINT, the shell's convention), no traceback."""
+    command = [
+        sys.executable,
+        os.path.join(ROOT, 'scripts', 'crest.py'),
+        '--dataset=synthetic_lt',
+        '--imbalance=10',
+        '--arch=cnn_small',
+        '--generations=1',
+        '--steps_per_generation=100000',
+        '--eval_every=2',
+        '--batch_size=4',
+        '--uratio=1',
+        '--cpu_threads=1',
+        f'--workdir={tmp_path / "run"}',
+    ]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in run.stdout:
+            if ' step ' in line:  # An evaluation's line: training has started.
+                break
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == 'stopped; resume with the same command'
+    assert 'Traceback' not in stderr and 'KeyboardInterrupt' not in stderr, stderr[-2000:]
+
+
+def test_cpu_threads_below_zero_is_refused(tmp_path):
+    result = _run('crest.py', '--cpu_threads=-1', f'--workdir={tmp_path / "run"}')
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: --cpu_threads must be in [0, 1024] (0: all cores), got -1'
+    ), result.stderr[-2000:]
+    assert not (tmp_path / 'run').exists()
+
+
+def test_help_states_the_bounds_of_the_sizes():
+    text = ' '.join(_run('crest.py', '--helpfull').stdout.split())
+    assert 'Allowed: an integer in [1, 64]. Only with --algorithm=mixmatch.' in text
+    for flag, bound in [('uratio', 'in [1, 64]'), ('image_size', 'in [0, 1024]')]:
+        assert f'Allowed: {bound}.' in text.split(f'--{flag}:', 1)[1].split('(default:', 1)[0]

@@ -218,3 +218,38 @@ def test_a_results_file_it_cannot_read_is_a_one_line_error(tmp_path):
         assert proc.returncode == 1
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith(f'error: {path}: {says}'), line
+
+
+def test_bad_paths_and_files_are_one_line_errors_before_anything_is_written(tmp_path):
+    runs = tmp_path / 'runs'
+    _write(str(runs), 'fixmatch', 1, [0.5], [0.5] * 4, [0.5] * 4, [100] * 4)
+    results = runs / 'fixmatch' / 'fold_1' / 'results.json'
+    (tmp_path / 'file').write_text('')
+    empty = tmp_path / 'empty'
+    _write(str(empty), 'fixmatch', 1, [0.5], [0.5] * 4, [0.5] * 4, [100] * 4)
+    no_generation = json.loads(results.read_text())
+    no_generation['generations'] = []
+    (empty / 'fixmatch' / 'fold_1' / 'results.json').write_text(json.dumps(no_generation))
+    out = tmp_path / 'out'
+    for argv, message in [
+        ([f'--runs={results}'], f'error: --runs {results}: not a folder'),
+        ([f'--rerun={tmp_path / "nowhere"}'], f'error: --rerun {tmp_path / "nowhere"}: not a'),
+        ([f'--output={tmp_path / "file"}'], f'error: --output {tmp_path / "file"}: exists and'),
+        (
+            [f'--notes={tmp_path / "missing.md"}', f'--document={tmp_path / "doc.md"}'],
+            f'error: --notes {tmp_path / "missing.md"}: cannot read it (No such file',
+        ),
+        ([f'--notes={tmp_path / "missing.md"}'], f'error: --notes {tmp_path / "missing.md"}'),
+        ([f'--document={tmp_path}'], f'error: --document {tmp_path}: a folder'),
+        ([f'--document={tmp_path / "no" / "doc.md"}'], f'error: --document {tmp_path / "no"}'),
+        (
+            [f'--runs={empty}'],
+            f'error: {empty / "fixmatch" / "fold_1" / "results.json"}: holds no generation',
+        ),
+    ]:
+        argv = [f'--runs={runs}', f'--output={out}', *argv]
+        proc = _summarize(*argv)
+        assert proc.returncode == 1, (argv, proc.stderr[-1000:])
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(message), (argv, line)
+        assert not out.exists() and not (tmp_path / 'doc.md').exists()

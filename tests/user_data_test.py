@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from libml import datasets, folds, records
+from libml import datasets, folds, machine, records
 from libml.datasets.folder import load_folder
 from libml.datasets.npz import load_npz
 from libml.records import DataError
@@ -102,12 +102,17 @@ def test_folder_sizes_formats_and_val(tmp_path):
     save(tmp_path, 'labeled/b/0.bmp', image(2, (20, 30)), 'BMP')
     save(tmp_path, 'unlabeled/0.gif', image(3, (16, 20)), 'GIF')
     save(tmp_path, 'test/a/0.png', image(4, (16, 16)))
+    save(tmp_path, 'test/b/0.png', image(6, (16, 16)))
     save(tmp_path, 'val/b/0.png', image(5, (16, 16)))
     (tmp_path / 'labeled' / 'a' / 'notes.txt').write_text('not an image')
     logs = []
     given = load_folder(str(tmp_path), log=logs.append)
-    # Sides 10, 16 | 16, 16 | 20, 30 | 16, 20 | 16, 16 | 16, 16: the median is 16.
-    assert {x.shape for x in given.images.values()} == {(3, 16, 16, 3), (1, 16, 16, 3)}
+    # Sides 10, 16 | 16, 16 | 20, 30 | 16, 20 | 16, 16 (x2) | 16, 16: the median is 16.
+    assert {x.shape for x in given.images.values()} == {
+        (3, 16, 16, 3),
+        (2, 16, 16, 3),
+        (1, 16, 16, 3),
+    }
     assert any('sides found 10..30 px' in m for m in logs)
     assert given.labels['val'].tolist() == [1]
     assert given.paths['val'] == ['val/b/0.png']
@@ -141,7 +146,7 @@ def test_folder_errors_name_the_problem(tmp_path):
     root = folder('mixed', {**ok, 'unlabeled/1.png': image(3, channels=1)})
     with pytest.raises(DataError, match=r'different channel counts: 1 \(e.g. .*unlabeled/1.png'):
         load_folder(root)
-    root = folder('rgba', {k: image(0, channels=4) for k in ok})
+    root = folder('rgba', {k: image(i, channels=4) for i, k in enumerate(ok)})
     with pytest.raises(DataError, match='4 channels'):
         load_folder(root)
     root = folder('no_test', {k: v for k, v in ok.items() if not k.startswith('test')})
@@ -266,3 +271,126 @@ def test_a_folder_fold_records_paths_and_its_source(tmp_path):
         ensure(out, str(tmp_path / 'other'))
     with pytest.raises(DataError, match='holds another fold'):
         ensure(out, str(src), image_size=8)
+
+
+def test_a_file_that_is_not_an_npz_archive_is_a_one_line_error(tmp_path):
+    """A .npy renamed .npz, text, a zip header over garbage, an archive cut short."""
+    np.save(tmp_path / 'array.npy', np.zeros(3))
+    os.rename(tmp_path / 'array.npy', tmp_path / 'array.npz')
+    (tmp_path / 'text.npz').write_text('x_labeled,y_labeled\n')
+    (tmp_path / 'garbage.npz').write_bytes(b'PK\x03\x04' + b'\xff' * 100)
+    write_npz(str(tmp_path / 'whole.npz'))
+    whole = (tmp_path / 'whole.npz').read_bytes()
+    (tmp_path / 'cut.npz').write_bytes(whole[: len(whole) // 2])
+    for name, message in [
+        ('array', 'a single array (.npy), not an .npz file of named arrays'),
+        ('text', 'not an .npz file (not a zip archive; np.savez writes one)'),
+        ('garbage', 'not a readable .npz file (File is not a zip file)'),
+        ('cut', 'not a readable .npz file'),
+    ]:
+        path = str(tmp_path / f'{name}.npz')
+        with pytest.raises(DataError) as e:
+            load_npz(path)
+        assert str(e.value).startswith(f'{path}: {message}'), str(e.value)
+        assert '\n' not in str(e.value)
+
+
+def test_folder_inconsistencies_are_refused_naming_the_files(tmp_path):
+    ok = {
+        'labeled/a/0.png': image(0),
+        'labeled/b/0.png': image(1),
+        'unlabeled/0.png': image(2),
+        'test/a/0.png': image(3),
+        'test/b/0.png': image(4),
+    }
+
+    def folder(name, files):
+        root = tmp_path / name
+        for path, pixels in files.items():
+            save(root, path, pixels)
+        return str(root)
+
+    # Test images of one class only.
+    root = folder('one_test_class', {k: v for k, v in ok.items() if k != 'test/b/0.png'})
+    with pytest.raises(DataError, match=r'one_test_class/test: images of one class only \(a\)'):
+        load_folder(root)
+    # A test image that is also a train image (same bytes, another name).
+    root = folder('twins', {**ok, 'unlabeled/copy.png': image(4)})
+    with pytest.raises(DataError) as e:
+        load_folder(root)
+    assert str(e.value) == (
+        f'{root}/test/b/0.png and {root}/unlabeled/copy.png: the same image (same bytes) in '
+        'test/ and in the train images; remove one'
+    )
+    # Every labeled image of a class unreadable, and skipped: the class and its files.
+    root = folder('lost_class', {**ok, 'labeled/b/1.png': image(5)})
+    for name in ('0.png', '1.png'):
+        with open(os.path.join(root, 'labeled', 'b', name), 'wb') as f:
+            f.write(b'\x89PNG not really')
+    with pytest.raises(DataError) as e:
+        load_folder(root, bad_images='skip', log=lambda m: None)
+    assert str(e.value) == (
+        f"{root}/labeled/b: every labeled image of class 'b' was skipped as unreadable "
+        '(labeled/b/0.png, labeled/b/1.png); replace them or remove the class'
+    )
+
+
+def test_folder_links_to_folders_read_elsewhere_are_not_followed(tmp_path):
+    """A link from unlabeled/ to the data folder itself (a loop), to an unlabeled folder
+    already read and to another split: each image is read once, in its own split."""
+    root = tmp_path / 'linked'
+    write_folder(str(root))
+    os.symlink(root, root / 'unlabeled' / 'loop')
+    os.symlink(root / 'unlabeled' / 'misc', root / 'unlabeled' / 'misc_again')
+    os.symlink(root / 'test' / 'ant', root / 'unlabeled' / 'ants')
+    os.makedirs(tmp_path / 'elsewhere')
+    save(tmp_path, 'elsewhere/1.png', image(99))
+    os.symlink(tmp_path / 'elsewhere', root / 'unlabeled' / 'more')
+    logs = []
+    given = load_folder(str(root), log=logs.append)
+    assert len(given.images['unlabeled']) == 5 + 1  # LAYOUT's 5, and the one linked in.
+    assert 'unlabeled/more/1.png' in given.paths['train']
+    skipped = [m for m in logs if 'not followed' in m]
+    assert len(skipped) == 3, logs
+    assert any(f'{root}/unlabeled/loop: a link to {root}, read elsewhere' in m for m in skipped)
+
+
+@pytest.mark.parametrize(
+    'overrides, message',
+    [
+        (
+            dict(y_labeled=np.array([1, 0, 1, 2, 1, 2**40])),
+            r'y_labeled holds label 1099511627776, ',
+        ),
+        (dict(y_test=np.array([0, 1, 2**62])), r'y_test holds label 4611686018427387904, out of'),
+        (dict(y_test=np.array([1, 1, 1])), r'y_test holds one class only \(1\)'),
+        (dict(class_names=np.array(['cat', 'dog', 'cat'])), r"class_names repeats 'cat'"),
+    ],
+)
+def test_npz_inconsistent_arrays(tmp_path, overrides, message):
+    path = str(tmp_path / 'd.npz')
+    write_npz(path, **overrides)
+    with pytest.raises(DataError, match=message):
+        load_npz(path)
+
+
+def test_a_folder_given_as_npz_file_is_named(tmp_path):
+    with pytest.raises(DataError, match='a folder, not an .npz file'):
+        load_npz(str(tmp_path))
+
+
+def test_a_fold_that_cannot_fit_in_memory_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    write_folder(str(tmp_path))
+    monkeypatch.setattr(machine, 'available_memory', lambda: 100_000)
+    # 15 images at 64 px: 2 x 15 x 64 x 64 x 3 = 368,640 bytes.
+    with pytest.raises(DataError) as e:
+        load_folder(str(tmp_path), image_size=64)
+    assert str(e.value) == (
+        f'{tmp_path}: the fold of 15 images at 64 px needs about 0.0 GiB of memory, and 0.0 '
+        'GiB is available: lower --image_size'
+    )
+    assert load_folder(str(tmp_path), image_size=16, log=lambda m: None).images  # 23,040 bytes.
+    path = str(tmp_path / 'd.npz')
+    write_npz(path)
+    with pytest.raises(DataError, match=r'd.npz: 13 images resized to 64 px needs about'):
+        load_npz(path, image_size=64)

@@ -33,8 +33,8 @@ class MixMatch(SemiSupervised):
     HPARAMS = {
         'K': HParam(
             'Weak views per unlabeled image, for its label guess.',
-            'an integer >= 1',
-            lambda v: isinstance(v, int) and v >= 1,
+            'an integer in [1, 64]',  # Each view is a forward pass per unlabeled image.
+            lambda v: isinstance(v, int) and 1 <= v <= 64,
         ),
         'T': HParam('Sharpening temperature of the label guess.', '> 0', lambda v: v > 0),
         'mixup_beta': HParam(
@@ -47,7 +47,9 @@ class MixMatch(SemiSupervised):
             lambda v: 0 <= v <= 1,
         ),
         'rampup_max': HParam(
-            'Longest ramp-up of wu, in steps (MixMatch: 16,384).', '>= 0', lambda v: v >= 0
+            'Longest ramp-up of wu, in steps (MixMatch: 16,384).',
+            'in [0, 10000000]',
+            lambda v: 0 <= v <= 10_000_000,
         ),
     }
 

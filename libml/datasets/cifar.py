@@ -27,6 +27,10 @@ def _parse(data: bytes, label_bytes: int, name: str) -> tuple[np.ndarray, np.nda
     return np.ascontiguousarray(images), labels
 
 
+# Far above CIFAR-100's train.bin (154 MB).
+MAX_FILE_BYTES = 1 << 30
+
+
 def _files(data_dir: str, archive: str, names: list[str]) -> dict[str, bytes]:
     """{name: content} of CIFAR files ('data_batch_1.bin', ...) from `data_dir`/`archive`
     or extracted, directly in data_dir or in the archive's top folder inside it."""
@@ -42,11 +46,21 @@ def _files(data_dir: str, archive: str, names: list[str]) -> dict[str, bytes]:
                         found[base] = tar.extractfile(member).read()
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DataError(f'{path}: not a readable .tar.gz archive ({e})') from e
+    elif not os.path.isdir(data_dir):
+        raise DataError(f'{data_dir}: a file, not a folder (--data_dir holds the CIFAR files)')
     else:
         for root, _, files in os.walk(data_dir):
-            for base in wanted & set(files):
+            for base in sorted(wanted & set(files)):
+                if base in found:
+                    continue
                 with open(os.path.join(root, base), 'rb') as f:
-                    found.setdefault(base, f.read())
+                    # Bounded: a link to a device that never ends is refused.
+                    found[base] = f.read(MAX_FILE_BYTES + 1)
+                if len(found[base]) > MAX_FILE_BYTES:
+                    raise DataError(
+                        f'{os.path.join(root, base)}: over {MAX_FILE_BYTES:,} bytes, not a '
+                        'CIFAR binary file'
+                    )
     missing = sorted(wanted - set(found))
     if missing:
         where = path if os.path.exists(path) else data_dir
@@ -73,7 +87,15 @@ def _from_dir(data_dir: str, num_classes: int) -> longtail.Source:
         raise DataError(f'{data_dir}: {meta} is not text ({e})') from e
     for split, labels in (('train', y_train), ('test', y_test)):
         if labels.max() >= num_classes:
-            raise DataError(f'{data_dir}: {split} label {labels.max()} >= {num_classes} classes')
+            raise DataError(
+                f'{data_dir}: {split} label {labels.max()} out of range (classes 0..'
+                f'{num_classes - 1})'
+            )
+    if len(np.unique(y_test)) < 2:
+        raise DataError(
+            f'{data_dir}: {", ".join(test)}: test labels of one class only ({y_test[0]}); '
+            'a broken file?'
+        )
     if len(names) != num_classes:
         names = tuple(f'class_{i}' for i in range(num_classes))
     return longtail.Source(x_train, y_train, x_test, y_test, names, f'official files in {data_dir}')

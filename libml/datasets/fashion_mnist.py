@@ -7,6 +7,7 @@ its dimensions, then the bytes.
 """
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -32,23 +33,37 @@ FASHION_MNIST_CLASSES = (
 )
 
 
+# Far above Fashion-MNIST's 47 MB: a header asking for more is not a data set file.
+MAX_IDX_BYTES = 1 << 30
+
+
 def read_idx(path: str) -> np.ndarray:
-    """Reads an IDX file of unsigned bytes (optionally gzipped) into an array."""
+    """Reads an IDX file of unsigned bytes (optionally gzipped) into an array, reading
+    no more than its header says it holds (plus one byte, to tell a longer file)."""
     try:
         opener = gzip.open if path.endswith('.gz') else open
         with opener(path, 'rb') as f:
-            data = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b'\0\0' or head[2] != 0x08:
+                raise DataError(f'{path}: not an IDX file of unsigned bytes')
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if ndim == 0 or len(dims) < 4 * ndim:
+                raise DataError(f'{path}: IDX header cut short ({4 + len(dims)} bytes)')
+            shape = struct.unpack(f'>{ndim}I', dims)
+            size = math.prod(shape)
+            if size > MAX_IDX_BYTES:
+                raise DataError(
+                    f'{path}: header says {shape} = {size:,} bytes, over the {MAX_IDX_BYTES:,} '
+                    'this reader takes'
+                )
+            body = f.read(size + 1)
     except (OSError, EOFError, zlib.error) as e:  # zlib: a corrupt deflate stream.
         raise DataError(f'{path}: cannot read ({e})') from e
-    if len(data) < 4 or data[:2] != b'\0\0' or data[2] != 0x08:
-        raise DataError(f'{path}: not an IDX file of unsigned bytes')
-    ndim = data[3]
-    if ndim == 0 or len(data) < 4 + 4 * ndim:
-        raise DataError(f'{path}: IDX header cut short ({len(data)} bytes)')
-    shape = struct.unpack(f'>{ndim}I', data[4 : 4 + 4 * ndim])
-    body = data[4 + 4 * ndim :]
-    if len(body) != int(np.prod(shape)):
-        raise DataError(f'{path}: header says {shape} = {np.prod(shape)} bytes, found {len(body)}')
+    if len(body) > size:
+        raise DataError(f'{path}: longer than its header says ({shape} = {size} bytes)')
+    if len(body) != size:
+        raise DataError(f'{path}: header says {shape} = {size} bytes, found {len(body)}')
     if not len(body):
         raise DataError(f'{path}: holds no data (shape {shape})')
     return np.frombuffer(body, np.uint8).reshape(shape)
@@ -62,7 +77,9 @@ def _idx_path(folder: str, stem: str) -> str | None:
 
 
 def _from_dir(folder: str) -> longtail.Source:
-    arrays = {}
+    if not os.path.isdir(folder):
+        raise DataError(f'{folder}: a file, not a folder (--data_dir holds the IDX files)')
+    arrays, paths = {}, {}
     for key, stem in (
         ('x_train', 'train-images-idx3-ubyte'),
         ('y_train', 'train-labels-idx1-ubyte'),
@@ -72,11 +89,21 @@ def _from_dir(folder: str) -> longtail.Source:
         path = _idx_path(folder, stem)
         if path is None:
             raise DataError(f'{os.path.join(folder, stem)}[.gz]: not found')
-        arrays[key] = read_idx(path)
+        arrays[key], paths[key] = read_idx(path), path
     for split in ('train', 'test'):
         x, y = arrays[f'x_{split}'], arrays[f'y_{split}']
-        if x.ndim != 3 or len(x) != len(y) or y.max() >= 10:
+        if y.max() >= len(FASHION_MNIST_CLASSES):
+            raise DataError(
+                f'{paths[f"y_{split}"]}: label {y.max()} out of range '
+                f'(classes 0..{len(FASHION_MNIST_CLASSES) - 1})'
+            )
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f'{folder}: {split} images {x.shape} do not match labels {y.shape}')
+    if len(np.unique(arrays['y_test'])) < 2:
+        raise DataError(
+            f'{paths["y_test"]}: test labels of one class only ({arrays["y_test"][0]}); '
+            'a broken file?'
+        )
     return longtail.Source(
         arrays['x_train'][..., None],
         arrays['y_train'].astype(np.int64),

@@ -13,30 +13,76 @@ the val files, whatever order the file system lists them in.
 """
 
 import concurrent.futures
+import hashlib
 import os
 
 import numpy as np
 
+from libml import machine
 from libml.datasets import given as given_lib
 from libml.datasets import image_files
 from libml.records import DataError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+SPLITS = ('labeled', 'unlabeled', 'test', 'val')
 
 
-def list_images(root: str, split: str = '') -> tuple[list[str], list[str]]:
+def list_images(root: str, split: str = '', log=print) -> tuple[list[str], list[str]]:
     """(image files, other files) under root/split (all of root by default) as sorted
-    paths relative to root, '/'-separated; hidden files and folders are left out."""
-    images, others = [], []
+    paths relative to root, '/'-separated; hidden files and folders are left out. Links
+    to folders are followed, but not to a folder already read (a loop) nor into root
+    itself, an ancestor of it or another split's folder: each image is read once, in its
+    own split."""
+    top = os.path.realpath(os.path.join(root, split))
+    others = [os.path.realpath(os.path.join(root, s)) for s in SPLITS if s != split]
+    others = others if split else []  # All of root: no split of its own.
+    seen = {top}
+    images, others_files = [], []
+
+    def followed(folder: str, name: str) -> bool:
+        real = os.path.realpath(os.path.join(folder, name))
+        outside = (
+            real in seen
+            or top.startswith(real + os.sep)  # Root or an ancestor: a loop through it.
+            or any(real == o or real.startswith(o + os.sep) for o in others)
+        )
+        if outside:
+            where = os.path.relpath(os.path.join(folder, name), root)
+            log(f'{os.path.join(root, where)}: a link to {real}, read elsewhere: not followed')
+            return False
+        seen.add(real)
+        return True
+
     for folder, subfolders, files in os.walk(os.path.join(root, split), followlinks=True):
-        subfolders[:] = [s for s in subfolders if not s.startswith('.')]
+        subfolders[:] = [s for s in subfolders if not s.startswith('.') and followed(folder, s)]
         for name in files:
             if name.startswith('.'):
                 continue
             path = os.path.relpath(os.path.join(folder, name), root).replace(os.sep, '/')
             is_image = os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-            (images if is_image else others).append(path)
-    return sorted(images), sorted(others)
+            (images if is_image else others_files).append(path)
+    return sorted(images), sorted(others_files)
+
+
+def _same_bytes(root: str, tests: list[str], train: list[str]) -> tuple[str, str] | None:
+    """A (test file, train file) pair holding the same bytes, or None. Only files of a
+    size found in both lists are hashed, so a large folder costs little more than a
+    listing."""
+    sizes = {p: os.path.getsize(os.path.join(root, p)) for p in tests + train}
+    shared = {sizes[p] for p in tests} & {sizes[p] for p in train}
+    digests = {}
+    for path in [p for p in train if sizes[p] in shared]:
+        digests.setdefault((sizes[path], _digest(os.path.join(root, path))), path)
+    for path in [p for p in tests if sizes[p] in shared]:
+        twin = digests.get((sizes[path], _digest(os.path.join(root, path))))
+        if twin is not None:
+            return path, twin
+    return None
+
+
+def _digest(path: str) -> bytes:
+    with open(path, 'rb') as f:
+        return hashlib.file_digest(f, 'sha256').digest()
 
 
 def _class_of(path: str) -> str | None:
@@ -67,7 +113,7 @@ def load_folder(
     # Classes: the labeled set's folders; each must hold images.
     files, ignored = {}, []
     for split in splits:
-        files[split], others = list_images(data_dir, split)
+        files[split], others = list_images(data_dir, split, log)
         ignored += others
     labeled_root = os.path.join(data_dir, 'labeled')
     names = sorted(
@@ -106,6 +152,19 @@ def load_folder(
         raise DataError(f'{os.path.join(data_dir, "unlabeled")}: no images')
     if not files['test']:
         raise DataError(f'{os.path.join(data_dir, "test")}: no images')
+    test_classes = sorted({_class_of(p) for p in files['test']})
+    if len(test_classes) < 2 <= len(names):
+        raise DataError(
+            f'{os.path.join(data_dir, "test")}: images of one class only ({test_classes[0]}); '
+            'a test set of one class measures nothing'
+        )
+    for split in ('test', 'val'):
+        twins = _same_bytes(data_dir, files.get(split, []), files['labeled'] + files['unlabeled'])
+        if twins:
+            raise DataError(
+                f'{os.path.join(data_dir, twins[0])} and {os.path.join(data_dir, twins[1])}: the '
+                f'same image (same bytes) in {split}/ and in the train images; remove one'
+            )
     if ignored:
         log(
             f'{data_dir}: {len(ignored)} file(s) not in {"/".join(IMAGE_EXTENSIONS)} left '
@@ -122,6 +181,15 @@ def load_folder(
     index = {space: {p: i for i, p in enumerate(paths)} for space, paths in id_spaces.items()}
 
     everything = [p for split in splits for p in files[split]]
+    if image_size:  # Resized images and their stacked copies.
+        try:
+            machine.check_fits(
+                2 * len(everything) * image_size**2 * 3,
+                f'{data_dir}: the fold of {len(everything):,} images at {image_size} px',
+                'lower --image_size',
+            )
+        except MemoryError as e:
+            raise DataError(str(e)) from None
     log(f'{data_dir}: reading {len(everything)} images')
     skipped = []
     decoded = {
@@ -161,6 +229,16 @@ def load_folder(
         names, np.repeat(np.arange(len(names)), [per_class[n] for n in names])
     )
     rank = {names[c]: r for r, c in enumerate(order)}
+    readable = {_class_of(p) for p in files['labeled'] if p in resized}
+    lost = [n for n in names if n not in readable]
+    if lost:
+        unreadable = [p for p in skipped if p.startswith(f'labeled/{lost[0]}/')]
+        raise DataError(
+            f'{os.path.join(labeled_root, lost[0])}: every labeled image of class {lost[0]!r} '
+            f'was skipped as unreadable ({", ".join(unreadable[:5])}'
+            + (', ...' if len(unreadable) > 5 else '')
+            + '); replace them or remove the class'
+        )
     images, labels, ids = {}, {}, {}
     for split in splits:
         kept = [p for p in files[split] if p in resized]

@@ -22,6 +22,7 @@ from libml.records import DataError
 MIN_IMAGE_SIZE = 8  # The augmentations pad by 4 pixels, reflecting.
 CHANNELS = (1, 3)  # Gray or RGB: what the augmentations take.
 UNKNOWN = -1  # The label of an unlabeled image whose class is not known.
+MAX_CLASSES = 100_000  # Far above ImageNet-21k's 21,841.
 
 
 @dataclasses.dataclass(frozen=True)

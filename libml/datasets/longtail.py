@@ -34,7 +34,8 @@ def check_class_order(order: int | list[int], num_classes: int) -> None:
     """--class_order is a seed >= 0, or a list naming each of the `num_classes` classes
     once."""
     if not isinstance(order, list):
-        folds.require(order >= 0, 'class_order', '>= 0', order)
+        # A seed of NumPy's RandomState, which takes it below 2^32.
+        folds.require(0 <= order < 2**32, 'class_order', f'in [0, {2**32 - 1}]', order)
         return
     allowed = f'a permutation of 0..{num_classes - 1}'
     outside = [c for c in order if not 0 <= c < num_classes]
@@ -96,6 +97,8 @@ class LongTailed(base.Dataset):
         )
         if self.darp_unlabeled_head:
             base.check_fixed_split(self.name, spec)
+        else:
+            self._check_label_fraction(spec)
         if spec.unlabeled_distribution != 'same':
             folds.require(
                 bool(self.unlabeled_head) and not self.darp_unlabeled_head,
@@ -103,6 +106,27 @@ class LongTailed(base.Dataset):
                 f"'same' for {self.name} (it has no unlabeled profile of its own)",
                 spec.unlabeled_distribution,
             )
+
+    def _check_label_fraction(self, spec: folds.FoldSpec) -> None:
+        """Refuses a beta whose rounding, ceil(beta * N_l), labels every image (no
+        unlabeled one left) or labels one image of every class (the long tail gone)."""
+        counts = lt.longtail_counts(self.head_count, self.num_classes, spec.imbalance)
+        labeled = lt.labeled_counts(counts, spec.label_fraction)
+        where = f'for {self.name} at --imbalance={spec.imbalance:g}'
+        folds.require(
+            sum(labeled) < sum(counts),
+            'label_fraction',
+            f'<= {1 - 1 / counts[0]:.6g} {where} (above, ceil(beta * N_l) labels every '
+            'image: no unlabeled image is left)',
+            spec.label_fraction,
+        )
+        folds.require(
+            len(set(labeled)) > 1 or len(set(counts)) == 1,
+            'label_fraction',
+            f'> {1 / counts[0]:.6g} {where} (below, ceil(beta * N_l) labels 1 image of '
+            'every class: the labeled set loses the long tail)',
+            spec.label_fraction,
+        )
 
     def stored_spec(self, spec: folds.FoldSpec) -> dict:
         # A class order other than the source's (seed 0) is named only when used, so
@@ -209,5 +233,27 @@ class LongTailed(base.Dataset):
 
     def make_fold(self, spec: folds.FoldSpec, output_dir: str, log) -> dict:
         splits, entries = self.splits(spec)
+        if not self.darp_unlabeled_head:  # The long tail beta labels, with or without a profile.
+            counts = lt.longtail_counts(self.head_count, self.num_classes, spec.imbalance)
+            warn_rounded_up(counts, spec.label_fraction, entries['class_names'], log)
         written = folds.write_splits(output_dir, splits, len(entries['class_names']), log)
         return {**entries, **written}
+
+
+def warn_rounded_up(counts: list[int], label_fraction: float, names, log) -> None:
+    """Logs a warning naming the classes whose labeled count, ceil(beta * N_l), is over
+    twice beta * N_l: rounding up flattens the labeled class distribution, the prior of
+    the sampling rates and of the alignment."""
+    labeled = lt.labeled_counts(counts, label_fraction)
+    raised = [
+        f'{names[c]} {n} ({label_fraction * counts[c]:.2g} implied)'
+        for c, n in enumerate(labeled)
+        if n > 2 * label_fraction * counts[c]
+    ]
+    if raised:
+        log(
+            f'warning: --label_fraction={label_fraction:g} rounds the labeled count of '
+            f'{len(raised)} class(es) up to over twice beta * N_l: {", ".join(raised)}; the '
+            'labeled class distribution (the prior of the rates mu) is flatter than the '
+            'long tail'
+        )

@@ -6,10 +6,14 @@ with allow_pickle=False.
 Ids are an image's row: labeled rows first, then unlabeled ones.
 """
 
+import collections
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
+from libml import machine
 from libml.datasets import given as given_lib
 from libml.datasets import image_files
 from libml.records import DataError
@@ -18,14 +22,27 @@ NPZ_REQUIRED = ('x_labeled', 'y_labeled', 'x_unlabeled', 'x_test', 'y_test')
 NPZ_OPTIONAL = ('y_unlabeled', 'x_val', 'y_val', 'class_names')
 
 
+# What reading a damaged zip archive or array raises.
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def _npz_arrays(path: str) -> dict[str, np.ndarray]:
+    if os.path.isdir(path):
+        raise DataError(f'{path}: a folder, not an .npz file (--dataset=folder reads folders)')
+    try:
+        with open(path, 'rb') as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f'{path}: cannot read it ({e.strerror})') from e
+    if magic.startswith(b'\x93NUMPY'):
+        raise DataError(f'{path}: a single array (.npy), not an .npz file of named arrays')
+    if not magic.startswith((b'PK\x03\x04', b'PK\x05\x06')):
+        raise DataError(f'{path}: not an .npz file (not a zip archive; np.savez writes one)')
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except _UNREADABLE as e:
         raise DataError(f'{path}: not a readable .npz file ({e})') from e
     with archive:
-        if not hasattr(archive, 'files'):
-            raise DataError(f'{path}: a single array, not an .npz file of named arrays')
         unknown = sorted(set(archive.files) - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
         missing = [k for k in NPZ_REQUIRED if k not in archive.files]
         if unknown or missing:
@@ -40,11 +57,16 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
         for key in archive.files:
             try:
                 arrays[key] = archive[key]
-            except ValueError as e:  # An object array: loading it would unpickle.
+            except ValueError as e:
+                if 'pickle' not in str(e):
+                    raise DataError(f'{path}: array {key} cannot be read ({e})') from e
+                # An object array: loading it would unpickle.
                 raise DataError(
                     f'{path}: array {key} holds Python objects, which are not read (it '
                     'would run code); save numbers, or strings as a str array'
                 ) from e
+            except _UNREADABLE as e:
+                raise DataError(f'{path}: array {key} cannot be read ({e})') from e
     return arrays
 
 
@@ -90,6 +112,15 @@ def load_npz(
             f'{path}: images of {image_size} px are too small (min {given_lib.MIN_IMAGE_SIZE})'
         )
     if shapes != {(image_size, image_size)}:
+        count = sum(len(x) for x in images.values())
+        try:  # The resized images and their stacked copies.
+            machine.check_fits(
+                2 * count * image_size**2 * images['labeled'].shape[3],
+                f'{path}: {count:,} images resized to {image_size} px',
+                'lower --image_size',
+            )
+        except MemoryError as e:
+            raise DataError(str(e)) from None
         log(f'images resized to {image_size}x{image_size} (--image_size)')
         images = {
             s: np.stack([image_files.resize(im, image_size) for im in x]) for s, x in images.items()
@@ -110,7 +141,17 @@ def load_npz(
         lowest = given_lib.UNKNOWN if split == 'unlabeled' else 0
         if y.min() < lowest:
             raise DataError(f'{path}: {key} holds {y.min()}, below {lowest}')
+        if y.max() >= given_lib.MAX_CLASSES:
+            raise DataError(
+                f'{path}: {key} holds label {y.max()}, out of range (classes 0..'
+                f'{given_lib.MAX_CLASSES - 1} at most)'
+            )
         labels[split] = y.astype(np.int64)
+    if len(np.unique(labels['test'])) < 2 <= len(np.unique(labels['labeled'])):
+        raise DataError(
+            f'{path}: y_test holds one class only ({labels["test"][0]}); a test set of one '
+            'class measures nothing'
+        )
     num_classes = 1 + max(int(y.max()) for y in labels.values())
     if 'class_names' in arrays:
         names = arrays['class_names']
@@ -120,6 +161,9 @@ def load_npz(
                 f'of at least {num_classes} names (labels go up to {num_classes - 1})'
             )
         names = [str(n) for n in names]
+        repeated = sorted(n for n, k in collections.Counter(names).items() if k > 1)
+        if repeated:
+            raise DataError(f'{path}: class_names repeats {", ".join(map(repr, repeated))}')
     else:
         names = [f'class_{c}' for c in range(num_classes)]
     counts = np.bincount(labels['labeled'], minlength=len(names))

@@ -216,8 +216,12 @@ def map_plot(entries: list[dict], path: str) -> bool:
     return True
 
 
+# The fields of the map's JSON.
+MAP_FIELDS = ('steps_per_generation', 'generations', 'min_effect', 'settings', 'fits')
+
+
 def write_map(path: str, entries: list[dict]) -> dict:
-    """Writes the map as JSON: what `predict` reads."""
+    """Writes the map as JSON (MAP_FIELDS): what `predict` reads."""
     data = {
         'steps_per_generation': design.STEPS,
         'generations': design.GENERATIONS,

@@ -130,9 +130,10 @@ def picks_table(runs: dict) -> str:
         for g in range(gens - 1):  # the last generation's picks train nothing
             picks = [r.generations[g].picks for r in folds.values()]
             picked = np.array([p.picked for p in picks]).sum(axis=0)
+            checked = np.array([p.checked for p in picks]).sum(axis=0)
             correct = np.array([p.correct for p in picks]).sum(axis=0)
-            cells = [pct(c / n) if n else '-' for c, n in zip(correct, picked, strict=True)]
-            total = pct(correct.sum() / max(picked.sum(), 1))
+            cells = [pct(c / n) if n else '-' for c, n in zip(correct, checked, strict=True)]
+            total = pct(correct.sum() / max(checked.sum(), 1))
             rows.append([title(method), str(g), f'{picked.sum() // len(picks)}', total, *cells])
     out = '\n### Precision of the picked pseudo-labels, per class and generation\n\n'
     out += 'Mean over folds; "-" where nothing of that class was picked.\n\n'
