@@ -71,4 +71,4 @@ def run():
 
 
 if __name__ == '__main__':
-    run()
+    app.run(main)

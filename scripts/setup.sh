@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian/Ubuntu machine with Python 3.11 for this project:
 #   - the Fashion-MNIST files (Debian package dataset-fashion-mnist), the offline data set;
-#   - a virtualenv in .venv with the pinned requirements.txt.
+#   - a virtualenv in .venv with the pinned requirements.txt, and this checkout installed
+#     in it as the package (editable: the commands crest, crest-predict, crest-diagnose,
+#     crest-report run this folder's code).
 # Safe to re-run: each part is skipped when already done. PYTHON picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +23,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
+fi
+
+if [ ! -x .venv/bin/crest-predict ]; then
+  echo "setup: installing this checkout into .venv (the crest commands)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    --no-build-isolation --no-index -e .
 fi
