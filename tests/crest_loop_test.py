@@ -18,20 +18,7 @@ from tests import fakes
 @pytest.fixture
 def tiny_config(tmp_path, monkeypatch):
     monkeypatch.setitem(datasets.DATASETS, 'tiny', fakes.tiny())
-    return config_lib.Config(
-        workdir=str(tmp_path / 'run'),
-        dataset='tiny',
-        imbalance=8,
-        label_fraction=0.3,
-        arch='cnn_small',
-        generations=2,
-        steps_per_generation=4,
-        eval_every=2,
-        batch_size=8,
-        uratio=2,
-        ema_warmup=True,
-        seed=1,
-    )
+    return fakes.tiny_config(tmp_path / 'run')
 
 
 def spy_on_picks(monkeypatch) -> list:

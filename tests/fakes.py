@@ -316,34 +316,37 @@ def write_results(folder, run) -> str:
     return path
 
 
+def tiny_config(workdir, **settings):
+    """The Config of a tiny 2-generation CReST+ run on the data set registered as 'tiny'
+    (e.g. `tiny()`) in `workdir`; `settings` change it."""
+    from crest import config as config_lib
+
+    tiny_settings = dict(
+        workdir=str(workdir),
+        dataset='tiny',
+        imbalance=8,
+        label_fraction=0.3,
+        arch='cnn_small',
+        generations=2,
+        steps_per_generation=4,
+        eval_every=2,
+        batch_size=8,
+        uratio=2,
+        ema_warmup=True,
+        seed=1,
+    )
+    return config_lib.Config(**{**tiny_settings, **settings})
+
+
 def tiny_run(workdir, **settings):
-    """Runs (or resumes) in this process a tiny 2-generation CReST+ run on `tiny()` in
-    `workdir` (about 10 s on 2 cores); `settings` change its Config. Returns the Config."""
+    """Runs (or resumes) in this process `tiny_config(workdir, **settings)` on `tiny()`
+    (about 10 s on 2 cores). Returns the Config."""
     import pytest
 
-    from crest import config as config_lib
     from crest import loop
     from libml import datasets
 
-    cfg = config_lib.Config(
-        **{
-            **dict(
-                workdir=str(workdir),
-                dataset='tiny',
-                imbalance=8,
-                label_fraction=0.3,
-                arch='cnn_small',
-                generations=2,
-                steps_per_generation=4,
-                eval_every=2,
-                batch_size=8,
-                uratio=2,
-                ema_warmup=True,
-                seed=1,
-            ),
-            **settings,
-        }
-    )
+    cfg = tiny_config(workdir, **settings)
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(datasets.DATASETS, 'tiny', tiny())
         loop.run(cfg, log=lambda _: None)
