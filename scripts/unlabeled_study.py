@@ -30,8 +30,6 @@ flags.DEFINE_string('records', 'docs/evidence/unlabeled', 'Where their results.j
 flags.DEFINE_string('output', 'docs/unlabeled.md', 'The document.')
 FLAGS = flags.FLAGS
 
-COMMAND = 'python scripts/unlabeled_study.py --action=run'
-
 
 def run_all() -> None:
     todo = [c for c in unlabeled.cells() if unlabeled.read(FLAGS.records, c) is None]
@@ -74,7 +72,7 @@ def main(argv):
     if FLAGS.action == 'run':
         run_all()
     try:
-        text = unlabeled.document(FLAGS.records, COMMAND)
+        text = unlabeled.document(FLAGS.records)
     except (OSError, ValueError) as e:
         sys.exit(f'error: {e}')
     with open(FLAGS.output, 'w') as f:

@@ -19,6 +19,7 @@ from crest import rebalance
 from crest.results import Results
 
 DISTRIBUTIONS = ('same', 'uniform', 'reversed')
+COMMAND = 'python scripts/unlabeled_study.py --action=run'
 GENERATIONS = 3
 STEPS = 900
 
@@ -98,7 +99,7 @@ def _rebalanced(result: Results, rates) -> float:
     return float(counts.max() / counts.min())
 
 
-def document(records_dir: str, command: str) -> str:
+def document(records_dir: str) -> str:
     """docs/unlabeled.md from the records."""
     lines = [
         '# Unlabeled images off the labeled long tail',
@@ -115,7 +116,7 @@ def document(records_dir: str, command: str) -> str:
         'the CReST run (900 steps, no alignment). Balanced test accuracy (%), the mean of',
         'the last 5 evaluations; LA: after logit adjustment by the labeled distribution.',
         '',
-        f'Command: `{command}`',
+        f'Command: `{COMMAND}` (then `--action=report`).',
         '',
         '| unlabeled | method | gen 0 | final | final, LA | EM estimate L1 error by '
         'generation (mean prediction; labeled distribution) |',

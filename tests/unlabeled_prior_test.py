@@ -209,3 +209,14 @@ def test_results_of_a_run_without_an_estimate_read_back(tiny_config):
     run = loop.run(cfg, log=lambda _: None)
     read = Results.read(os.path.join(cfg.workdir, 'results.json'))
     assert read == run and read.generations[0].unlabeled_prior is None
+
+
+def test_the_committed_study_document_is_what_its_records_give():
+    from study import unlabeled
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, 'docs', 'unlabeled.md')) as f:
+        committed = f.read()
+    records_dir = os.path.join(root, 'docs', 'evidence', 'unlabeled')
+    assert unlabeled.document(records_dir) == committed
+    assert 'Still to run' not in committed  # Every cell's record is kept.
