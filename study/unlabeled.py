@@ -109,7 +109,7 @@ def document(records_dir: str) -> str:
         '',
         "Fashion-MNIST-LT, imbalance 100, 10% labeled (fold 1), the CPU demo's model and",
         f'batch, {GENERATIONS} generations of {STEPS} steps (t = 1, 0.75, 0.5 for CReST+),',
-        'seed 1, one run per cell. `uniform` and `reversed` keep the labeled images of',
+        'seed 1, one run per cell. `uniform` and `reversed` keep the labeled counts of',
         '`same` per class (500 in the head class ... 5 in the tail) and draw the unlabeled',
         'images by a profile of their own: 4,000 of every class, or the long tail read',
         'from its end (40 of class 0 ... 4,000 of class 9). FixMatch is generation 0 of',
