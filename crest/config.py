@@ -385,6 +385,8 @@ def idle_settings(cfg: Config, given: set[str]) -> list[str]:
     elif cfg.dist_align == 'none':
         idle['t_min'] = 'with --dist_align=none'
         idle['unlabeled_prior'] = 'with --dist_align=none (an estimate is only recorded)'
+    elif cfg.generations == 1:
+        idle['unlabeled_prior'] = 'with --generations=1 (no generation aligns to an estimate)'
     if cfg.labeled_weights != 'class_balanced':
         idle['cb_beta'] = f'with --labeled_weights={cfg.labeled_weights}'
     return [

@@ -256,6 +256,10 @@ def run_generation(
     numbers."""
     gen_dir = workdir.generation_dir(cfg.workdir, g)
     tf.io.gfile.makedirs(gen_dir)
+    # Redone (its export was damaged): unfinished until its files are all written again.
+    metrics_path = os.path.join(gen_dir, workdir.METRICS)
+    if tf.io.gfile.exists(metrics_path):
+        tf.io.gfile.remove(metrics_path)
     # The class distribution of this generation's labeled set (picks included): the
     # prior of logit adjustment and the counts of class-balanced weights.
     labeled_counts = np.bincount(labeled.labels, minlength=len(data.rates))
@@ -311,7 +315,7 @@ def run_generation(
         la_prior,
         dict(generation=g, dataset=cfg.dataset, arch=cfg.arch, precision=cfg.precision),
     )
-    records.write_json(os.path.join(gen_dir, workdir.METRICS), generation.to_json())
+    records.write_json(metrics_path, generation.to_json())
     return generation
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from crest import export
-from libml.datasets import folder, image_files
+from libml.datasets import folder, image_files, npz
 from libml.records import DataError
 
 LOG_EVERY = 2000  # Images between two progress lines.
@@ -60,6 +60,11 @@ def load_model(path: str) -> Model:
     """The export `path` names: a run folder, a gen_XX folder or its saved_model."""
     export_dir = export.find(path)
     classes = export.read_classes(export_dir)
+    missing = [k for k in ('class_names', 'image_size', 'channels', 'files') if k not in classes]
+    if missing or 'saved_model' not in classes.get('files', {}):
+        raise ValueError(
+            f'{export_dir}/{export.CLASSES}: lacks {", ".join(missing or ["files.saved_model"])}'
+        )
     if not isinstance(classes['image_size'], int):
         raise ValueError(f'{export_dir}: square images only, got {classes["image_size"]}')
     loaded = tf.saved_model.load(os.path.join(export_dir, classes['files']['saved_model']))
@@ -130,17 +135,15 @@ def _images(path: str, model: Model, bad_images: str, log):
 def _npz_images(path: str) -> np.ndarray:
     """The images of an .npz file: its array `images`, or its only array; uint8
     [N, H, W] or [N, H, W, C]."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            key = 'images' if 'images' in keys else keys[0] if len(keys) == 1 else None
-            if key is None:
-                raise DataError(
-                    f'{path}: no array named images (it holds {", ".join(keys) or "none"})'
-                )
+    with npz.open_npz(path) as archive:
+        keys = list(archive.files)
+        key = 'images' if 'images' in keys else keys[0] if len(keys) == 1 else None
+        if key is None:
+            raise DataError(f'{path}: no array named images (it holds {", ".join(keys) or "none"})')
+        try:
             array = archive[key]
-    except (OSError, ValueError, EOFError, TypeError) as e:
-        raise DataError(f'{path}: not a readable .npz file of arrays ({e})') from e
+        except npz.UNREADABLE as e:
+            raise DataError(f'{path}: array {key} cannot be read ({e})') from e
     if array.dtype != np.uint8 or array.ndim not in (3, 4) or not len(array):
         raise DataError(
             f'{path}: {key} is {array.dtype} {array.shape}; expected uint8 images '

@@ -24,6 +24,8 @@ This module imports nothing heavy, so that shell scripts can list the presets qu
 import dataclasses
 import sys
 
+from crest.config import MAX_STEPS
+
 # The paper's Table 2 budget: 6 x 2^16 steps for every method.
 PAPER_BUDGET = 6 * 2**16
 # 100 times the paper's budget.
@@ -207,10 +209,13 @@ def combine(
             )
         )
         given = values['generations']
-        if total_steps is not None and not given <= total_steps <= MAX_TOTAL_STEPS:
+        # At most MAX_STEPS per generation (--steps_per_generation's bound).
+        most = min(MAX_TOTAL_STEPS, given * MAX_STEPS)
+        if total_steps is not None and not given <= total_steps <= most:
             raise ValueError(
-                f'--total_steps must be in [{given}, {MAX_TOTAL_STEPS:,}] with --method={method} '
-                f'(at least one step for each of its {given} generation(s)), got {total_steps}'
+                f'--total_steps must be in [{given}, {most:,}] with --method={method} '
+                f'(at least one step and at most {MAX_STEPS:,} for each of its {given} '
+                f'generation(s)), got {total_steps}'
             )
     elif total_steps is not None:
         raise ValueError('--total_steps applies with --method only')

@@ -114,8 +114,11 @@ def ensure_fold(dataset, spec: FoldSpec, output_dir: str, log=print) -> dict:
     if tf.io.gfile.exists(path):
         summary = records.read_json(path)
         stored = dataset.stored_spec(spec)
-        if {k: summary.get(k) for k in stored} != stored or (
-            summary.get('class_order', 0) != spec.class_order
+        # Settings stored only away from their default are compared both ways.
+        if (
+            {k: summary.get(k) for k in stored} != stored
+            or summary.get('class_order', 0) != spec.class_order
+            or summary.get('unlabeled_distribution', 'same') != spec.unlabeled_distribution
         ):
             raise records.DataError(f'{path}: holds another fold than {stored}')
         try:

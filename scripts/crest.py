@@ -151,15 +151,16 @@ def _notes() -> list[str]:
 
 
 def _from_preset(message: str) -> str:
-    """`message`, naming the preset that set the flag it is about or the data set it
-    reads."""
+    """`message`, naming the preset that set the flag it is about or, unless the flag was
+    given explicitly, the data set the preset reads."""
     if FLAGS.preset not in presets.PROTOCOLS:
         return message
     given, protocol = _given(), presets.protocol_settings(FLAGS.preset)
     flag = re.match(r'--([\w.]+)', message)
-    if flag is not None and flag.group(1) in protocol and flag.group(1) not in given:
+    named = flag.group(1) if flag else None
+    if named in protocol and named not in given:
         return f'{message} (set by --preset={FLAGS.preset}; a flag given explicitly wins)'
-    if 'dataset' in protocol and 'dataset' not in given:
+    if 'dataset' in protocol and 'dataset' not in given and named not in given:
         return f'{message} (--dataset={protocol["dataset"]}, set by --preset={FLAGS.preset})'
     return message
 

@@ -57,6 +57,9 @@ def main(argv):
         predict.write_csv(predictions, FLAGS.output)
     except (ValueError, DataError, OSError, tf.errors.OpError) as e:
         sys.exit(f'error: {(getattr(e, "message", None) or str(e)).splitlines()[0]}')
+    except KeyboardInterrupt:
+        print('stopped', file=sys.stderr)
+        sys.exit(130)
     print('\n'.join(predict.histogram(predictions)))
     if predictions.skipped:
         print(f'{len(predictions.skipped)} unreadable file(s) skipped')

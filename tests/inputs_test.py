@@ -119,7 +119,8 @@ FLAG_CASES = [
         '--total_steps must be in [6, 39,321,600] with --method=fixmatch_crest (at least one',
     ),
     (['--method=fixmatch_crest', '--total_steps=-5'], '--total_steps must be in [6, 39,321,600]'),
-    (['--method=mixmatch', '--total_steps=0'], '--total_steps must be in [1, 39,321,600]'),
+    (['--method=mixmatch', '--total_steps=0'], '--total_steps must be in [1, 10,000,000]'),
+    (['--method=fixmatch', '--total_steps=20000000'], '--total_steps must be in [1, 10,000,000]'),
     (
         ['--preset=imagenet127', '--dataset=cifar10lt'],
         '--image_size must be 0 for cifar10lt (its images keep their size), got 224 (set by '
@@ -306,6 +307,11 @@ def test_data_that_does_not_fit_a_preset_names_it_and_leaves_no_data_folder(cli,
     assert not (tmp_path / 'r' / 'data').exists()
 
 
+def test_an_error_about_a_flag_given_does_not_blame_the_preset(cli, tmp_path):
+    error = _error(cli, '--preset=imagenet127', f'--data_dir={tmp_path}', '--lr=-1')
+    assert error == 'error: --lr must be > 0, got -1.0'
+
+
 def test_a_fold_held_in_memory_that_cannot_fit_is_refused(cli, tiny, monkeypatch):
     argv, run = tiny
     monkeypatch.setattr(machine, 'available_memory', lambda: 1000)
@@ -435,6 +441,10 @@ def test_flags_over_a_preset_are_logged_one_line_each_and_args_json_resolves_the
         (['--algorithm=supervised', '--uratio=3'], 'warning: --uratio=3 does nothing with'),
         (['--dist_align=none', '--t_min=0.7'], 'warning: --t_min=0.7 does nothing with --dist_'),
         (['--cb_beta=0.99'], 'warning: --cb_beta=0.99 does nothing with --labeled_weights=none'),
+        (
+            ['--generations=1', '--unlabeled_prior=estimated'],
+            'warning: --unlabeled_prior=estimated does nothing with --generations=1',
+        ),
         (
             ['--dist_align=none', '--unlabeled_prior=estimated'],
             'warning: --unlabeled_prior=estimated does nothing with --dist_align=none (an '

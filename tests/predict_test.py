@@ -94,6 +94,18 @@ def _npz(path, **arrays):
     return path
 
 
+def _cut(path):
+    """`path` cut to half its bytes: a damaged zip archive."""
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[: len(data) // 2])
+    return str(path)
+
+
+def _text(path):
+    open(path, 'w').write('not arrays')
+    return path
+
+
 def _rgb(path):
     Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(path)
     return str(path)
@@ -111,6 +123,8 @@ def _rgb(path):
             lambda d: str(_npz(d / 'x.npz', images=np.zeros((2, 28, 28), np.float32))),
             r'x.npz: images is float32 \(2, 28, 28\); expected uint8 images',
         ),
+        (lambda d: _cut(_npz(d / 'cut.npz', images=np.zeros((9, 28, 28), np.uint8))), 'cut.npz: '),
+        (lambda d: str(_text(d / 'text.npz')), r'text.npz: not an .npz file \(not a zip'),
         (lambda d: str(d / 'missing'), 'missing: not found'),
         (lambda d: os.makedirs(d / 'empty') or str(d / 'empty'), 'empty: no image files'),
     ],

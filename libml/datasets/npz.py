@@ -23,10 +23,13 @@ NPZ_OPTIONAL = ('y_unlabeled', 'x_val', 'y_val', 'class_names')
 
 
 # What reading a damaged zip archive or array raises.
-_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
-def _npz_arrays(path: str) -> dict[str, np.ndarray]:
+def open_npz(path: str):
+    """`np.load` of the .npz file at `path` (no pickles); a one-line DataError for a
+    folder, an unreadable file, a single .npy array, a file that is no zip archive or a
+    damaged one."""
     if os.path.isdir(path):
         raise DataError(f'{path}: a folder, not an .npz file (--dataset=folder reads folders)')
     try:
@@ -39,9 +42,13 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
     if not magic.startswith((b'PK\x03\x04', b'PK\x05\x06')):
         raise DataError(f'{path}: not an .npz file (not a zip archive; np.savez writes one)')
     try:
-        archive = np.load(path, allow_pickle=False)
-    except _UNREADABLE as e:
+        return np.load(path, allow_pickle=False)
+    except UNREADABLE as e:
         raise DataError(f'{path}: not a readable .npz file ({e})') from e
+
+
+def _npz_arrays(path: str) -> dict[str, np.ndarray]:
+    archive = open_npz(path)
     with archive:
         unknown = sorted(set(archive.files) - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
         missing = [k for k in NPZ_REQUIRED if k not in archive.files]
@@ -65,7 +72,7 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
                     f'{path}: array {key} holds Python objects, which are not read (it '
                     'would run code); save numbers, or strings as a str array'
                 ) from e
-            except _UNREADABLE as e:
+            except UNREADABLE as e:
                 raise DataError(f'{path}: array {key} cannot be read ({e})') from e
     return arrays
 
