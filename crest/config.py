@@ -16,7 +16,7 @@ import math
 import os
 from collections.abc import Callable
 
-from crest import rebalance
+from crest import presets, rebalance
 from libml import datasets, folds, lt, models, pipeline
 from libml.algorithms import ALGORITHMS
 
@@ -34,7 +34,7 @@ MAX_SEED = 4_000_000
 MAX_IMAGE_SIZE = 1024
 MAX_FOLD = 1000
 MAX_GENERATIONS = 100
-MAX_STEPS = 10_000_000
+MAX_STEPS = presets.MAX_STEPS
 MAX_BATCH = 65_536
 MAX_URATIO = 64
 
