@@ -20,7 +20,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402
-from libml import datasets, folds, records  # noqa: E402
+from libml import datasets, folds, lt, records  # noqa: E402
 
 flags.DEFINE_enum('dataset', 'cifar10lt', list(datasets.DATASETS), 'Data set.')
 flags.DEFINE_float('imbalance', 100.0, 'gamma = N_1 / N_L, >= 1.')
@@ -35,6 +35,12 @@ flags.DEFINE_string(
     'down: 6,4,2,0,9,1,3,5,7,8.',
 )
 flags.DEFINE_enum('bad_images', 'stop', list(folds.BAD_IMAGES), 'folder: unreadable files.')
+flags.DEFINE_enum(
+    'unlabeled_distribution',
+    'same',
+    list(lt.UNLABELED_DISTRIBUTIONS),
+    "Unlabeled images' class distribution (built-in long-tailed sets): see docs/data.md.",
+)
 flags.DEFINE_string('output_dir', None, 'Where to write the fold.')
 flags.mark_flag_as_required('output_dir')
 
@@ -54,6 +60,7 @@ def main(argv):
             image_size=FLAGS.image_size,
             bad_images=FLAGS.bad_images,
             class_order=config_lib.parse_class_order(FLAGS.class_order),
+            unlabeled_distribution=FLAGS.unlabeled_distribution,
         )
         config_lib.validate(config_lib.resolve(cfg))  # The trainer's checks of these flags.
         if tf.io.gfile.exists(FLAGS.output_dir) and not tf.io.gfile.isdir(FLAGS.output_dir):

@@ -32,6 +32,11 @@ def _run(script, *args):
         ('create_datasets.py', ['--label_fraction=1'], 'error: --label_fraction must be in (0, 1)'),
         ('create_datasets.py', ['--imbalance=6000'], 'error: --imbalance must be in [1, 5000]'),
         ('create_datasets.py', ['--class_order=1,0'], 'error: --class_order must be a permutation'),
+        (
+            'create_datasets.py',
+            ['--dataset=cifar10_darp', '--unlabeled_distribution=uniform'],
+            "error: --unlabeled_distribution must be 'same' for cifar10_darp",
+        ),
     ],
 )
 def test_bad_flag_is_one_line_error(script, argv, message, tmp_path):
