@@ -10,7 +10,8 @@ on the minority half of the classes (precision minus recall, the paper's Fig. 2)
 what the regime map of docs/RESULTS.md measured at settings of similar bias: whether
 CReST+ gained there, and whether it did better than CReST (alignment to t_min = 0.5
 against none; the map measured alpha = 1/3 only). The map is a generated file
-(--map), written by `scripts/evidence.py --action=report` from the study's runs.
+installed with the package (study/evidence/regime_map.json; another with --map), written by
+`scripts/evidence.py --action=report` from the study's runs.
 """
 
 import json
@@ -27,7 +28,12 @@ from study.evidence import regime  # noqa: E402
 
 flags.DEFINE_string('run', None, 'A finished run folder (holds results.json).')
 flags.DEFINE_integer('generation', 0, 'Which generation to read (0: the FixMatch model).')
-flags.DEFINE_string('map', 'docs/evidence/regime_map.json', 'The regime map to compare with.')
+flags.DEFINE_string(
+    'map',
+    None,
+    'The regime map to compare with. Default: the one installed with the package '
+    '(scripts/evidence.py --action=report writes it).',
+)
 flags.mark_flag_as_required('run')
 FLAGS = flags.FLAGS
 
@@ -112,10 +118,11 @@ def main(argv):
         sys.exit(f'error: --generation must be >= 0 (0: the first), got {FLAGS.generation}')
     if os.path.isfile(FLAGS.run):
         sys.exit(f'error: --run {FLAGS.run}: a file; give the run folder (it holds results.json)')
-    if FLAGS['map'].present and not os.path.exists(FLAGS.map):
+    if FLAGS.map is not None and not os.path.exists(FLAGS.map):
         sys.exit(f'error: --map {FLAGS.map}: not found')
     result = load_results(os.path.join(FLAGS.run, 'results.json'))
-    regime_map = load_map(FLAGS.map) if os.path.exists(FLAGS.map) else None
+    path = regime.MAP_PATH if FLAGS.map is None else FLAGS.map
+    regime_map = load_map(path) if os.path.exists(path) else None
     try:
         lines = diagnose(result, FLAGS.generation, regime_map)
     except ValueError as e:

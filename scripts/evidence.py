@@ -63,7 +63,12 @@ flags.DEFINE_list(
     'default: all), to drop settings on a short budget.',
 )
 flags.DEFINE_string('document', 'docs/RESULTS.md', 'report: the document to write.')
-flags.DEFINE_string('output', 'docs/evidence', 'report: folder of its plots and the map.')
+flags.DEFINE_string('output', 'docs/evidence', 'report: folder of its plots.')
+flags.DEFINE_string(
+    'map',
+    'study/evidence/regime_map.json',
+    'report: the regime map (JSON) to write; crest-diagnose reads it, installed with the package.',
+)
 flags.DEFINE_string('notes', 'docs/evidence_notes.md', 'report: Markdown put above the numbers.')
 FLAGS = flags.FLAGS
 POLL_SECONDS = 5  # How often the runner looks at its runs.
@@ -368,7 +373,7 @@ def main(argv):
         from study.evidence import document
 
         notes = open(FLAGS.notes).read().rstrip() + '\n\n' if FLAGS.notes else ''
-        written = document.write(FLAGS.records, FLAGS.output, FLAGS.document, notes)
+        written = document.write(FLAGS.records, FLAGS.output, FLAGS.document, notes, FLAGS.map)
         print(f'wrote {", ".join(written)}')
 
 

@@ -288,7 +288,7 @@ def test_document_is_generated_from_the_records(tmp_path):
         _finish(tmp_path, cells['fixmatch_crest_plus'], plus)
     out = tmp_path / 'docs'
     path = str(out / 'RESULTS.md')
-    written = document.write(root, str(out), path, '# Notes\n')
+    written = document.write(root, str(out), path, '# Notes\n', str(out / 'regime_map.json'))
     text = open(path).read()
     assert text.startswith('# Notes') and 'Test CPU' in text
     # The second edition's curve and the choice of S.
@@ -312,26 +312,32 @@ def test_document_is_generated_from_the_records(tmp_path):
     assert "Table 2's other presets at the base setting, 3 folds" in text
     assert 'machine hours with 2 runs side by side' in text
     # Written twice from the same records: the same document.
-    document.write(root, str(out), str(out / 'again.md'), '# Notes\n')
+    document.write(root, str(out), str(out / 'again.md'), '# Notes\n', str(out / 'map.json'))
     assert open(out / 'again.md').read() == text
 
 
 def test_the_committed_document_is_what_the_committed_records_give(tmp_path):
-    """docs/RESULTS.md and docs/evidence/regime_map.json, written again from
+    """docs/RESULTS.md and the map crest-diagnose reads, written again from
     docs/evidence/runs alone."""
     notes = open(os.path.join(ROOT, 'docs', 'evidence_notes.md')).read().rstrip() + '\n\n'
     path = str(tmp_path / 'RESULTS.md')
     cwd = os.getcwd()
     os.chdir(ROOT)  # The document's links are relative to the repository.
     try:
-        document.write('docs/evidence/runs', str(tmp_path / 'evidence'), path, notes)
+        document.write(
+            'docs/evidence/runs',
+            str(tmp_path / 'evidence'),
+            path,
+            notes,
+            str(tmp_path / 'map.json'),
+        )
     finally:
         os.chdir(cwd)
     text = open(path).read().replace(os.path.relpath(tmp_path / 'evidence', tmp_path), 'evidence')
     assert text == open(os.path.join(ROOT, 'docs', 'RESULTS.md')).read()
     with (
-        open(tmp_path / 'evidence' / 'regime_map.json') as f,
-        open(os.path.join(ROOT, 'docs', 'evidence', 'regime_map.json')) as g,
+        open(tmp_path / 'map.json') as f,
+        open(regime.MAP_PATH) as g,
     ):
         assert f.read() == g.read()
 

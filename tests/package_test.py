@@ -166,3 +166,18 @@ def test_installed_modules_and_data_come_from_the_install(installed):
     files, classes = json.loads(proc.stdout.strip().splitlines()[-1])
     assert all(f.startswith(str(installed) + os.sep) for f in files), files
     assert classes == 127
+
+
+@pytest.mark.slow
+def test_installed_diagnose_finds_its_map_from_any_folder(installed, tmp_path):
+    """crest-diagnose reads the regime map installed with the package, not a path
+    relative to the folder it runs in (a real finished run of the study as its input)."""
+    run = tmp_path / 'run'
+    run.mkdir()
+    record = os.path.join(REPO, 'docs', 'evidence', 'runs', 'g100_b10_o0', 'total_19200')
+    shutil.copy(os.path.join(record, 'fixmatch', 'fold_1', 'results.json'), run)
+    diagnose = os.path.join(installed, 'bin', 'crest-diagnose')
+    proc = _run_installed(installed, [diagnose, f'--run={run}'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'No regime map' not in proc.stdout
+    assert 'The regime map (Fashion-MNIST-LT, 2 generations of 19,200 steps) says:' in proc.stdout

@@ -16,7 +16,6 @@ from study.evidence import design, planner, progress, regime, timing
 from study.report import claims
 from study.report.runs import mean_std, pct, signed, table
 
-MAP_FILE = 'regime_map.json'
 MAP_PLOT = 'gain_vs_bias.png'
 HARD_TAIL_PLOT = 'hard_tail_recall.png'
 BUDGET_HOURS = 16  # Machine hours this edition may spend.
@@ -344,9 +343,9 @@ def _price(root: str, steps: list[int]) -> str:
     return said
 
 
-def write(root: str, output: str, path: str, notes: str) -> list[str]:
-    """Writes `path` (notes + generated sections) and its plots and map into `output`,
-    from the records in ROOT alone."""
+def write(root: str, output: str, path: str, notes: str, map_path: str) -> list[str]:
+    """Writes `path` (notes + generated sections), its plots into `output` and the regime
+    map to `map_path`, from the records in ROOT alone."""
     os.makedirs(output, exist_ok=True)
     rel = os.path.relpath(output, os.path.dirname(os.path.abspath(path)))
     written = [path]
@@ -356,8 +355,8 @@ def write(root: str, output: str, path: str, notes: str) -> list[str]:
     out.append('\n## 3. The bias map\n')
     out.append(precision_paragraph(root))
     entries = regime.map_entries(root)
-    regime.write_map(os.path.join(output, MAP_FILE), entries)
-    written.append(os.path.join(output, MAP_FILE))
+    regime.write_map(map_path, entries)
+    written.append(map_path)
     out.append(
         "\nFold 1 of each setting. FixMatch's bias: the mean precision minus the mean recall "
         'of the minority half of the classes on the unlabeled set, after S steps (paper '

@@ -216,6 +216,9 @@ def map_plot(entries: list[dict], path: str) -> bool:
     return True
 
 
+# The map as the report writes it: package data, so that crest-diagnose finds it from
+# any folder, installed or in a checkout.
+MAP_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'regime_map.json')
 # The fields of the map's JSON.
 MAP_FIELDS = ('steps_per_generation', 'generations', 'min_effect', 'settings', 'fits')
 
