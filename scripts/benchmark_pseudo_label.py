@@ -26,11 +26,12 @@ import time
 
 if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TF's C++ start-up chatter out.
+from libml.startup import import_tensorflow  # noqa: E402
+
+tf = import_tensorflow()  # First, so that TF's start-up lines are held back.
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from crest import rebalance  # noqa: E402

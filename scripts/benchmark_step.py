@@ -28,10 +28,11 @@ import time
 
 if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from libml.startup import import_tensorflow  # noqa: E402
+
+tf = import_tensorflow()  # First, so that TF's start-up lines are held back.
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from libml import machine, models, pipeline, records, train  # noqa: E402

@@ -20,9 +20,10 @@ import sys
 
 if not __package__:  # Run as a file, python scripts/<name>.py: import the checkout's code.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TF's C++ start-up chatter out.
+from libml.startup import import_tensorflow  # noqa: E402
 
-import tensorflow as tf  # noqa: E402
+tf = import_tensorflow()  # First, so that TF's start-up lines are held back.
+
 from absl import app, flags  # noqa: E402
 
 from crest import config as config_lib  # noqa: E402

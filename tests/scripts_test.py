@@ -47,6 +47,16 @@ def test_bad_flag_is_one_line_error(script, argv, message, tmp_path):
     assert not (tmp_path / 'run').exists()
 
 
+def test_an_error_is_the_only_line_on_stderr(tmp_path):
+    """TensorFlow's start-up lines (absl's notice, oneDNN, no CUDA driver: written before
+    TF_CPP_MIN_LOG_LEVEL holds) are held back: the error is all a user reads."""
+    result = _run('crest.py', '--cpu_threads=-1', f'--workdir={tmp_path / "run"}')
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        'error: --cpu_threads must be in [0, 1024] (0: all cores), got -1'
+    ], result.stderr
+
+
 def test_create_datasets_writes_a_fold(tmp_path, monkeypatch):
     # Fashion-MNIST's real loader on IDX files with 5000 images in the head class.
     src = tmp_path / 'src'

@@ -1,0 +1,76 @@
+"""TensorFlow's start-up lines held back, every other line of its import passed on."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from libml import startup
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# As TF 2.21 wrote them on a CPU machine (times and thread ids vary).
+REAL = [
+    'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR',
+    'I0000 00:00:1796306941.937959    3816 port.cc:153] oneDNN custom operations are on. You '
+    'may see slightly different numerical results due to floating-point round-off errors',
+    'I0000 00:00:1796306941.938306    3816 cudart_stub.cc:31] Could not find cuda drivers on '
+    'your machine, GPU will not be used.',
+    'E0000 00:00:1796306946.712496    3816 cuda_platform.cc:52] failed call to cuInit: '
+    'INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)',
+]
+
+
+def test_the_known_start_up_lines_and_no_others_are_chatter():
+    assert all(startup.chatter(line) for line in REAL)
+    assert not startup.chatter('E0000 gpu_device.cc:2342] Cannot dlopen some GPU libraries.')
+    assert not startup.chatter('DeprecationWarning: a module of yours')
+
+
+def _with_fake_tensorflow(tmp_path, body):
+    """Runs import_tensorflow in a fresh process whose `tensorflow` is a module writing
+    to file descriptor 2 as TF's C++ code does, then running `body`."""
+    fake = tmp_path / 'tensorflow'
+    fake.mkdir()
+    lines = ''.join(f'os.write(2, {line!r}.encode() + b"\\n")\n' for line in REAL[:2])
+    (fake / '__init__.py').write_text(
+        f'import os, sys, types\nDEVICE_LINE = {REAL[3]!r}\n'
+        + lines
+        + 'os.write(2, b"a real problem\\n")\n'
+        + 'print("python warning", file=sys.stderr)\n'
+        + textwrap.dedent(body)
+    )
+    code = (
+        'from libml import startup\n'
+        'tf = startup.import_tensorflow()\n'
+        'print("imported", tf.config.list_physical_devices())\n'
+    )
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), ROOT])}
+    return subprocess.run(
+        [sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_other_lines_written_during_the_import_are_passed_on(tmp_path):
+    proc = _with_fake_tensorflow(
+        tmp_path,
+        """
+        def _devices(written=[]):  # Like TF: the device set-up writes once.
+            if not written:
+                os.write(2, DEVICE_LINE.encode() + b"\\n")
+                written.append(1)
+            return ['CPU']
+        config = types.SimpleNamespace(list_physical_devices=_devices)
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "imported ['CPU']\n"
+    assert proc.stderr.splitlines() == ['a real problem', 'python warning']
+
+
+def test_an_import_that_fails_still_shows_what_it_wrote(tmp_path):
+    proc = _with_fake_tensorflow(tmp_path, 'raise ImportError("libcudart.so.12: no such file")\n')
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert lines[:2] == ['a real problem', 'python warning']
+    assert lines[-1] == 'ImportError: libcudart.so.12: no such file'
+    assert not any(startup.chatter(line) for line in lines)
