@@ -87,10 +87,13 @@ def list_cells(root: str, settings: Sequence[str]) -> None:
     for cell in cells:
         if not planner.selected(cell, settings):
             continue
-        state = status(root, cell)
+        state, where = status(root, cell), ''
         if not state.startswith('done'):
             left.append(progress.steps_left(root, cell, cells))
-        print(f'{state:10} {cell.stage:9} {cell.workdir(root)}')
+        if state == 'started':  # How far, by its finished generations and checkpoint.
+            to_train = progress.steps_to_train(root, cell, cells)
+            where = f'  {to_train - left[-1]:,}/{to_train:,} steps'
+        print(f'{state:10} {cell.stage:9} {cell.workdir(root)}{where}')
     estimate = timing.hours(root, left)
     speed = '' if estimate is None else ', about {:.1f} hours with {} runs side by side'
     print(

@@ -633,6 +633,20 @@ def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path
     assert launched == [cells[0], cells[2], cells[3]]
 
 
+def test_list_shows_how_far_a_started_cell_has_come(tmp_path, monkeypatch, cli, capsys):
+    cells = [design.check_cell(), design.Cell(design.BASE, 'fixmatch', 4800)]
+    monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
+    ckpt = os.path.join(cells[1].workdir(str(tmp_path)), 'gen_00', 'ckpt')
+    os.makedirs(ckpt)
+    with open(os.path.join(ckpt, 'checkpoint'), 'w') as f:
+        f.write('model_checkpoint_path: "ckpt-1280"\nall_model_checkpoint_paths: "ckpt-1280"\n')
+    cli.list_cells(str(tmp_path), [])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f'to do      check     {cells[0].workdir(str(tmp_path))}'
+    assert lines[1] == f'started    base      {cells[1].workdir(str(tmp_path))}  1,280/4,800 steps'
+    assert lines[2].startswith('5,920 steps left in the cells listed')
+
+
 def test_an_unknown_setting_is_refused_in_one_line(tmp_path):
     proc = subprocess.run(
         [
