@@ -616,6 +616,7 @@ def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path
         design.Cell(dropped, 'fixmatch', 4800),
         design.Cell(other, 'fixmatch', 4800),
         design.Cell(base, 'fixmatch_crest_plus', 9600),
+        design.Cell(base, 'fixmatch_da05', 9600, stage='extra'),  # After the map: dropped.
     ]
     monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
     launched = []
@@ -631,6 +632,8 @@ def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
     assert cli.run(str(tmp_path), jobs=1, max_minutes=0, settings=[other.name]) == 0
     assert launched == [cells[0], cells[2], cells[3]]
+    assert cli.run(str(tmp_path), jobs=1, max_minutes=0) == 0  # Unlimited: all of them.
+    assert launched == [cells[0], cells[2], cells[3], cells[1], cells[4]]
 
 
 def test_list_shows_how_far_a_started_cell_has_come(tmp_path, monkeypatch, cli, capsys):

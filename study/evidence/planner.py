@@ -119,5 +119,10 @@ def plan(root: str) -> tuple[list[design.Cell], str | None]:
 
 def selected(cell: design.Cell, names: Sequence[str]) -> bool:
     """Whether a run limited to the settings `names` (all when empty) runs `cell`: how a
-    short budget drops settings. The base setting is never dropped."""
-    return not names or cell.setting == design.BASE or cell.setting.name in names
+    short budget drops settings. The base setting's claims are never dropped; the extras,
+    planned after the whole map, go with the map's dropped end."""
+    if not names:
+        return True
+    if cell.stage == 'extra':
+        return False
+    return cell.setting == design.BASE or cell.setting.name in names
