@@ -60,7 +60,7 @@ flags.DEFINE_list(
     'settings',
     [],
     'run, list: only the base setting (but the extras) and these map settings (e.g. '
-    'g200_b10_o0; default: all, extras included), to drop the map\'s end on a short budget.',
+    "g200_b10_o0; default: all, extras included), to drop the map's end on a short budget.",
 )
 flags.DEFINE_string('document', 'docs/RESULTS.md', 'report: the document to write.')
 flags.DEFINE_string('output', 'docs/evidence', 'report: folder of its plots.')
