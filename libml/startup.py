@@ -36,7 +36,7 @@ def import_tensorflow():
     try:
         sys.stderr.flush()
         saved = os.dup(2)
-    except (OSError, ValueError):  # No stderr file descriptor: nothing to catch.
+    except (AttributeError, OSError, ValueError):  # No stderr (None, closed): nothing to catch.
         import tensorflow as tf
 
         return tf

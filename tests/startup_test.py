@@ -74,3 +74,17 @@ def test_an_import_that_fails_still_shows_what_it_wrote(tmp_path):
     assert lines[:2] == ['a real problem', 'python warning']
     assert lines[-1] == 'ImportError: libcudart.so.12: no such file'
     assert not any(startup.chatter(line) for line in lines)
+
+
+def test_without_a_stderr_it_imports_all_the_same(tmp_path):
+    """No sys.stderr (pythonw, a daemon) or no file descriptor 2: a plain import."""
+    fake = tmp_path / 'tensorflow'
+    fake.mkdir()
+    (fake / '__init__.py').write_text('VERSION = "fake"\n')
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), ROOT])}
+    for prelude in ('import sys; sys.stderr = None', 'import os; os.close(2)'):
+        code = f'{prelude}\nfrom libml import startup\nprint(startup.import_tensorflow().VERSION)\n'
+        proc = subprocess.run(
+            [sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert (proc.returncode, proc.stdout) == (0, 'fake\n'), (prelude, proc.stderr)
