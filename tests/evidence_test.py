@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -335,6 +336,10 @@ def test_the_committed_document_is_what_the_committed_records_give(tmp_path):
         os.chdir(cwd)
     text = open(path).read().replace(os.path.relpath(tmp_path / 'evidence', tmp_path), 'evidence')
     assert text == open(os.path.join(ROOT, 'docs', 'RESULTS.md')).read()
+    # Its plots are committed too (on a clean clone, a missing one is a broken picture).
+    pictures = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
+    missing = [p for p in pictures if not os.path.exists(os.path.join(ROOT, 'docs', p))]
+    assert not missing, f'docs/RESULTS.md shows pictures not in the repository: {missing}'
     with (
         open(tmp_path / 'map.json') as f,
         open(regime.MAP_PATH) as g,
