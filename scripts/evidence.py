@@ -291,7 +291,8 @@ def _run(
                 written = sync(root, records, [cell])
                 if written:
                     print(
-                        f'evidence: records in {cell.workdir(records)}: commit them',
+                        f'evidence: records in {cell.workdir(records)}: commit them with '
+                        "what --action=report writes (the document, the map, the plots)",
                         flush=True,
                     )
     if waiting and not failed and not late:
