@@ -292,7 +292,7 @@ def _run(
                 if written:
                     print(
                         f'evidence: records in {cell.workdir(records)}: commit them with '
-                        "what --action=report writes (the document, the map, the plots)",
+                        'what --action=report writes (the document, the map, the plots)',
                         flush=True,
                     )
     if waiting and not failed and not late:
