@@ -20,7 +20,8 @@ it and taken up if that process stops short.
 
 Every run that ends (finished, failed, or stopped with the runner) appends its machine,
 wall time and steps to ROOT/ledger.jsonl; a planned cell finished by hand gets a line
-from its results.json. Each finished cell's small files and the ledger are copied to
+from its results.json; the runs of a runner killed outright (the machine stopped) get
+theirs from the next runner, timed until the killed one last saw them. Each finished cell's small files and the ledger are copied to
 RECORDS (docs/evidence/runs, kept in the repository: commit them), from which `report`
 alone writes the document, on any clone.
 """
@@ -123,6 +124,13 @@ def run(
     running = {}
     try:
         with locks.hold(os.path.join(root, '.runner.lock'), busy):
+            killed = recover(root)
+            if killed:
+                print(
+                    f'evidence: the last runner was killed with {killed} run(s) going; their '
+                    'time until it last saw them is in the ledger',
+                    flush=True,
+                )
             try:
                 return _run(root, max_minutes, settings, running, machine_info, records)
             finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
@@ -131,6 +139,8 @@ def run(
                 for entry in running.values():
                     entry[1].wait()
                     _record(root, entry, machine_info, stopped=True)
+                running.clear()
+                _save_running(root, running, machine_info)
     except locks.Busy as e:
         sys.exit(f'error: {e}')
 
@@ -144,10 +154,10 @@ def _machine(jobs: int) -> dict:
     }
 
 
-def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) -> None:
-    """Appends a run's line to the ledger: it finished, failed or was stopped."""
+def _line(root: str, entry: tuple, machine_info: dict) -> dict:
+    """A run's ledger line as of now."""
     cell, process, began, resumed, steps = entry
-    record = {
+    return {
         'workdir': cell.workdir(root),
         'cell': cell.workdir(''),
         'stage': cell.stage,
@@ -160,10 +170,55 @@ def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) 
         'finished': datetime.datetime.now().isoformat(timespec='seconds'),
         **machine_info,
     }
+
+
+def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) -> None:
+    """Appends a run's line to the ledger: it finished, failed or was stopped."""
+    record = _line(root, entry, machine_info)
     if stopped:  # Its time counts; the run resumes at its last checkpoint.
         record['stopped'] = True
     with open(os.path.join(root, timing.LEDGER), 'a') as f:
         f.write(json.dumps(record) + '\n')
+
+
+# ROOT/RUNNING: the ledger lines of the runs going, as the runner last saw them (every
+# poll). A runner that ends, however it ends but killed outright (the machine stopped),
+# removes it; the next one finds it left behind and puts those lines in the ledger.
+RUNNING = 'running.json'
+
+
+def _save_running(root: str, running: dict, machine_info: dict) -> None:
+    path = os.path.join(root, RUNNING)
+    if not running:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    lines = []
+    for entry in running.values():
+        line = _line(root, entry, machine_info)
+        # Until the runner last saw it, a lower bound of its time.
+        lines.append({**line, 'returncode': None, 'stopped': True, 'killed': True})
+    with open(path + '.tmp', 'w') as f:
+        json.dump(lines, f, indent=1)
+    os.replace(path + '.tmp', path)
+
+
+def recover(root: str) -> int:
+    """Puts the lines of the runs a killed runner left behind (RUNNING) in the ledger;
+    how many."""
+    path = os.path.join(root, RUNNING)
+    if not os.path.exists(path):
+        return 0
+    try:
+        with open(path) as f:
+            lines = json.load(f)
+    except ValueError:  # Cut short: nothing to recover.
+        lines = []
+    with open(os.path.join(root, timing.LEDGER), 'a') as f:
+        for line in lines:
+            f.write(json.dumps(line) + '\n')
+    os.remove(path)
+    return len(lines)
 
 
 def adopt(root: str, cells: list[design.Cell], machine_info: dict) -> list[design.Cell]:
@@ -267,6 +322,7 @@ def _run(
             steps = progress.steps_to_train(root, cell, cells) if started else cell.total_steps
             process = launch(root, cell, threads)
             running[design.cells_key(cell)] = (cell, process, time.time(), resumed, steps)
+        _save_running(root, running, machine_info)
         if not running and not (elsewhere and not late):
             break
         time.sleep(POLL_SECONDS)
@@ -275,6 +331,8 @@ def _run(
             if process.poll() is None:
                 continue
             del running[key]
+            # Out of RUNNING first: a kill between the two loses seconds, never counts twice.
+            _save_running(root, running, machine_info)
             _record(root, entry, machine_info)
             if process.returncode:
                 failed.add(key)

@@ -8,9 +8,11 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -614,6 +616,77 @@ def test_a_run_of_the_runner_that_has_written_its_results_is_not_taken_as_by_han
     assert len(records) == 2 and not any(r.get('by_hand') for r in records)
 
 
+# A runner in its own process whose one cell runs `sleep` (pid written to argv[2]).
+_KILLED_RUNNER = """
+import os, subprocess, sys
+from tests import fakes
+from study.evidence import design, planner
+cli = fakes.load_script('scripts/evidence.py', 'cli')
+cell = design.Cell(design.BASE, 'fixmatch', 4800)
+planner.plan = lambda root: ([cell], None)
+def launch(root, cell, threads):
+    process = subprocess.Popen(['sleep', '60'])
+    open(sys.argv[2], 'w').write(str(process.pid))
+    return process
+cli.launch = launch
+cli.POLL_SECONDS = 0.05
+cli.run(sys.argv[1], jobs=1, max_minutes=0)
+"""
+
+
+def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli):
+    """The machine stops: no finally runs. The next runner puts the time its runs had
+    had, as the killed one last saw it, in the ledger."""
+    pid_file = tmp_path / 'sleep.pid'
+    env = {**os.environ, 'PYTHONPATH': ROOT}
+    runner = subprocess.Popen(
+        [sys.executable, '-c', _KILLED_RUNNER, str(tmp_path / 'root'), str(pid_file)],
+        cwd=ROOT,
+        env=env,
+    )
+    running = tmp_path / 'root' / cli.RUNNING
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if running.exists() and json.loads(running.read_text() or '[]'):
+                if json.loads(running.read_text())[0]['seconds'] >= 1:
+                    break
+            time.sleep(0.05)
+        runner.kill()
+        runner.wait()
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert timing.ledger(str(tmp_path / 'root')) == []  # Nothing recorded by the killed one.
+    assert cli.recover(str(tmp_path / 'root')) == 1
+    (line,) = timing.ledger(str(tmp_path / 'root'))
+    assert line['cell'] == design.Cell(design.BASE, 'fixmatch', 4800).workdir('')
+    assert line['killed'] and line['stopped'] and line['returncode'] is None
+    assert line['seconds'] >= 1 and line['steps'] == 4800
+    assert not running.exists() and cli.recover(str(tmp_path / 'root')) == 0
+    # The document counts it with the others, and says how it was timed.
+    text = document.machine_time(str(tmp_path / 'root'))
+    assert '1 stretch(es) whose runner was killed outright' in text
+
+
+def test_a_runner_that_ends_leaves_nothing_running_behind(tmp_path, monkeypatch, cli):
+    cells = [design.Cell(design.BASE, 'fixmatch', 4800)]
+    monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
+
+    def fake_launch(root, cell, threads):
+        path = os.path.join(cell.workdir(root), 'results.json')
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        code = f'import time; time.sleep(0.3); open({path!r}, "w").write({_results_text()!r})'
+        return subprocess.Popen([sys.executable, '-c', code])
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    assert cli.run(str(tmp_path), jobs=1, max_minutes=0) == 0
+    assert not (tmp_path / cli.RUNNING).exists()
+    (line,) = timing.ledger(str(tmp_path))
+    assert line['returncode'] == 0 and 'killed' not in line
+
+
 def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path, monkeypatch, cli):
     base, (other, dropped) = design.BASE, design.MAP_OTHERS[:2]
     cells = [
@@ -843,9 +916,6 @@ def test_hours_left_at_the_ledger_speed(tmp_path):
 def test_killing_the_runner_stops_its_runs(tmp_path):
     """In a process of its own: the runner, as `--action=run` sets it up, two fake runs,
     SIGTERM; both runs must end with it."""
-    import signal
-    import time
-
     source = f"""
 import os, signal, subprocess, sys
 sys.path.insert(0, {ROOT!r})
@@ -877,6 +947,7 @@ cli.run({str(tmp_path)!r}, 2, 0)
     # Their time is in the ledger: the machine worked for it.
     records = timing.ledger(str(tmp_path))
     assert len(records) == 2 and all(r['stopped'] and r['returncode'] for r in records)
+    assert not (tmp_path / 'running.json').exists()  # Recorded: nothing left to recover.
 
 
 # argv: a temporary folder. Tiny runs: FixMatch for 6 steps, FixMatch + CReST for 2 x 6,

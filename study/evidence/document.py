@@ -45,6 +45,7 @@ def machine_time(root: str) -> str:
     total = sum(r['seconds'] for r in records) / 3600
     jobs = max(r['jobs'] for r in records)
     by_hand = sum(1 for r in records if r.get('by_hand'))
+    killed = sum(1 for r in records if r.get('killed'))
     return (
         table(['stage', 'cells finished', 'steps trained', 'run-hours'], rows)
         + f"\n\nMachines: {'; '.join(cpus)}. Run-hours add up each run's own wall time, "
@@ -56,6 +57,12 @@ def machine_time(root: str) -> str:
             f' {by_hand} run(s) started by hand are timed by their own results.json '
             '(training time, start-up left out).'
             if by_hand
+            else ''
+        )
+        + (
+            f' {killed} stretch(es) whose runner was killed outright (the machine stopped) '
+            'are timed until it last saw them, a lower bound.'
+            if killed
             else ''
         )
         + '\n'
