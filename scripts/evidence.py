@@ -21,9 +21,9 @@ it and taken up if that process stops short.
 Every run that ends (finished, failed, or stopped with the runner) appends its machine,
 wall time and steps to ROOT/ledger.jsonl; a planned cell finished by hand gets a line
 from its results.json; the runs of a runner killed outright (the machine stopped) get
-theirs from the next runner, timed until the killed one last saw them. Each finished cell's small files and the ledger are copied to
-RECORDS (docs/evidence/runs, kept in the repository: commit them), from which `report`
-alone writes the document, on any clone.
+theirs from the next runner, timed until the killed one last saw them. Each finished
+cell's small files and the ledger are copied to RECORDS (docs/evidence/runs, kept in the
+repository: commit them), from which `report` alone writes the document, on any clone.
 """
 
 import datetime

@@ -666,7 +666,12 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
     assert not running.exists() and cli.recover(str(tmp_path / 'root')) == 0
     # The document counts it with the others, and says how it was timed.
     text = document.machine_time(str(tmp_path / 'root'))
-    assert '1 stretch(es) whose runner was killed outright' in text
+    assert '1 stretch(es) whose runner was killed outright' in text and 'of them' not in text
+    with open(tmp_path / 'root' / timing.LEDGER, 'a') as f:
+        f.write(json.dumps({**line, 'reconstructed': 'from its event file'}) + '\n')
+    text = document.machine_time(str(tmp_path / 'root'))
+    assert '2 stretch(es) whose runner was killed outright' in text
+    assert '(1 of them, lost before the runner kept such stretches, from their' in text
 
 
 def test_a_runner_that_ends_leaves_nothing_running_behind(tmp_path, monkeypatch, cli):

@@ -46,6 +46,8 @@ def machine_time(root: str) -> str:
     jobs = max(r['jobs'] for r in records)
     by_hand = sum(1 for r in records if r.get('by_hand'))
     killed = sum(1 for r in records if r.get('killed'))
+    # Stretches lost before the runner kept them, timed afterwards from their event files.
+    rebuilt = sum(1 for r in records if r.get('reconstructed'))
     return (
         table(['stage', 'cells finished', 'steps trained', 'run-hours'], rows)
         + f"\n\nMachines: {'; '.join(cpus)}. Run-hours add up each run's own wall time, "
@@ -61,7 +63,14 @@ def machine_time(root: str) -> str:
         )
         + (
             f' {killed} stretch(es) whose runner was killed outright (the machine stopped) '
-            'are timed until it last saw them, a lower bound.'
+            'are timed until it last saw them'
+            + (
+                f' ({rebuilt} of them, lost before the runner kept such stretches, from their '
+                "TensorBoard event file's creation to its last write)"
+                if rebuilt
+                else ''
+            )
+            + ', a lower bound.'
             if killed
             else ''
         )
