@@ -289,6 +289,8 @@ def test_document_is_generated_from_the_records(tmp_path):
         _finish(tmp_path, cells['fixmatch_1gen'], short, recall=BASE_RECALL)
         _finish(tmp_path, cells['fixmatch'], long)
         _finish(tmp_path, cells['fixmatch_crest_plus'], plus)
+    cells = design.setting_cells(design.BASE, 1, 'base', 'float32')
+    _finish(tmp_path, cells['fixmatch_crest'], 0.795)  # Fold 1 only.
     out = tmp_path / 'docs'
     path = str(out / 'RESULTS.md')
     written = document.write(root, str(out), path, '# Notes\n', str(out / 'regime_map.json'))
@@ -302,7 +304,9 @@ def test_document_is_generated_from_the_records(tmp_path):
     assert '| FixMatch, 2S + LA | 80.0 | 79.0 | 81.0 | 80.0 ± 1.0 |' in text
     row = '| CReST+ beats FixMatch | Table 2 | +2.0 (fold 1), +3.0 (fold 2), +2.0 (fold 3) |'
     assert row + ' +2.3 ± 0.6 | held |' in text
-    assert '| CReST beats FixMatch (claim 2) | Table 1 | … | … | not run yet |' in text
+    # One paired fold: no spread shown, no verdict.
+    row = '| CReST beats FixMatch (claim 2) | Table 1 | +1.5 (fold 1) | +1.5 | undecided (1 paired'
+    assert row in text
     # LA adds 1 point to every run here: LA alone is not a 1-point gain.
     assert '| FixMatch + LA beats FixMatch | Table 2 | +1.0 (fold 1), +1.0 (fold 2)' in text
     # The map: precision decided, the gains, the plots.

@@ -207,7 +207,8 @@ def base_claims(runs: dict) -> str:
                     claim,
                     rule,
                     ', '.join(f'{signed(d)} (fold {f})' for f, d in zip(folds, diffs, strict=True)),
-                    f'{signed(mean)} ± {100 * spread:.1f}',
+                    # One fold has no spread to show.
+                    f'{signed(mean)} ± {100 * spread:.1f}' if len(folds) > 1 else signed(mean),
                     verdict,
                 ]
             )
