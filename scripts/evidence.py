@@ -124,7 +124,7 @@ def run(
     running = {}
     try:
         with locks.hold(os.path.join(root, '.runner.lock'), busy):
-            killed = recover(root)
+            killed = timing.recover(root)
             if killed:
                 print(
                     f'evidence: the last runner was killed with {killed} run(s) going; their '
@@ -139,8 +139,7 @@ def run(
                 for entry in running.values():
                     entry[1].wait()
                     _record(root, entry, machine_info, stopped=True)
-                running.clear()
-                _save_running(root, running, machine_info)
+                timing.save_running(root, [])  # All recorded: nothing left to recover.
     except locks.Busy as e:
         sys.exit(f'error: {e}')
 
@@ -177,48 +176,12 @@ def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) 
     record = _line(root, entry, machine_info)
     if stopped:  # Its time counts; the run resumes at its last checkpoint.
         record['stopped'] = True
-    with open(os.path.join(root, timing.LEDGER), 'a') as f:
-        f.write(json.dumps(record) + '\n')
-
-
-# ROOT/RUNNING: the ledger lines of the runs going, as the runner last saw them (every
-# poll). A runner that ends, however it ends but killed outright (the machine stopped),
-# removes it; the next one finds it left behind and puts those lines in the ledger.
-RUNNING = 'running.json'
+    timing.append(root, [record])
 
 
 def _save_running(root: str, running: dict, machine_info: dict) -> None:
-    path = os.path.join(root, RUNNING)
-    if not running:
-        if os.path.exists(path):
-            os.remove(path)
-        return
-    lines = []
-    for entry in running.values():
-        line = _line(root, entry, machine_info)
-        # Until the runner last saw it, a lower bound of its time.
-        lines.append({**line, 'returncode': None, 'stopped': True, 'killed': True})
-    with open(path + '.tmp', 'w') as f:
-        json.dump(lines, f, indent=1)
-    os.replace(path + '.tmp', path)
-
-
-def recover(root: str) -> int:
-    """Puts the lines of the runs a killed runner left behind (RUNNING) in the ledger;
-    how many."""
-    path = os.path.join(root, RUNNING)
-    if not os.path.exists(path):
-        return 0
-    try:
-        with open(path) as f:
-            lines = json.load(f)
-    except ValueError:  # Cut short: nothing to recover.
-        lines = []
-    with open(os.path.join(root, timing.LEDGER), 'a') as f:
-        for line in lines:
-            f.write(json.dumps(line) + '\n')
-    os.remove(path)
-    return len(lines)
+    """The lines of the runs going, as of now, for the next runner if this one is killed."""
+    timing.save_running(root, [_line(root, entry, machine_info) for entry in running.values()])
 
 
 def adopt(root: str, cells: list[design.Cell], machine_info: dict) -> list[design.Cell]:
@@ -248,8 +211,7 @@ def adopt(root: str, cells: list[design.Cell], machine_info: dict) -> list[desig
             **machine_info,
             'by_hand': True,  # Timed by the run itself, not by the runner.
         }
-        with open(os.path.join(root, timing.LEDGER), 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        timing.append(root, [record])
         adopted.append(cell)
     return adopted
 
@@ -331,7 +293,7 @@ def _run(
             if process.poll() is None:
                 continue
             del running[key]
-            # Out of RUNNING first: a kill between the two loses seconds, never counts twice.
+            # Out of timing.RUNNING first: a kill between the two loses seconds, never twice.
             _save_running(root, running, machine_info)
             _record(root, entry, machine_info)
             if process.returncode:

@@ -648,7 +648,7 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
         cwd=ROOT,
         env=env,
     )
-    running = tmp_path / 'root' / cli.RUNNING
+    running = tmp_path / 'root' / timing.RUNNING
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -662,12 +662,12 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
     assert timing.ledger(str(tmp_path / 'root')) == []  # Nothing recorded by the killed one.
-    assert cli.recover(str(tmp_path / 'root')) == 1
+    assert timing.recover(str(tmp_path / 'root')) == 1
     (line,) = timing.ledger(str(tmp_path / 'root'))
     assert line['cell'] == design.Cell(design.BASE, 'fixmatch', 4800).workdir('')
     assert line['killed'] and line['stopped'] and line['returncode'] is None
     assert line['seconds'] >= 1 and line['steps'] == 4800
-    assert not running.exists() and cli.recover(str(tmp_path / 'root')) == 0
+    assert not running.exists() and timing.recover(str(tmp_path / 'root')) == 0
     # The document counts it with the others, and says how it was timed.
     text = document.machine_time(str(tmp_path / 'root'))
     assert '1 stretch(es) whose runner was killed outright' in text and 'of them' not in text
@@ -691,7 +691,7 @@ def test_a_runner_that_ends_leaves_nothing_running_behind(tmp_path, monkeypatch,
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
     assert cli.run(str(tmp_path), jobs=1, max_minutes=0) == 0
-    assert not (tmp_path / cli.RUNNING).exists()
+    assert not (tmp_path / timing.RUNNING).exists()
     (line,) = timing.ledger(str(tmp_path))
     assert line['returncode'] == 0 and 'killed' not in line
 

@@ -1,5 +1,5 @@
-"""The ledger of the study's runs that ended (finished, failed or stopped), and the speeds
-and hours read from it."""
+"""The ledger of the study's runs that ended (finished, failed or stopped), how it is
+written (a killed runner's runs included), and the speeds and hours read from it."""
 
 import json
 import os
@@ -9,6 +9,49 @@ from study.evidence import design
 # ROOT/LEDGER: one JSON line per run that ended (finished, failed or stopped): its cell
 # (the run folder's path under ROOT, the same in the records), machine, wall time, steps.
 LEDGER = 'ledger.jsonl'
+
+
+# ROOT/RUNNING: the ledger lines of the runs going, as the runner last saw them (every
+# poll). A runner that ends, however it ends but killed outright (the machine stopped),
+# removes it; the next one finds it left behind and puts those lines in the ledger.
+RUNNING = 'running.json'
+
+
+def append(root: str, lines: list[dict]) -> None:
+    """Appends these lines to ROOT's ledger."""
+    with open(os.path.join(root, LEDGER), 'a') as f:
+        f.writelines(json.dumps(line) + '\n' for line in lines)
+
+
+def save_running(root: str, lines: list[dict]) -> None:
+    """Keeps the ledger lines of the runs going (each timed until now) in ROOT/RUNNING,
+    marked as a killed runner's; none: removes it."""
+    path = os.path.join(root, RUNNING)
+    if not lines:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    # Until the runner last saw them, a lower bound of their time.
+    killed = [{**line, 'returncode': None, 'stopped': True, 'killed': True} for line in lines]
+    with open(path + '.tmp', 'w') as f:
+        json.dump(killed, f, indent=1)
+    os.replace(path + '.tmp', path)
+
+
+def recover(root: str) -> int:
+    """Puts the lines of the runs a killed runner left behind (RUNNING) in the ledger;
+    how many."""
+    path = os.path.join(root, RUNNING)
+    if not os.path.exists(path):
+        return 0
+    try:
+        with open(path) as f:
+            lines = json.load(f)
+    except ValueError:  # Cut short: nothing to recover.
+        lines = []
+    append(root, lines)
+    os.remove(path)
+    return len(lines)
 
 
 def lines_of(root: str, cell: design.Cell) -> list[dict]:
