@@ -20,8 +20,17 @@ REAL = [
 ]
 
 
+# The CPU-instructions notice, two lines (TF_CPP_MIN_LOG_LEVEL=0 on an AVX-512 machine).
+CPU_NOTICE = [
+    'I0000 00:00:1796306941.9 cpu_feature_guard.cc:210] This TensorFlow binary is optimized '
+    'to use available CPU instructions in performance-critical operations.',
+    'To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild '
+    'TensorFlow with the appropriate compiler flags.',
+]
+
+
 def test_the_known_start_up_lines_and_no_others_are_chatter():
-    assert all(startup.chatter(line) for line in REAL)
+    assert all(startup.chatter(line) for line in REAL + CPU_NOTICE)
     assert not startup.chatter('E0000 gpu_device.cc:2342] Cannot dlopen some GPU libraries.')
     assert not startup.chatter('DeprecationWarning: a module of yours')
 
@@ -88,3 +97,17 @@ def test_without_a_stderr_it_imports_all_the_same(tmp_path):
             [sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60
         )
         assert (proc.returncode, proc.stdout) == (0, 'fake\n'), (prelude, proc.stderr)
+
+
+def test_a_fatal_line_before_an_abort_is_still_shown(tmp_path):
+    """TF aborts in its import (e.g. a CPU without the instructions it was built for):
+    the program dies there, and its last words must reach the user."""
+    fatal = (
+        'F0000 00:00:1796306941.9 cpu_feature_guard.cc:1] The TensorFlow library was '
+        'compiled to use AVX instructions, but these are not available on your machine.'
+    )
+    proc = _with_fake_tensorflow(
+        tmp_path, f'os.write(2, {fatal!r}.encode() + b"\\n")\nos.abort()\n'
+    )
+    assert proc.returncode == -6  # SIGABRT
+    assert proc.stderr.splitlines() == ['a real problem', 'python warning', fatal]
