@@ -26,6 +26,7 @@ cell's small files and the ledger are copied to RECORDS (docs/evidence/runs, kep
 repository: commit them), from which `report` alone writes the document, on any clone.
 """
 
+import ctypes
 import datetime
 import json
 import os
@@ -109,7 +110,25 @@ def launch(root: str, cell: design.Cell, threads: int) -> subprocess.Popen:
     command = [sys.executable, 'scripts/crest.py', *cell.flags(threads), f'--workdir={workdir}']
     print(f'evidence: start {workdir}: {" ".join(command[1:])}', flush=True)
     with open(workdir + '.log', 'a') as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        return spawn(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def spawn(command: list[str], **kwargs) -> subprocess.Popen:
+    """Starts a run that ends with the runner (Linux: SIGTERM when the runner dies, even
+    killed outright), so that no run trains on unseen by the ledger; it resumes later
+    from its checkpoint."""
+    runner = os.getpid()
+
+    def die_with_runner():
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # Not Linux: the runs outlive a killed runner.
+            return
+        if os.getppid() != runner:  # The runner died before prctl took hold.
+            os._exit(143)
+
+    return subprocess.Popen(command, preexec_fn=die_with_runner, **kwargs)
 
 
 def run(
@@ -124,7 +143,10 @@ def run(
     running = {}
     try:
         with locks.hold(os.path.join(root, '.runner.lock'), busy):
-            killed = timing.recover(root)
+            try:
+                killed = timing.recover(root)
+            except ValueError as e:
+                sys.exit(f'error: {e}')
             if killed:
                 print(
                     f'evidence: the last runner was killed with {killed} run(s) going; their '
@@ -136,10 +158,12 @@ def run(
             finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
                 for entry in running.values():
                     entry[1].terminate()
-                for entry in running.values():
+                for key, entry in list(running.items()):
                     entry[1].wait()
+                    # As in the poll: out of timing.RUNNING first, never counted twice.
+                    del running[key]
+                    _save_running(root, running, machine_info)
                     _record(root, entry, machine_info, stopped=True)
-                timing.save_running(root, [])  # All recorded: nothing left to recover.
     except locks.Busy as e:
         sys.exit(f'error: {e}')
 

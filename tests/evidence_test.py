@@ -629,13 +629,28 @@ cli = fakes.load_script('scripts/evidence.py', 'cli')
 cell = design.Cell(design.BASE, 'fixmatch', 4800)
 planner.plan = lambda root: ([cell], None)
 def launch(root, cell, threads):
-    process = subprocess.Popen(['sleep', '60'])
+    process = cli.spawn(['sleep', '60'])
     open(sys.argv[2], 'w').write(str(process.pid))
     return process
 cli.launch = launch
 cli.POLL_SECONDS = 0.05
 cli.run(sys.argv[1], jobs=1, max_minutes=0)
 """
+
+
+def _ends_within(pid: int, seconds: float) -> bool:
+    """Whether process PID is gone (or a zombie no one reaps) within SECONDS."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli):
@@ -658,8 +673,10 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
             time.sleep(0.05)
         runner.kill()
         runner.wait()
+        # Its run ends with it (SIGTERM from the kernel), not trains on unseen.
+        assert _ends_within(int(pid_file.read_text()), 10), 'the run outlived its runner'
     finally:
-        if pid_file.exists():
+        if pid_file.exists() and not _ends_within(int(pid_file.read_text()), 0):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
     assert timing.ledger(str(tmp_path / 'root')) == []  # Nothing recorded by the killed one.
     assert timing.recover(str(tmp_path / 'root')) == 1
@@ -668,6 +685,20 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
     assert line['killed'] and line['stopped'] and line['returncode'] is None
     assert line['seconds'] >= 1 and line['steps'] == 4800
     assert not running.exists() and timing.recover(str(tmp_path / 'root')) == 0
+    # A file that is not such a list stays, and the runner says so in one line.
+    running.write_text('{}')
+    proc = subprocess.run(
+        [sys.executable, 'scripts/evidence.py', '--action=run', f'--root={tmp_path / "root"}'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and running.exists()
+    assert (
+        proc.stderr.strip()
+        == f'error: {running}: not a list of ledger lines; look at it, then remove it'
+    )
     # The document counts it with the others, and says how it was timed.
     text = document.machine_time(str(tmp_path / 'root'))
     assert '1 stretch(es) whose runner was killed outright' in text and 'of them' not in text

@@ -40,17 +40,20 @@ def save_running(root: str, lines: list[dict]) -> None:
 
 def recover(root: str) -> int:
     """Puts the lines of the runs a killed runner left behind (RUNNING) in the ledger;
-    how many."""
+    how many. Removed before they are appended: a kill between the two loses them, never
+    counts them twice. ValueError naming the file when it is not such a list (it stays)."""
     path = os.path.join(root, RUNNING)
     if not os.path.exists(path):
         return 0
-    try:
-        with open(path) as f:
+    with open(path) as f:
+        try:
             lines = json.load(f)
-    except ValueError:  # Cut short: nothing to recover.
-        lines = []
-    append(root, lines)
+        except ValueError:
+            lines = None
+    if not isinstance(lines, list) or not all(isinstance(r, dict) for r in lines):
+        raise ValueError(f'{path}: not a list of ledger lines; look at it, then remove it')
     os.remove(path)
+    append(root, lines)
     return len(lines)
 
 
