@@ -719,9 +719,17 @@ def test_a_runner_that_ends_leaves_nothing_running_behind(tmp_path, monkeypatch,
         code = f'import time; time.sleep(0.3); open({path!r}, "w").write({_results_text()!r})'
         return subprocess.Popen([sys.executable, '-c', code])
 
+    saved, save_running = [], timing.save_running
+
+    def watched(root, lines):  # What the runner left for a next one, poll by poll.
+        save_running(root, lines)
+        saved.append([line['cell'] for line in lines])
+
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    monkeypatch.setattr(timing, 'save_running', watched)
     assert cli.run(str(tmp_path), jobs=1, max_minutes=0) == 0
+    assert [cells[0].workdir('')] in saved and saved[-1] == []  # Kept while it ran.
     assert not (tmp_path / timing.RUNNING).exists()
     (line,) = timing.ledger(str(tmp_path))
     assert line['returncode'] == 0 and 'killed' not in line
