@@ -85,18 +85,19 @@ def status(root: str, cell: design.Cell) -> str:
 
 def list_cells(root: str, settings: Sequence[str]) -> None:
     cells, waiting = planner.plan(root)
-    left = []
+    left, cost = [], []  # Steps left; the same as float32 steps of the same time.
     for cell in cells:
         if not planner.selected(cell, settings):
             continue
         state, where = status(root, cell), ''
         if not state.startswith('done'):
             left.append(progress.steps_left(root, cell, cells))
+            cost.append(planner.float32_steps(root, cell, left[-1]))
         if state == 'started':  # How far, by its finished generations and checkpoint.
             to_train = progress.steps_to_train(root, cell, cells)
             where = f'  {to_train - left[-1]:,}/{to_train:,} steps'
         print(f'{state:10} {cell.stage:9} {cell.workdir(root)}{where}')
-    estimate = timing.hours(root, left)
+    estimate = timing.hours(root, cost)
     speed = '' if estimate is None else ', about {:.1f} hours with {} runs side by side'
     print(
         f'{sum(left):,} steps left in the cells listed{speed.format(*(estimate or ()))}'

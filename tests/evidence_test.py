@@ -95,6 +95,16 @@ def _decide(root, bf16_acc=0.78, bf16_seconds=1000):
     _ledger(root, design.precision_cell(), bf16_seconds)
 
 
+def test_bf16_cells_are_priced_at_the_measured_speed_up(tmp_path):
+    root = str(tmp_path)
+    cell = design.Cell(design.MAP_OTHERS[0], 'fixmatch', 4800, precision='bf16')
+    assert planner.float32_steps(root, cell, 4800) == 4800  # Not measured yet.
+    _decide(tmp_path, 0.781, 1000)  # bf16 1,000 s; float32 1,800-2,200 s: 1.99x.
+    assert planner.float32_steps(root, cell, 4800) == round(4800 / 1.987)
+    f32 = dataclasses.replace(cell, precision='float32')
+    assert planner.float32_steps(root, f32, 4800) == 4800
+
+
 def test_plan_runs_the_base_first_and_adds_the_map_once_decided(tmp_path):
     root = str(tmp_path)
     cells, waiting = planner.plan(root)
@@ -318,6 +328,7 @@ def test_document_is_generated_from_the_records(tmp_path):
         assert str(out / name) in written and (out / name).exists()
     assert "Table 2's other presets at the base setting, 3 folds" in text
     assert 'machine hours with 2 runs side by side' in text
+    assert 'side by side (bf16 at its measured speed-up)' in text  # The map's price.
     # Written twice from the same records: the same document.
     document.write(root, str(out), str(out / 'again.md'), '# Notes\n', str(out / 'map.json'))
     assert open(out / 'again.md').read() == text

@@ -333,7 +333,11 @@ def still_to_run(root: str, cells: list[design.Cell], waiting: str | None) -> st
         by_stage.setdefault(cell.stage, []).append(cell)
     for stage, group in by_stage.items():
         steps = [progress.steps_to_train(root, c, cells) for c in group]
-        lines.append(f'- {stage}: {len(group)} cell(s), {_price(root, steps)}')
+        cost = [planner.float32_steps(root, c, n) for c, n in zip(group, steps, strict=True)]
+        lines.append(
+            f'- {stage}: {len(group)} cell(s), {sum(steps):,} steps to train'
+            + _hours(root, cost, bf16=any(c.precision == 'bf16' for c in group))
+        )
     if waiting:
         lines.append(f'- then more (the map and the extras), waiting for {waiting}')
     if not lines:
@@ -352,12 +356,18 @@ def still_to_run(root: str, cells: list[design.Cell], waiting: str | None) -> st
     return '\n'.join(lines) + '\n'
 
 
-def _price(root: str, steps: list[int]) -> str:
+def _hours(root: str, steps: list[int], bf16: bool = False) -> str:
+    """', about N machine hours ...' for runs of these float32 steps; '' before the ledger
+    has a speed."""
     estimate = timing.hours(root, steps)
-    said = f'{sum(steps):,} steps to train'
-    if estimate is not None:
-        said += f', about {estimate[0]:.1f} machine hours with {estimate[1]} runs side by side'
-    return said
+    if estimate is None:
+        return ''
+    said = f', about {estimate[0]:.1f} machine hours with {estimate[1]} runs side by side'
+    return said + (' (bf16 at its measured speed-up)' if bf16 else '')
+
+
+def _price(root: str, steps: list[int]) -> str:
+    return f'{sum(steps):,} steps to train' + _hours(root, steps)
 
 
 def write(root: str, output: str, path: str, notes: str, map_path: str) -> list[str]:

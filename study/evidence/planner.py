@@ -48,6 +48,13 @@ def map_settings(root: str) -> list[design.Setting]:
     return [design.BASE, *([hard] if hard else []), *design.MAP_OTHERS]
 
 
+def float32_steps(root: str, cell: design.Cell, steps: int) -> int:
+    """`steps` of `cell` as float32 steps of the same time, for pricing at the ledger's
+    float32 speed: a bf16 cell's divided by the precision run's measured speed-up."""
+    decided = map_precision(root) if cell.precision == 'bf16' else None
+    return round(steps / decided['speedup']) if decided else steps
+
+
 def map_precision(root: str) -> dict | None:
     """The precision of the map's runs and why: bf16 when its FixMatch S run on base fold
     1 lands within two seed-to-seed standard deviations of the float32 one and trains
