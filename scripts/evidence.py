@@ -61,7 +61,7 @@ flags.DEFINE_integer(
 flags.DEFINE_list(
     'settings',
     [],
-    'run, list: only the base setting (but the extras) and these map settings (e.g. '
+    'run, list: only the base setting, its extras excepted, and these map settings (e.g. '
     "g200_b10_o0; default: all, extras included), to drop the map's end on a short budget.",
 )
 flags.DEFINE_string('document', 'docs/RESULTS.md', 'report: the document to write.')
