@@ -26,9 +26,11 @@ START_UP_LINES = (
 )
 
 # The filter: each line of its stdin, unless it holds one of its arguments, to its
-# stdout at once; it ends when the last writer closes the pipe (or dies).
+# stdout at once; it ends when the last writer closes the pipe (or dies), not on Ctrl-C,
+# which is the program's to report.
 _FILTER = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 known = [a.encode() for a in sys.argv[1:]]
 for line in sys.stdin.buffer:
     if not any(k in line for k in known):

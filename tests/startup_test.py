@@ -1,9 +1,11 @@
 """TensorFlow's start-up lines held back, every other line of its import passed on."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 from libml import startup
 
@@ -111,3 +113,29 @@ def test_a_fatal_line_before_an_abort_is_still_shown(tmp_path):
     )
     assert proc.returncode == -6  # SIGABRT
     assert proc.stderr.splitlines() == ['a real problem', 'python warning', fatal]
+
+
+def test_ctrl_c_in_the_import_is_the_programs_alone(tmp_path):
+    """Ctrl-C reaches the whole process group, the filter too: it must go on passing
+    lines, and only the program reports the interrupt."""
+    ready = tmp_path / 'ready'
+    body = f'open({str(ready)!r}, "w").close()\nimport time\ntime.sleep(30)\n'
+    fake = tmp_path / 'tensorflow'
+    fake.mkdir()
+    (fake / '__init__.py').write_text('import os\n' + body)
+    code = 'from libml import startup\nstartup.import_tensorflow()\n'
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), ROOT])}
+    proc = subprocess.Popen(
+        [sys.executable, '-c', code],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Its own process group, as a terminal's job.
+    )
+    deadline = time.time() + 30
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGINT  # How Python ends on an uncaught Ctrl-C.
+    assert stderr.count('KeyboardInterrupt') == 1, stderr
