@@ -86,13 +86,14 @@ def status(root: str, cell: design.Cell) -> str:
 def list_cells(root: str, settings: Sequence[str]) -> None:
     cells, waiting = planner.plan(root)
     left, cost = [], []  # Steps left; the same as float32 steps of the same time.
+    decided = planner.map_precision(root)
     for cell in cells:
         if not planner.selected(cell, settings):
             continue
         state, where = status(root, cell), ''
         if not state.startswith('done'):
             left.append(progress.steps_left(root, cell, cells))
-            cost.append(planner.float32_steps(root, cell, left[-1]))
+            cost.append(planner.float32_steps(cell, left[-1], decided))
         if state == 'started':  # How far, by its finished generations and checkpoint.
             to_train = progress.steps_to_train(root, cell, cells)
             where = f'  {to_train - left[-1]:,}/{to_train:,} steps'

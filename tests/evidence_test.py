@@ -98,11 +98,11 @@ def _decide(root, bf16_acc=0.78, bf16_seconds=1000):
 def test_bf16_cells_are_priced_at_the_measured_speed_up(tmp_path):
     root = str(tmp_path)
     cell = design.Cell(design.MAP_OTHERS[0], 'fixmatch', 4800, precision='bf16')
-    assert planner.float32_steps(root, cell, 4800) == 4800  # Not measured yet.
+    assert planner.float32_steps(cell, 4800, planner.map_precision(root)) == 4800  # Not measured.
     _decide(tmp_path, 0.781, 1000)  # bf16 1,000 s; float32 1,800-2,200 s: 1.99x.
-    assert planner.float32_steps(root, cell, 4800) == round(4800 / 1.987)
+    assert planner.float32_steps(cell, 4800, planner.map_precision(root)) == round(4800 / 1.987)
     f32 = dataclasses.replace(cell, precision='float32')
-    assert planner.float32_steps(root, f32, 4800) == 4800
+    assert planner.float32_steps(f32, 4800, planner.map_precision(root)) == 4800
 
 
 def test_plan_runs_the_base_first_and_adds_the_map_once_decided(tmp_path):

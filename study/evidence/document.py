@@ -328,12 +328,12 @@ def still_to_run(root: str, cells: list[design.Cell], waiting: str | None) -> st
     price at the ledger's speed, and the price of Table 2's other presets."""
     todo = [c for c in cells if progress.results(root, c) is None]
     lines = []
-    by_stage = {}
+    by_stage, decided = {}, planner.map_precision(root)
     for cell in todo:
         by_stage.setdefault(cell.stage, []).append(cell)
     for stage, group in by_stage.items():
         steps = [progress.steps_to_train(root, c, cells) for c in group]
-        cost = [planner.float32_steps(root, c, n) for c, n in zip(group, steps, strict=True)]
+        cost = [planner.float32_steps(c, n, decided) for c, n in zip(group, steps, strict=True)]
         lines.append(
             f'- {stage}: {len(group)} cell(s), {sum(steps):,} steps to train'
             + _hours(root, cost, bf16=any(c.precision == 'bf16' for c in group))

@@ -48,11 +48,11 @@ def map_settings(root: str) -> list[design.Setting]:
     return [design.BASE, *([hard] if hard else []), *design.MAP_OTHERS]
 
 
-def float32_steps(root: str, cell: design.Cell, steps: int) -> int:
+def float32_steps(cell: design.Cell, steps: int, decided: dict | None) -> int:
     """`steps` of `cell` as float32 steps of the same time, for pricing at the ledger's
-    float32 speed: a bf16 cell's divided by the precision run's measured speed-up."""
-    decided = map_precision(root) if cell.precision == 'bf16' else None
-    return round(steps / decided['speedup']) if decided else steps
+    float32 speed: a bf16 cell's divided by the speed-up the precision run measured
+    (`decided`: `map_precision`'s answer, read once by the caller)."""
+    return round(steps / decided['speedup']) if cell.precision == 'bf16' and decided else steps
 
 
 def map_precision(root: str) -> dict | None:
