@@ -58,6 +58,18 @@ def _results_text():
     return json.dumps(_results(0.5).to_json(), indent=1)
 
 
+def _writes_results(root, cell, before=0.0, after=0.0) -> subprocess.Popen:
+    """A fake run of `cell`: writes its results.json after `before` seconds and exits
+    `after` seconds later."""
+    path = os.path.join(cell.workdir(root), 'results.json')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    code = (
+        f'import time; time.sleep({before}); open({path!r}, "w").write({_results_text()!r}); '
+        f'time.sleep({after})'
+    )
+    return subprocess.Popen([sys.executable, '-c', code])
+
+
 def _ledger(root, cell, seconds, **extra):
     """Appends a finished run's line to ROOT's ledger."""
     record = {
@@ -567,10 +579,7 @@ def test_runner_keeps_the_records_of_finished_cells_and_times_runs_made_by_hand(
     _write(os.path.join(folder, 'gen_00', 'tb', 'events'), 'x')
 
     def fake_launch(root, cell, threads):
-        path = os.path.join(cell.workdir(root), 'results.json')
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        code = f'open({path!r}, "w").write({_results_text()!r})'
-        return subprocess.Popen([sys.executable, '-c', code])
+        return _writes_results(root, cell)
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
@@ -619,10 +628,7 @@ def test_a_run_of_the_runner_that_has_written_its_results_is_not_taken_as_by_han
 
     def fake_launch(root, cell, threads):
         """Writes results.json, then takes a while to exit (as TensorFlow does)."""
-        path = os.path.join(cell.workdir(root), 'results.json')
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        code = f'import time; open({path!r}, "w").write({_results_text()!r}); time.sleep(1)'
-        return subprocess.Popen([sys.executable, '-c', code])
+        return _writes_results(root, cell, after=1)
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
@@ -725,10 +731,7 @@ def test_a_runner_that_ends_leaves_nothing_running_behind(tmp_path, monkeypatch,
     monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
 
     def fake_launch(root, cell, threads):
-        path = os.path.join(cell.workdir(root), 'results.json')
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        code = f'import time; time.sleep(0.3); open({path!r}, "w").write({_results_text()!r})'
-        return subprocess.Popen([sys.executable, '-c', code])
+        return _writes_results(root, cell, before=0.3)
 
     saved, save_running = [], timing.save_running
 
@@ -760,10 +763,7 @@ def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path
 
     def fake_launch(root, cell, threads):
         launched.append(cell)
-        path = os.path.join(cell.workdir(root), 'results.json')
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        code = f'open({path!r}, "w").write({_results_text()!r})'
-        return subprocess.Popen([sys.executable, '-c', code])
+        return _writes_results(root, cell)
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
