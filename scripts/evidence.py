@@ -19,7 +19,8 @@ a copy; a cell whose folder another process is training in (started by hand) is 
 it and taken up if that process stops short.
 
 Every run that ends (finished, failed, or stopped with the runner) appends its machine,
-wall time and steps to ROOT/ledger.jsonl; a planned cell finished by hand gets a line
+wall time and steps to ROOT/ledger.jsonl (time it was held, stopped by SIGSTOP or Ctrl-Z
+while the machine did other work, apart); a planned cell finished by hand gets a line
 from its results.json; the runs of a runner killed outright (the machine stopped) get
 theirs from the next runner, timed until the killed one last saw them. Each finished
 cell's small files and the ledger are copied to RECORDS (docs/evidence/runs, kept in the
@@ -27,6 +28,7 @@ repository: commit them), from which `report` alone writes the document, on any 
 """
 
 import ctypes
+import dataclasses
 import datetime
 import json
 import os
@@ -159,9 +161,9 @@ def run(
                 return _run(root, max_minutes, settings, running, machine_info, records)
             finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
                 for entry in running.values():
-                    entry[1].terminate()
+                    entry.process.terminate()
                 for key, entry in list(running.items()):
-                    entry[1].wait()
+                    entry.process.wait()
                     # As in the poll: out of timing.RUNNING first, never counted twice.
                     del running[key]
                     _save_running(root, running, machine_info)
@@ -179,25 +181,57 @@ def _machine(jobs: int) -> dict:
     }
 
 
-def _line(root: str, entry: tuple, machine_info: dict) -> dict:
+@dataclasses.dataclass
+class Run:
+    """A run the runner started, and how long it was held: stopped (SIGSTOP, Ctrl-Z) while
+    the machine did other work. Held time is not training time; the ledger keeps it apart."""
+
+    cell: design.Cell
+    process: subprocess.Popen
+    resumed: bool  # Its folder was there: it trains only part of its steps.
+    steps: int  # The cell's steps but a copied generation 0's.
+    began: float = dataclasses.field(default_factory=time.time)
+    held: float = 0.0
+    seen: float = dataclasses.field(default_factory=time.time)  # The last look at it.
+
+    def watch(self) -> None:
+        """Counts the time since the last look as held if the run is stopped now (so
+        within a poll of the truth at each end of a hold)."""
+        now = time.time()
+        if is_stopped(self.process.pid):
+            self.held += now - self.seen
+        self.seen = now
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether process PID is stopped (SIGSTOP, Ctrl-Z) now; False where /proc is not."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] in 'Tt'
+    except (OSError, IndexError):
+        return False
+
+
+def _line(root: str, entry: Run, machine_info: dict) -> dict:
     """A run's ledger line as of now."""
-    cell, process, began, resumed, steps = entry
+    held = round(entry.held)
     return {
-        'workdir': cell.workdir(root),
-        'cell': cell.workdir(''),
-        'stage': cell.stage,
-        'precision': cell.precision,
-        'steps': steps,  # The cell's steps but a copied generation 0's.
-        'returncode': process.returncode,
-        'seconds': round(time.time() - began),
+        'workdir': entry.cell.workdir(root),
+        'cell': entry.cell.workdir(''),
+        'stage': entry.cell.stage,
+        'precision': entry.cell.precision,
+        'steps': entry.steps,
+        'returncode': entry.process.returncode,
+        'seconds': round(time.time() - entry.began) - held,  # Held time left out.
+        **({'held': held} if held else {}),
         # A resumed run trained only part of its steps in these seconds.
-        'resumed': resumed,
+        'resumed': entry.resumed,
         'finished': datetime.datetime.now().isoformat(timespec='seconds'),
         **machine_info,
     }
 
 
-def _record(root: str, entry: tuple, machine_info: dict, stopped: bool = False) -> None:
+def _record(root: str, entry: Run, machine_info: dict, stopped: bool = False) -> None:
     """Appends a run's line to the ledger: it finished, failed or was stopped."""
     record = _line(root, entry, machine_info)
     if stopped:  # Its time counts; the run resumes at its last checkpoint.
@@ -309,13 +343,14 @@ def _run(
             started = os.path.exists(cell.workdir(root))
             steps = progress.steps_to_train(root, cell, cells) if started else cell.total_steps
             process = launch(root, cell, threads)
-            running[design.cells_key(cell)] = (cell, process, time.time(), resumed, steps)
+            running[design.cells_key(cell)] = Run(cell, process, resumed, steps)
         _save_running(root, running, machine_info)
         if not running and not (elsewhere and not late):
             break
         time.sleep(POLL_SECONDS)
         for key, entry in list(running.items()):
-            cell, process, began = entry[:3]
+            cell, process = entry.cell, entry.process
+            entry.watch()
             if process.poll() is None:
                 continue
             del running[key]
@@ -327,9 +362,10 @@ def _run(
                 print(f'evidence: FAILED {cell.workdir(root)}, see its .log', flush=True)
             else:
                 acc = progress.accuracy(root, cell)
-                minutes = (time.time() - began) / 60
+                minutes = (time.time() - entry.began - entry.held) / 60
+                held = f' (and {entry.held / 60:.0f} min held)' if entry.held >= 30 else ''
                 print(
-                    f'evidence: done {cell.workdir(root)} in {minutes:.0f} min: '
+                    f'evidence: done {cell.workdir(root)} in {minutes:.0f} min{held}: '
                     f'balanced accuracy {100 * acc:.1f}',
                     flush=True,
                 )

@@ -746,7 +746,55 @@ def test_a_runner_that_ends_leaves_nothing_running_behind(tmp_path, monkeypatch,
     assert [cells[0].workdir('')] in saved and saved[-1] == []  # Kept while it ran.
     assert not (tmp_path / timing.RUNNING).exists()
     (line,) = timing.ledger(str(tmp_path))
-    assert line['returncode'] == 0 and 'killed' not in line
+    assert line['returncode'] == 0 and 'killed' not in line and 'held' not in line
+
+
+def test_time_a_run_is_held_stopped_is_kept_apart_from_its_training_time(
+    tmp_path, monkeypatch, cli
+):
+    """The runs are stopped (SIGSTOP) while the machine does other work: that time is
+    not the study's, and the ledger and the document say how much it was."""
+    cells = [design.Cell(design.BASE, 'fixmatch', 4800)]
+    monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
+    timers = []
+
+    def fake_launch(root, cell, threads):  # Runs 3 s of wall time, 2 of them stopped.
+        process = _writes_results(root, cell, before=3)
+        for delay, sig in [(0.5, signal.SIGSTOP), (2.5, signal.SIGCONT)]:
+            timers.append(threading.Timer(delay, os.kill, (process.pid, sig)))
+            timers[-1].start()
+        return process
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    try:
+        assert cli.run(str(tmp_path), jobs=1, max_minutes=0) == 0
+    finally:
+        for timer in timers:
+            timer.join()
+    (line,) = timing.ledger(str(tmp_path))
+    assert line['held'] == 2 and line['seconds'] in (1, 2), line
+    text = document.machine_time(str(tmp_path))
+    assert '1 stretch(es) were held (stopped while the machine did other work) for 0.0' in text
+    assert 'in all, left out.' in text and 'of them' not in text
+    with open(tmp_path / timing.LEDGER, 'a') as f:  # One corrected by hand, as it says.
+        f.write(json.dumps({**line, 'held': 2700, 'held_from': 'noted when made'}) + '\n')
+    text = document.machine_time(str(tmp_path))
+    assert 'held (stopped while the machine did other work) for 0.8 run-hours in all' in text
+    assert '(1 of them, held before the runner timed holds, from the holds noted' in text
+    # Stopped shows as such within moments; a process that is gone is not stopped.
+    sleeper = subprocess.Popen(['sleep', '30'])
+    try:
+        assert not cli.is_stopped(sleeper.pid)
+        os.kill(sleeper.pid, signal.SIGSTOP)
+        deadline = time.time() + 10
+        while not cli.is_stopped(sleeper.pid) and time.time() < deadline:
+            time.sleep(0.01)
+        assert cli.is_stopped(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not cli.is_stopped(sleeper.pid)
 
 
 def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path, monkeypatch, cli):

@@ -48,6 +48,7 @@ def machine_time(root: str) -> str:
     killed = sum(1 for r in records if r.get('killed'))
     # Stretches lost before the runner kept them, timed afterwards from their event files.
     rebuilt = sum(1 for r in records if r.get('reconstructed'))
+    held = [r for r in records if r.get('held')]
     return (
         table(['stage', 'cells finished', 'steps trained', 'run-hours'], rows)
         + f"\n\nMachines: {'; '.join(cpus)}. Run-hours add up each run's own wall time, "
@@ -72,6 +73,19 @@ def machine_time(root: str) -> str:
             )
             + ', a lower bound.'
             if killed
+            else ''
+        )
+        + (
+            f' {len(held)} stretch(es) were held (stopped while the machine did other work) '
+            f'for {sum(r["held"] for r in held) / 3600:.1f} run-hours in all, left out'
+            + (
+                f' ({noted} of them, held before the runner timed holds, from the holds noted '
+                "when made, each a gap in the run's TensorBoard evaluations)"
+                if (noted := sum(1 for r in held if r.get('held_from')))
+                else ''
+            )
+            + '.'
+            if held
             else ''
         )
         + '\n'
