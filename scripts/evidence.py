@@ -19,8 +19,8 @@ a copy; a cell whose folder another process is training in (started by hand) is 
 it and taken up if that process stops short.
 
 Every run that ends (finished, failed, or stopped with the runner) appends its machine,
-wall time and steps to ROOT/ledger.jsonl (time it was held, stopped by SIGSTOP or Ctrl-Z
-while the machine did other work, apart); a planned cell finished by hand gets a line
+wall time and steps to ROOT/ledger.jsonl (the time it was held, stopped while the machine
+did other work, apart); a planned cell finished by hand gets a line
 from its results.json; the runs of a runner killed outright (the machine stopped) get
 theirs from the next runner, timed until the killed one last saw them. Each finished
 cell's small files and the ledger are copied to RECORDS (docs/evidence/runs, kept in the
@@ -76,6 +76,7 @@ flags.DEFINE_string(
 flags.DEFINE_string('notes', 'docs/evidence_notes.md', 'report: Markdown put above the numbers.')
 FLAGS = flags.FLAGS
 POLL_SECONDS = 5  # How often the runner looks at its runs.
+HELD_GAP = 60  # Seconds without a look at its runs after which the runner was stopped too.
 
 
 def status(root: str, cell: design.Cell) -> str:
@@ -183,24 +184,30 @@ def _machine(jobs: int) -> dict:
 
 @dataclasses.dataclass
 class Run:
-    """A run the runner started, and how long it was held: stopped (SIGSTOP, Ctrl-Z) while
-    the machine did other work. Held time is not training time; the ledger keeps it apart."""
+    """A run the runner started, and how long it was held: stopped (kill -STOP) while the
+    machine did other work, or not looked at for over HELD_GAP seconds (the runner stopped
+    with it, Ctrl-Z in its terminal). Held time is not training time; the ledger keeps it
+    apart. Times are monotonic: a machine asleep counts for nothing."""
 
     cell: design.Cell
     process: subprocess.Popen
     resumed: bool  # Its folder was there: it trains only part of its steps.
     steps: int  # The cell's steps but a copied generation 0's.
-    began: float = dataclasses.field(default_factory=time.time)
+    began: float = dataclasses.field(default_factory=time.monotonic)
     held: float = 0.0
-    seen: float = dataclasses.field(default_factory=time.time)  # The last look at it.
+    seen: float = dataclasses.field(default_factory=time.monotonic)  # The last look at it.
 
     def watch(self) -> None:
         """Counts the time since the last look as held if the run is stopped now (so
-        within a poll of the truth at each end of a hold)."""
-        now = time.time()
-        if is_stopped(self.process.pid):
+        within a poll of the truth at each end of a hold) or the look is long overdue."""
+        now = time.monotonic()
+        if is_stopped(self.process.pid) or now - self.seen > HELD_GAP:
             self.held += now - self.seen
         self.seen = now
+
+    def minutes(self) -> float:
+        """Its training time so far, held time left out."""
+        return (time.monotonic() - self.began - self.held) / 60
 
 
 def is_stopped(pid: int) -> bool:
@@ -222,7 +229,7 @@ def _line(root: str, entry: Run, machine_info: dict) -> dict:
         'precision': entry.cell.precision,
         'steps': entry.steps,
         'returncode': entry.process.returncode,
-        'seconds': round(time.time() - entry.began) - held,  # Held time left out.
+        'seconds': round(60 * entry.minutes()),  # Held time left out.
         **({'held': held} if held else {}),
         # A resumed run trained only part of its steps in these seconds.
         'resumed': entry.resumed,
@@ -362,10 +369,9 @@ def _run(
                 print(f'evidence: FAILED {cell.workdir(root)}, see its .log', flush=True)
             else:
                 acc = progress.accuracy(root, cell)
-                minutes = (time.time() - entry.began - entry.held) / 60
                 held = f' (and {entry.held / 60:.0f} min held)' if entry.held >= 30 else ''
                 print(
-                    f'evidence: done {cell.workdir(root)} in {minutes:.0f} min{held}: '
+                    f'evidence: done {cell.workdir(root)} in {entry.minutes():.0f} min{held}: '
                     f'balanced accuracy {100 * acc:.1f}',
                     flush=True,
                 )

@@ -795,6 +795,14 @@ def test_time_a_run_is_held_stopped_is_kept_apart_from_its_training_time(
         sleeper.kill()
         sleeper.wait()
     assert not cli.is_stopped(sleeper.pid)
+    # A look long overdue (the runner stopped too, Ctrl-Z in its terminal) is held time.
+    late = cli.Run(cells[0], sleeper, resumed=False, steps=4800)
+    late.seen -= 2 * cli.HELD_GAP
+    late.watch()
+    assert late.held >= 2 * cli.HELD_GAP and late.minutes() <= 0
+    on_time = cli.Run(cells[0], sleeper, resumed=False, steps=4800)
+    on_time.watch()
+    assert on_time.held == 0
 
 
 def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path, monkeypatch, cli):
