@@ -119,15 +119,15 @@ def launch(root: str, cell: design.Cell, threads: int) -> subprocess.Popen:
 
 
 def spawn(command: list[str], **kwargs) -> subprocess.Popen:
-    """Starts a run that ends with the runner (Linux: SIGTERM when the runner dies, even
-    killed outright), so that no run trains on unseen by the ledger; it resumes later
-    from its checkpoint."""
+    """Starts a run that ends with the runner (Linux: SIGKILL when the runner dies, even
+    killed outright, which ends a held run too), so that no run trains on unseen by the
+    ledger; it resumes later from its checkpoint."""
     runner = os.getpid()
 
     def die_with_runner():
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):  # Not Linux: the runs outlive a killed runner.
             return
         if os.getppid() != runner:  # The runner died before prctl took hold.
@@ -163,6 +163,7 @@ def run(
             finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
                 for entry in running.values():
                     entry.process.terminate()
+                    entry.process.send_signal(signal.SIGCONT)  # A held run takes it too.
                 for key, entry in list(running.items()):
                     entry.process.wait()
                     # As in the poll: out of timing.RUNNING first, never counted twice.

@@ -3,6 +3,7 @@ regime map and its prediction, the document generated from the records (and
 the committed one from the committed records), scripts/diagnose.py and the runner; and,
 on tiny real runs, that a run started from a copied generation 0 ends as a full one."""
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -672,7 +673,7 @@ def _ends_within(pid: int, seconds: float) -> bool:
 
 def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli):
     """The machine stops: no finally runs. The next runner puts the time its runs had
-    had, as the killed one last saw it, in the ledger."""
+    had, as the killed one last saw it, in the ledger. Its runs end with it, even held."""
     pid_file = tmp_path / 'sleep.pid'
     env = {**os.environ, 'PYTHONPATH': ROOT}
     runner = subprocess.Popen(
@@ -688,9 +689,10 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
                 if json.loads(running.read_text())[0]['seconds'] >= 1:
                     break
             time.sleep(0.05)
+        os.kill(int(pid_file.read_text()), signal.SIGSTOP)  # Held: SIGTERM would wait.
         runner.kill()
         runner.wait()
-        # Its run ends with it (SIGTERM from the kernel), not trains on unseen.
+        # Its run ends with it (SIGKILL from the kernel), not trains on unseen.
         assert _ends_within(int(pid_file.read_text()), 10), 'the run outlived its runner'
     finally:
         if pid_file.exists() and not _ends_within(int(pid_file.read_text()), 0):
@@ -1030,7 +1032,7 @@ def test_hours_left_at_the_ledger_speed(tmp_path):
 
 def test_killing_the_runner_stops_its_runs(tmp_path):
     """In a process of its own: the runner, as `--action=run` sets it up, two fake runs,
-    SIGTERM; both runs must end with it."""
+    one of them held (SIGSTOP), SIGTERM; both runs must end with it."""
     source = f"""
 import os, signal, subprocess, sys
 sys.path.insert(0, {ROOT!r})
@@ -1054,8 +1056,14 @@ cli.run({str(tmp_path)!r}, 2, 0)
     deadline = time.time() + 60
     while time.time() < deadline and len(pids.read_text().split() if pids.exists() else []) < 2:
         time.sleep(0.1)
+    os.kill(int(pids.read_text().split()[0]), signal.SIGSTOP)
     runner.send_signal(signal.SIGTERM)
-    assert runner.wait(timeout=60) == 143
+    try:
+        assert runner.wait(timeout=60) == 143
+    finally:  # Failing, the held run would keep the runner waiting.
+        for pid in map(int, pids.read_text().split()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     for pid in map(int, pids.read_text().split()):
         with pytest.raises(ProcessLookupError):  # Ended and reaped by the runner.
             os.kill(pid, 0)
