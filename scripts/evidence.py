@@ -76,7 +76,9 @@ flags.DEFINE_string(
 flags.DEFINE_string('notes', 'docs/evidence_notes.md', 'report: Markdown put above the numbers.')
 FLAGS = flags.FLAGS
 POLL_SECONDS = 5  # How often the runner looks at its runs.
-HELD_GAP = 60  # Seconds without a look at its runs after which the runner was stopped too.
+# A look at a run this many seconds overdue (the runner did not poll: stopped, Ctrl-Z in
+# its terminal) counts as held if the run used next to no CPU meanwhile (stopped with it).
+HELD_GAP = 60
 
 
 def status(root: str, cell: design.Cell) -> str:
@@ -162,6 +164,7 @@ def run(
                 return _run(root, max_minutes, settings, running, machine_info, records)
             finally:  # Ctrl-C or an error: stop the runs (they resume from checkpoints).
                 for entry in running.values():
+                    entry.watch()  # Held until now? (The runner may have been stopped too.)
                     entry.process.terminate()
                     entry.process.send_signal(signal.SIGCONT)  # A held run takes it too.
                 for key, entry in list(running.items()):
@@ -186,9 +189,9 @@ def _machine(jobs: int) -> dict:
 @dataclasses.dataclass
 class Run:
     """A run the runner started, and how long it was held: stopped (kill -STOP) while the
-    machine did other work, or not looked at for over HELD_GAP seconds (the runner stopped
-    with it, Ctrl-Z in its terminal). Held time is not training time; the ledger keeps it
-    apart. Times are monotonic: a machine asleep counts for nothing."""
+    machine did other work, or stopped with the runner (see HELD_GAP). Held time is not
+    training time; the ledger keeps it apart. Times are monotonic: a machine asleep counts
+    for nothing."""
 
     cell: design.Cell
     process: subprocess.Popen
@@ -197,27 +200,32 @@ class Run:
     began: float = dataclasses.field(default_factory=time.monotonic)
     held: float = 0.0
     seen: float = dataclasses.field(default_factory=time.monotonic)  # The last look at it.
+    cpu: float = 0.0  # Its CPU seconds at the last look.
 
     def watch(self) -> None:
         """Counts the time since the last look as held if the run is stopped now (so
-        within a poll of the truth at each end of a hold) or the look is long overdue."""
-        now = time.monotonic()
-        if is_stopped(self.process.pid) or now - self.seen > HELD_GAP:
+        within a poll of the truth at each end of a hold), or if the look is over HELD_GAP
+        seconds late and the run used under a tenth of that in CPU time meanwhile."""
+        now, state, cpu = time.monotonic(), *process_state(self.process.pid)
+        late = now - self.seen > HELD_GAP and cpu - self.cpu < 0.1 * (now - self.seen)
+        if state == 'T' or late:
             self.held += now - self.seen
-        self.seen = now
+        self.seen, self.cpu = now, cpu
 
     def minutes(self) -> float:
         """Its training time so far, held time left out."""
         return (time.monotonic() - self.began - self.held) / 60
 
 
-def is_stopped(pid: int) -> bool:
-    """Whether process PID is stopped (SIGSTOP, Ctrl-Z) now; False where /proc is not."""
+def process_state(pid: int) -> tuple[str, float]:
+    """Process PID's state ('T': stopped by a signal; '' where /proc is not, or gone) and
+    the CPU seconds it has used."""
     try:
         with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] in 'Tt'
+            fields = f.read().rsplit(')', 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return '', 0.0
+    return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def _line(root: str, entry: Run, machine_info: dict) -> dict:
@@ -330,7 +338,7 @@ def _run(
             ):
                 continue  # Waits for its generation 0, trained by another cell.
             pending.append(c)
-        late = max_minutes and time.time() - start > 60 * max_minutes
+        late = max_minutes and time.time() - start > 60 * max_minutes  # Holds included.
         # A planned run busy elsewhere on this machine takes one of the JOBS slots too.
         while pending and len(running) + elsewhere < jobs and not late:
             cell = pending.pop(0)
@@ -370,7 +378,7 @@ def _run(
                 print(f'evidence: FAILED {cell.workdir(root)}, see its .log', flush=True)
             else:
                 acc = progress.accuracy(root, cell)
-                held = f' (and {entry.held / 60:.0f} min held)' if entry.held >= 30 else ''
+                held = f' (and {entry.held / 60:.0f} min held)' if entry.held >= 60 else ''
                 print(
                     f'evidence: done {cell.workdir(root)} in {entry.minutes():.0f} min{held}: '
                     f'balanced accuracy {100 * acc:.1f}',

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -656,19 +657,32 @@ cli.run(sys.argv[1], jobs=1, max_minutes=0)
 """
 
 
+def _hold(pid: int) -> None:
+    """Stops process PID (SIGSTOP) and waits until it is stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.time() + 10
+    while _state(pid) != 'T':
+        assert time.time() < deadline, f'process {pid} did not stop'
+        time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    """Process PID's state letter from /proc, '' once it is gone."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0]
+    except FileNotFoundError:
+        return ''
+
+
 def _ends_within(pid: int, seconds: float) -> bool:
     """Whether process PID is gone (or a zombie no one reaps) within SECONDS."""
     deadline = time.time() + seconds
-    while True:
-        try:
-            with open(f'/proc/{pid}/stat') as f:
-                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
-                    return True
-        except FileNotFoundError:
-            return True
+    while _state(pid) not in ('Z', ''):
         if time.time() >= deadline:
             return False
         time.sleep(0.05)
+    return True
 
 
 def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli):
@@ -689,7 +703,7 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
                 if json.loads(running.read_text())[0]['seconds'] >= 1:
                     break
             time.sleep(0.05)
-        os.kill(int(pid_file.read_text()), signal.SIGSTOP)  # Held: SIGTERM would wait.
+        _hold(int(pid_file.read_text()))  # Held: a SIGTERM would wait for SIGCONT.
         runner.kill()
         runner.wait()
         # Its run ends with it (SIGKILL from the kernel), not trains on unseen.
@@ -778,33 +792,46 @@ def test_time_a_run_is_held_stopped_is_kept_apart_from_its_training_time(
     assert line['held'] == 2 and line['seconds'] in (1, 2), line
     text = document.machine_time(str(tmp_path))
     assert '1 stretch(es) were held (stopped while the machine did other work) for 0.0' in text
-    assert 'in all, left out.' in text and 'of them' not in text
+    assert 'in all, not counted in the run-hours above.' in text and 'of them' not in text
     with open(tmp_path / timing.LEDGER, 'a') as f:  # One corrected by hand, as it says.
         f.write(json.dumps({**line, 'held': 2700, 'held_from': 'noted when made'}) + '\n')
     text = document.machine_time(str(tmp_path))
     assert 'held (stopped while the machine did other work) for 0.8 run-hours in all' in text
-    assert '(1 of them, held before the runner timed holds, from the holds noted' in text
-    # Stopped shows as such within moments; a process that is gone is not stopped.
+    assert '(1 of them held before the runner timed holds: from the holds noted' in text
+
+
+def test_a_look_at_a_run_long_overdue_is_held_time_unless_the_run_trained_meanwhile(cli):
+    """The runner stopped with its runs (Ctrl-Z in its terminal): held. The runner alone
+    stopped: its runs trained on, and that time counts."""
+    cell = design.Cell(design.BASE, 'fixmatch', 4800)
+    me = types.SimpleNamespace(pid=os.getpid())
+    gap = 2 * cli.HELD_GAP
+    with_it = cli.Run(cell, me, resumed=False, steps=4800, cpu=cli.process_state(me.pid)[1])
+    with_it.began -= gap
+    with_it.seen -= gap
+    with_it.watch()
+    assert with_it.held >= gap and 0 <= with_it.minutes() < 0.1
+    alone = cli.Run(cell, me, resumed=False, steps=4800, cpu=cli.process_state(me.pid)[1] - gap)
+    alone.began -= gap
+    alone.seen -= gap
+    alone.watch()
+    assert alone.held == 0 and alone.minutes() >= gap / 60
+    on_time = cli.Run(cell, me, resumed=False, steps=4800)
+    on_time.watch()
+    assert on_time.held == 0
+
+
+def test_process_state_reads_stopped_and_gone(cli):
     sleeper = subprocess.Popen(['sleep', '30'])
     try:
-        assert not cli.is_stopped(sleeper.pid)
-        os.kill(sleeper.pid, signal.SIGSTOP)
-        deadline = time.time() + 10
-        while not cli.is_stopped(sleeper.pid) and time.time() < deadline:
-            time.sleep(0.01)
-        assert cli.is_stopped(sleeper.pid)
+        assert cli.process_state(sleeper.pid)[0] not in ('T', '')
+        _hold(sleeper.pid)
+        assert cli.process_state(sleeper.pid)[0] == 'T'
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert not cli.is_stopped(sleeper.pid)
-    # A look long overdue (the runner stopped too, Ctrl-Z in its terminal) is held time.
-    late = cli.Run(cells[0], sleeper, resumed=False, steps=4800)
-    late.seen -= 2 * cli.HELD_GAP
-    late.watch()
-    assert late.held >= 2 * cli.HELD_GAP and late.minutes() <= 0
-    on_time = cli.Run(cells[0], sleeper, resumed=False, steps=4800)
-    on_time.watch()
-    assert on_time.held == 0
+    assert cli.process_state(sleeper.pid) == ('', 0.0)
+    assert cli.process_state(os.getpid())[1] > 0  # This process has used some CPU.
 
 
 def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path, monkeypatch, cli):
@@ -1031,8 +1058,10 @@ def test_hours_left_at_the_ledger_speed(tmp_path):
 
 
 def test_killing_the_runner_stops_its_runs(tmp_path):
-    """In a process of its own: the runner, as `--action=run` sets it up, two fake runs,
-    one of them held (SIGSTOP), SIGTERM; both runs must end with it."""
+    """In a process of its own: the runner, as `--action=run` sets it up, two fake runs.
+    One is held (SIGSTOP); then the runner and the other are stopped too (Ctrl-Z), and the
+    runner gets SIGTERM and SIGCONT (`kill %1`). Both runs must end with it, their time
+    stopped kept apart."""
     source = f"""
 import os, signal, subprocess, sys
 sys.path.insert(0, {ROOT!r})
@@ -1048,6 +1077,7 @@ def launch(root, cell, threads):
     return p
 cli.launch = launch
 cli.POLL_SECONDS = 0.05
+cli.HELD_GAP = 0.5
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 cli.run({str(tmp_path)!r}, 2, 0)
 """
@@ -1056,20 +1086,28 @@ cli.run({str(tmp_path)!r}, 2, 0)
     deadline = time.time() + 60
     while time.time() < deadline and len(pids.read_text().split() if pids.exists() else []) < 2:
         time.sleep(0.1)
-    os.kill(int(pids.read_text().split()[0]), signal.SIGSTOP)
+    first, second = map(int, pids.read_text().split())
+    _hold(first)
+    _hold(runner.pid)
+    _hold(second)
+    time.sleep(2.5)
     runner.send_signal(signal.SIGTERM)
+    for pid in (runner.pid, second):
+        os.kill(pid, signal.SIGCONT)
     try:
         assert runner.wait(timeout=60) == 143
-    finally:  # Failing, the held run would keep the runner waiting.
+    except BaseException:  # The held run would keep the runner waiting.
         for pid in map(int, pids.read_text().split()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        raise
     for pid in map(int, pids.read_text().split()):
         with pytest.raises(ProcessLookupError):  # Ended and reaped by the runner.
             os.kill(pid, 0)
     # Their time is in the ledger: the machine worked for it.
     records = timing.ledger(str(tmp_path))
     assert len(records) == 2 and all(r['stopped'] and r['returncode'] for r in records)
+    assert all(r['held'] >= 2 for r in records), records
     assert not (tmp_path / 'running.json').exists()  # Recorded: nothing left to recover.
 
 

@@ -51,7 +51,8 @@ def machine_time(root: str) -> str:
     held = [r for r in records if r.get('held')]
     return (
         table(['stage', 'cells finished', 'steps trained', 'run-hours'], rows)
-        + f"\n\nMachines: {'; '.join(cpus)}. Run-hours add up each run's own wall time, "
+        + f"\n\nMachines: {'; '.join(cpus)}. Run-hours add up each run's own wall time (held "
+        'time left out), '
         f'stretches stopped early or failed included: {total:.1f} in all; with {jobs} runs '
         f'side by side the machine was busy about {total / jobs:.1f} of the '
         f'{BUDGET_HOURS} hours budgeted. Steps count finished cells only, a copied '
@@ -77,10 +78,12 @@ def machine_time(root: str) -> str:
         )
         + (
             f' {len(held)} stretch(es) were held (stopped while the machine did other work) '
-            f'for {sum(r["held"] for r in held) / 3600:.1f} run-hours in all, left out'
+            f'for {sum(r["held"] for r in held) / 3600:.1f} run-hours in all, not counted in '
+            'the run-hours above'
             + (
-                f' ({noted} of them, held before the runner timed holds, from the holds noted '
-                "when made, each a gap in the run's TensorBoard evaluations)"
+                f' ({"all" if noted == len(held) else noted} of them held before the runner '
+                'timed holds: from the holds noted when made, each a gap in the '
+                "run's TensorBoard evaluations)"
                 if (noted := sum(1 for r in held if r.get('held_from')))
                 else ''
             )
