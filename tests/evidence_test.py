@@ -343,6 +343,12 @@ def test_document_is_generated_from_the_records(tmp_path):
     assert "Table 2's other presets at the base setting, 3 folds" in text
     assert 'machine hours with 2 runs side by side' in text
     assert 'side by side (bf16 at its measured speed-up)' in text  # The map's price.
+    # A verdict on fewer folds than planned says so.
+    runs = document.base_runs(root)
+    del runs['CReST+, 2 x S'][3]
+    two = document.base_claims(runs)
+    assert '| +2.0 (fold 1), +3.0 (fold 2) | +2.5 ± 0.7 | held so far (2 of 3 folds) |' in two
+    assert '| +1.5 (fold 1) | +1.5 | undecided (1 paired fold) |' in two
     # Written twice from the same records: the same document.
     document.write(root, str(out), str(out / 'again.md'), '# Notes\n', str(out / 'map.json'))
     assert open(out / 'again.md').read() == text

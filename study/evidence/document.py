@@ -205,7 +205,8 @@ def base_table(runs: dict) -> str:
 
 def base_claims(runs: dict) -> str:
     """Each comparison under both rules: paired by fold, the mean of the differences
-    against their fold-to-fold standard deviation and 1 point (`claims.verdict`)."""
+    against their fold-to-fold standard deviation and 1 point (`claims.verdict`); a
+    verdict on fewer folds than planned says so."""
     rows = []
     for claim, (a, la_a), (b, la_b) in COMPARISONS:
         for rule, baseline in RULES:
@@ -219,6 +220,8 @@ def base_claims(runs: dict) -> str:
                 [_value(a_runs[f], la_a) - _value(b_runs[f], la_b) for f in folds], np.float64
             )
             mean, spread, verdict = claims.verdict(diffs)
+            if 1 < len(folds) < len(design.FOLDS):
+                verdict += f' so far ({len(folds)} of {len(design.FOLDS)} folds)'
             rows.append(
                 [
                     claim,
