@@ -1,5 +1,5 @@
 """The machine a run or benchmark runs on: speeds compare only within one machine, and
-what does not fit in its memory is refused before it is built."""
+what does not fit in its memory is refused before it is built; how a process on it fares."""
 
 import os
 import platform
@@ -41,3 +41,14 @@ def check_fits(needed: int, what: str, remedy: str) -> None:
             f'{what} needs about {needed / 2**30:.1f} GiB of memory, and '
             f'{available / 2**30:.1f} GiB is available: {remedy}'
         )
+
+
+def process_state(pid: int) -> tuple[str, float]:
+    """Process PID's state letter ('T': stopped by a signal; '' where /proc is not, or
+    the process is gone) and the CPU seconds it has used."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+    except (OSError, IndexError):
+        return '', 0.0
+    return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')

@@ -28,7 +28,6 @@ repository: commit them), from which `report` alone writes the document, on any 
 """
 
 import ctypes
-import dataclasses
 import datetime
 import json
 import os
@@ -76,9 +75,6 @@ flags.DEFINE_string(
 flags.DEFINE_string('notes', 'docs/evidence_notes.md', 'report: Markdown put above the numbers.')
 FLAGS = flags.FLAGS
 POLL_SECONDS = 5  # How often the runner looks at its runs.
-# A look at a run this many seconds overdue (the runner did not poll: stopped, Ctrl-Z in
-# its terminal) counts as held if the run used next to no CPU meanwhile (stopped with it).
-HELD_GAP = 60
 
 
 def status(root: str, cell: design.Cell) -> str:
@@ -186,49 +182,7 @@ def _machine(jobs: int) -> dict:
     }
 
 
-@dataclasses.dataclass
-class Run:
-    """A run the runner started, and how long it was held: stopped (kill -STOP) while the
-    machine did other work, or stopped with the runner (see HELD_GAP). Held time is not
-    training time; the ledger keeps it apart. Times are monotonic: a machine asleep counts
-    for nothing."""
-
-    cell: design.Cell
-    process: subprocess.Popen
-    resumed: bool  # Its folder was there: it trains only part of its steps.
-    steps: int  # The cell's steps but a copied generation 0's.
-    began: float = dataclasses.field(default_factory=time.monotonic)
-    held: float = 0.0
-    seen: float = dataclasses.field(default_factory=time.monotonic)  # The last look at it.
-    cpu: float = 0.0  # Its CPU seconds at the last look.
-
-    def watch(self) -> None:
-        """Counts the time since the last look as held if the run is stopped now (so
-        within a poll of the truth at each end of a hold), or if the look is over HELD_GAP
-        seconds late and the run used under a tenth of that in CPU time meanwhile."""
-        now, state, cpu = time.monotonic(), *process_state(self.process.pid)
-        late = now - self.seen > HELD_GAP and cpu - self.cpu < 0.1 * (now - self.seen)
-        if state == 'T' or late:
-            self.held += now - self.seen
-        self.seen, self.cpu = now, cpu
-
-    def minutes(self) -> float:
-        """Its training time so far, held time left out."""
-        return (time.monotonic() - self.began - self.held) / 60
-
-
-def process_state(pid: int) -> tuple[str, float]:
-    """Process PID's state ('T': stopped by a signal; '' where /proc is not, or gone) and
-    the CPU seconds it has used."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-    except (OSError, IndexError):
-        return '', 0.0
-    return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
-def _line(root: str, entry: Run, machine_info: dict) -> dict:
+def _line(root: str, entry: timing.Run, machine_info: dict) -> dict:
     """A run's ledger line as of now."""
     held = round(entry.held)
     return {
@@ -247,7 +201,7 @@ def _line(root: str, entry: Run, machine_info: dict) -> dict:
     }
 
 
-def _record(root: str, entry: Run, machine_info: dict, stopped: bool = False) -> None:
+def _record(root: str, entry: timing.Run, machine_info: dict, stopped: bool = False) -> None:
     """Appends a run's line to the ledger: it finished, failed or was stopped."""
     record = _line(root, entry, machine_info)
     if stopped:  # Its time counts; the run resumes at its last checkpoint.
@@ -359,7 +313,7 @@ def _run(
             started = os.path.exists(cell.workdir(root))
             steps = progress.steps_to_train(root, cell, cells) if started else cell.total_steps
             process = launch(root, cell, threads)
-            running[design.cells_key(cell)] = Run(cell, process, resumed, steps)
+            running[design.cells_key(cell)] = timing.Run(cell, process, resumed, steps)
         _save_running(root, running, machine_info)
         if not running and not (elsewhere and not late):
             break

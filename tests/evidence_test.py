@@ -19,7 +19,7 @@ import types
 import numpy as np
 import pytest
 
-from libml import locks
+from libml import locks, machine
 from study.evidence import design, document, generation0, planner, progress, regime, store, timing
 from tests import fakes
 
@@ -806,38 +806,40 @@ def test_time_a_run_is_held_stopped_is_kept_apart_from_its_training_time(
     assert '(1 of them held before the runner timed holds: from the holds noted' in text
 
 
-def test_a_look_at_a_run_long_overdue_is_held_time_unless_the_run_trained_meanwhile(cli):
+def test_a_look_at_a_run_long_overdue_is_held_time_unless_the_run_trained_meanwhile():
     """The runner stopped with its runs (Ctrl-Z in its terminal): held. The runner alone
     stopped: its runs trained on, and that time counts."""
     cell = design.Cell(design.BASE, 'fixmatch', 4800)
     me = types.SimpleNamespace(pid=os.getpid())
-    gap = 2 * cli.HELD_GAP
-    with_it = cli.Run(cell, me, resumed=False, steps=4800, cpu=cli.process_state(me.pid)[1])
+    gap = 2 * timing.HELD_GAP
+    with_it = timing.Run(cell, me, resumed=False, steps=4800, cpu=machine.process_state(me.pid)[1])
     with_it.began -= gap
     with_it.seen -= gap
     with_it.watch()
     assert with_it.held >= gap and 0 <= with_it.minutes() < 0.1
-    alone = cli.Run(cell, me, resumed=False, steps=4800, cpu=cli.process_state(me.pid)[1] - gap)
+    alone = timing.Run(
+        cell, me, resumed=False, steps=4800, cpu=machine.process_state(me.pid)[1] - gap
+    )
     alone.began -= gap
     alone.seen -= gap
     alone.watch()
     assert alone.held == 0 and alone.minutes() >= gap / 60
-    on_time = cli.Run(cell, me, resumed=False, steps=4800)
+    on_time = timing.Run(cell, me, resumed=False, steps=4800)
     on_time.watch()
     assert on_time.held == 0
 
 
-def test_process_state_reads_stopped_and_gone(cli):
+def test_process_state_reads_stopped_and_gone():
     sleeper = subprocess.Popen(['sleep', '30'])
     try:
-        assert cli.process_state(sleeper.pid)[0] not in ('T', '')
+        assert machine.process_state(sleeper.pid)[0] not in ('T', '')
         _hold(sleeper.pid)
-        assert cli.process_state(sleeper.pid)[0] == 'T'
+        assert machine.process_state(sleeper.pid)[0] == 'T'
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert cli.process_state(sleeper.pid) == ('', 0.0)
-    assert cli.process_state(os.getpid())[1] > 0  # This process has used some CPU.
+    assert machine.process_state(sleeper.pid) == ('', 0.0)
+    assert machine.process_state(os.getpid())[1] > 0  # This process has used some CPU.
 
 
 def test_runner_limited_to_settings_drops_the_others_but_never_the_base(tmp_path, monkeypatch, cli):
@@ -1071,7 +1073,7 @@ def test_killing_the_runner_stops_its_runs(tmp_path):
     source = f"""
 import os, signal, subprocess, sys
 sys.path.insert(0, {ROOT!r})
-from study.evidence import design, planner
+from study.evidence import design, planner, timing
 from tests import fakes
 cli = fakes.load_script('scripts/evidence.py', 'cli')
 cells = [design.Cell(s, 'fixmatch', 4800) for s in design.MAP_OTHERS[:2]]
@@ -1083,7 +1085,7 @@ def launch(root, cell, threads):
     return p
 cli.launch = launch
 cli.POLL_SECONDS = 0.05
-cli.HELD_GAP = 0.5
+timing.HELD_GAP = 0.5
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 cli.run({str(tmp_path)!r}, 2, 0)
 """

@@ -1,9 +1,14 @@
 """The ledger of the study's runs that ended (finished, failed or stopped), how it is
-written (a killed runner's runs included), and the speeds and hours read from it."""
+written (a killed runner's runs included, their held time apart), and the speeds and
+hours read from it."""
 
+import dataclasses
 import json
 import os
+import subprocess
+import time
 
+from libml import machine
 from study.evidence import design
 
 # ROOT/LEDGER: one JSON line per run that ended (finished, failed or stopped): its cell
@@ -15,6 +20,42 @@ LEDGER = 'ledger.jsonl'
 # poll). A runner that ends, however it ends but killed outright (the machine stopped),
 # removes it; the next one finds it left behind and puts those lines in the ledger.
 RUNNING = 'running.json'
+
+
+# A look at a run this many seconds overdue (the runner did not poll: stopped, Ctrl-Z in
+# its terminal) counts as held if the run used next to no CPU meanwhile (stopped with it).
+HELD_GAP = 60
+
+
+@dataclasses.dataclass
+class Run:
+    """A run the runner started, and how long it was held: stopped (kill -STOP) while the
+    machine did other work, or stopped with the runner (see HELD_GAP). Held time is not
+    training time; the ledger keeps it apart. Times are monotonic: a machine asleep counts
+    for nothing."""
+
+    cell: design.Cell
+    process: subprocess.Popen
+    resumed: bool  # Its folder was there: it trains only part of its steps.
+    steps: int  # The cell's steps but a copied generation 0's.
+    began: float = dataclasses.field(default_factory=time.monotonic)
+    held: float = 0.0
+    seen: float = dataclasses.field(default_factory=time.monotonic)  # The last look at it.
+    cpu: float = 0.0  # Its CPU seconds at the last look.
+
+    def watch(self) -> None:
+        """Counts the time since the last look as held if the run is stopped now (so
+        within a poll of the truth at each end of a hold), or if the look is over HELD_GAP
+        seconds late and the run used under a tenth of that in CPU time meanwhile."""
+        now, state, cpu = time.monotonic(), *machine.process_state(self.process.pid)
+        late = now - self.seen > HELD_GAP and cpu - self.cpu < 0.1 * (now - self.seen)
+        if state == 'T' or late:
+            self.held += now - self.seen
+        self.seen, self.cpu = now, cpu
+
+    def minutes(self) -> float:
+        """Its training time so far, held time left out."""
+        return (time.monotonic() - self.began - self.held) / 60
 
 
 def append(root: str, lines: list[dict]) -> None:
