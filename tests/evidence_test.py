@@ -1099,13 +1099,15 @@ cli.run({str(tmp_path)!r}, 2, 0)
     _hold(runner.pid)
     _hold(second)
     time.sleep(2.5)
-    runner.send_signal(signal.SIGTERM)
-    for pid in (runner.pid, second):
-        os.kill(pid, signal.SIGCONT)
     try:
+        runner.send_signal(signal.SIGTERM)
+        # The stopped run first: once the runner goes on it ends its runs, and a pid
+        # continued after that may already be gone.
+        for pid in (second, runner.pid):
+            os.kill(pid, signal.SIGCONT)
         assert runner.wait(timeout=60) == 143
     except BaseException:  # The held run would keep the runner waiting.
-        for pid in map(int, pids.read_text().split()):
+        for pid in [runner.pid, *map(int, pids.read_text().split())]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         raise
