@@ -20,8 +20,8 @@ it and taken up if that process stops short.
 
 Every run that ends (finished, failed, or stopped with the runner) appends its machine,
 wall time and steps to ROOT/ledger.jsonl (the time it was held, stopped while the machine
-did other work, apart); a planned cell finished by hand gets a line
-from its results.json; the runs of a runner killed outright (the machine stopped) get
+did other work, apart); a planned cell finished by hand gets a line from its
+results.json; the runs of a runner killed outright (SIGKILL, or the machine stopped) get
 theirs from the next runner, timed until the killed one last saw them. Each finished
 cell's small files and the ledger are copied to RECORDS (docs/evidence/runs, kept in the
 repository: commit them), from which `report` alone writes the document, on any clone.

@@ -64,8 +64,8 @@ def machine_time(root: str) -> str:
             else ''
         )
         + (
-            f' {killed} stretch(es) whose runner was killed outright (the machine stopped) '
-            'are timed until it last saw them'
+            f' {killed} stretch(es) whose runner was killed outright (SIGKILL, or the machine'
+            ' stopped) are timed until it last saw them'
             + (
                 f' ({rebuilt} of them, lost before the runner kept such stretches, from their '
                 "TensorBoard event file's creation to its last write)"

@@ -17,8 +17,9 @@ LEDGER = 'ledger.jsonl'
 
 
 # ROOT/RUNNING: the ledger lines of the runs going, as the runner last saw them (every
-# poll). A runner that ends, however it ends but killed outright (the machine stopped),
-# removes it; the next one finds it left behind and puts those lines in the ledger.
+# poll). A runner that ends, however it ends but killed outright (SIGKILL, or the machine
+# stopped), removes it; the next one finds it left behind and puts those lines in the
+# ledger.
 RUNNING = 'running.json'
 
 
