@@ -803,9 +803,11 @@ def test_time_a_run_is_held_stopped_is_kept_apart_from_its_training_time(
     (line,) = timing.ledger(str(tmp_path))
     stopped = sent[signal.SIGCONT] - sent[signal.SIGSTOP]  # 2 s on an idle machine.
     # Within a poll of the truth at each end (longer than 0.05 s on a loaded machine),
-    # then rounded to whole seconds; the rest of the run's wall time is its own.
+    # then rounded to whole seconds; the rest of the run's wall time is its own (both
+    # rounded, and the runner's own start and end: within 1.5 s; held time counted in
+    # `seconds` too would be 2 s over).
     assert abs(line['held'] - stopped) < 1 and line['held'] >= 1, (line, stopped)
-    assert abs(line['seconds'] + line['held'] - wall) <= 1, (line, wall)
+    assert abs(line['seconds'] + line['held'] - wall) < 1.5, (line, wall)
     text = document.machine_time(str(tmp_path))
     assert '1 stretch(es) were held (stopped while the machine did other work) for 0.0' in text
     assert 'in all, not counted in the run-hours above.' in text and 'of them' not in text
