@@ -667,24 +667,15 @@ def _hold(pid: int) -> None:
     """Stops process PID (SIGSTOP) and waits until it is stopped."""
     os.kill(pid, signal.SIGSTOP)
     deadline = time.time() + 10
-    while _state(pid) != 'T':
+    while machine.process_state(pid)[0] != 'T':
         assert time.time() < deadline, f'process {pid} did not stop'
         time.sleep(0.01)
-
-
-def _state(pid: int) -> str:
-    """Process PID's state letter from /proc, '' once it is gone."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0]
-    except FileNotFoundError:
-        return ''
 
 
 def _ends_within(pid: int, seconds: float) -> bool:
     """Whether process PID is gone (or a zombie no one reaps) within SECONDS."""
     deadline = time.time() + seconds
-    while _state(pid) not in ('Z', ''):
+    while machine.process_state(pid)[0] not in ('Z', ''):
         if time.time() >= deadline:
             return False
         time.sleep(0.05)
