@@ -26,11 +26,9 @@ START_UP_LINES = (
 )
 
 # The filter: each line of its stdin, unless it holds one of its arguments, to its
-# stdout at once; it ends when the last writer closes the pipe (or dies), not on Ctrl-C,
-# which is the program's to report.
+# stdout at once; it ends when the last writer closes the pipe (or dies).
 _FILTER = """
-import signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
+import sys
 known = [a.encode() for a in sys.argv[1:]]
 for line in sys.stdin.buffer:
     if not any(k in line for k in known):
@@ -61,8 +59,13 @@ def import_tensorflow():
     except (AttributeError, OSError, ValueError):  # No stderr (None, closed).
         return _plain_import()
     try:
+        # Its own session: Ctrl-C, sent to the program's process group, is the program's
+        # to report, and must not reach the filter, even while its interpreter starts.
         sieve = subprocess.Popen(
-            [sys.executable, '-c', _FILTER, *START_UP_LINES], stdin=subprocess.PIPE, stdout=saved
+            [sys.executable, '-c', _FILTER, *START_UP_LINES],
+            stdin=subprocess.PIPE,
+            stdout=saved,
+            start_new_session=True,
         )
     except (OSError, TypeError, ValueError):  # No interpreter to start (sys.executable).
         os.close(saved)

@@ -139,3 +139,36 @@ def test_ctrl_c_in_the_import_is_the_programs_alone(tmp_path):
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGINT  # How Python ends on an uncaught Ctrl-C.
     assert stderr.count('KeyboardInterrupt') == 1, stderr
+
+
+def test_ctrl_c_while_the_filter_starts_is_the_programs_alone(tmp_path):
+    """Ctrl-C a few milliseconds into the import, while the filter's interpreter may
+    still be starting: the filter must neither die of it nor report it, and must pass on
+    what the program writes after."""
+    fake = tmp_path / 'tensorflow'
+    fake.mkdir()
+    code = 'from libml import startup\nstartup.import_tensorflow()\n'
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), ROOT])}
+    for millis in range(0, 100, 4):  # Sweeps the filter's start-up, however long.
+        (fake / '__init__.py').write_text(
+            'import os, signal, time\n'
+            f'time.sleep({millis / 1000})\n'
+            'try:\n'
+            '    os.killpg(0, signal.SIGINT)\n'
+            '    time.sleep(30)\n'
+            'except KeyboardInterrupt:\n'
+            '    os.write(2, b"written after the interrupt\\n")\n'
+            '    raise\n'
+        )
+        proc = subprocess.run(
+            [sys.executable, '-c', code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            start_new_session=True,  # Its own process group, as a terminal's job.
+        )
+        lines = proc.stderr.splitlines()
+        assert proc.returncode == -signal.SIGINT, (millis, proc.stderr)
+        assert lines[0] == 'written after the interrupt', (millis, proc.stderr)
+        assert proc.stderr.count('KeyboardInterrupt') == 1, (millis, proc.stderr)
