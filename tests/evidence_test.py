@@ -60,14 +60,25 @@ def _results_text():
     return json.dumps(_results(0.5).to_json(), indent=1)
 
 
+# How a fake run writes a file: whole or not at all, as real runs do, since the runner
+# reads results.json while the run goes on (an empty file, just opened, is no JSON).
+_PUT = """
+import os
+def put(path, text):
+    with open(path + '.tmp', 'w') as f:
+        f.write(text)
+    os.replace(path + '.tmp', path)
+"""
+
+
 def _writes_results(root, cell, before=0.0, after=0.0) -> subprocess.Popen:
     """A fake run of `cell`: writes its results.json after `before` seconds and exits
     `after` seconds later."""
     path = os.path.join(cell.workdir(root), 'results.json')
     os.makedirs(os.path.dirname(path), exist_ok=True)
     code = (
-        f'import time; time.sleep({before}); open({path!r}, "w").write({_results_text()!r}); '
-        f'time.sleep({after})'
+        f'{_PUT}\nimport time\ntime.sleep({before})\nput({path!r}, {_results_text()!r})\n'
+        f'time.sleep({after})\n'
     )
     return subprocess.Popen([sys.executable, '-c', code])
 
@@ -541,7 +552,7 @@ def test_runner_runs_each_cell_once_side_by_side_and_keeps_a_ledger(tmp_path, mo
         code = (
             'import sys; sys.exit(3)'
             if cell.setting.class_order == 2
-            else f'open({path!r}, "w").write({_results_text()!r})'
+            else f'{_PUT}\nput({path!r}, {_results_text()!r})\n'
         )
         return subprocess.Popen([sys.executable, '-c', code])
 
@@ -697,7 +708,8 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
         deadline = time.time() + 60
         while time.time() < deadline:
             if running.exists() and json.loads(running.read_text() or '[]'):
-                if json.loads(running.read_text())[0]['seconds'] >= 1:
+                # 2, not 1: a last look at the held run may take back up to a second.
+                if json.loads(running.read_text())[0]['seconds'] >= 2:
                     break
             time.sleep(0.05)
         _hold(int(pid_file.read_text()))  # Held: a SIGTERM would wait for SIGCONT.
@@ -917,15 +929,16 @@ def _fake_args(cell):
 
 # argv: a run folder, the method, its results.json. A fake run: after a moment, its
 # generation 0 (a marker of who trained it) and results.json.
-_FAKE_RUN = """
-import json, os, sys, time
+_FAKE_RUN = (
+    _PUT
+    + """
+import json, sys, time
 time.sleep(0.3)
 os.makedirs(sys.argv[1] + '/gen_00', exist_ok=True)
-with open(sys.argv[1] + '/gen_00/metrics.json', 'w') as f:
-    json.dump({'trained_by': sys.argv[2]}, f)
-with open(sys.argv[1] + '/results.json', 'w') as f:
-    f.write(sys.argv[3])
+put(sys.argv[1] + '/gen_00/metrics.json', json.dumps({'trained_by': sys.argv[2]}))
+put(sys.argv[1] + '/results.json', sys.argv[3])
 """
+)
 
 
 def test_runner_waits_for_generation0_then_copies_it(tmp_path, monkeypatch, cli):
@@ -1094,8 +1107,12 @@ cli.run({str(tmp_path)!r}, 2, 0)
 """
     runner = subprocess.Popen([sys.executable, '-c', source])
     pids = tmp_path / 'pids'
+    running = tmp_path / timing.RUNNING  # Saved once both runs are the runner's to end.
     deadline = time.time() + 60
-    while time.time() < deadline and len(pids.read_text().split() if pids.exists() else []) < 2:
+    while (
+        time.time() < deadline
+        and len(json.loads(running.read_text() or '[]') if running.exists() else []) < 2
+    ):
         time.sleep(0.1)
     first, second = map(int, pids.read_text().split())
     _hold(first)
