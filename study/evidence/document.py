@@ -304,10 +304,19 @@ def hard_tail_section(root: str, output: str, rel: str) -> tuple[str, list[str]]
         ]
         for c in order
     ]
+    plus = found.get('CReST+, 2 x S')
+    picks = plus.generations[0].picks if plus else None
+    if picks is not None and picks.correct is not None:
+        header.append("CReST+'s pseudo-labels after generation 0: right / added")
+        for row, c in zip(rows, order, strict=True):
+            row.append(f'{picks.correct[c]} / {picks.checked[c]}')
     out = (
         f"{hard.title}: the classes that FixMatch S recalls worst on base fold 1's test set "
         'made the rarest. Per-class test recall, the head first (mean of the last 5 '
-        'evaluations of the last generation):\n\n' + table(header, rows) + '\n'
+        'evaluations of the last generation), and the pseudo-labels CReST+ added to the '
+        'labeled set for its second generation, by the class they name:\n\n'
+        + table(header, rows)
+        + '\n'
     )
     path = os.path.join(output, HARD_TAIL_PLOT)
     _recall_plot(found, order, path)
