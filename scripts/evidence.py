@@ -53,7 +53,8 @@ flags.DEFINE_string(
     'records',
     'docs/evidence/runs',
     "Folder of the finished cells' records and the ledger, kept in the repository; "
-    'report reads nothing else.',
+    'report reads nothing else; run and list first rebuild from it the cells finished '
+    'elsewhere.',
 )
 flags.DEFINE_integer('jobs', 2, 'Runs side by side, each with cores / jobs threads.')
 flags.DEFINE_integer(
@@ -75,6 +76,7 @@ flags.DEFINE_string(
 flags.DEFINE_string('notes', 'docs/evidence_notes.md', 'report: Markdown put above the numbers.')
 FLAGS = flags.FLAGS
 POLL_SECONDS = 5  # How often the runner looks at its runs.
+RUNNER_LOCK = '.runner.lock'  # In ROOT: held by the runner going on it.
 
 
 def status(root: str, cell: design.Cell) -> str:
@@ -145,7 +147,7 @@ def run(
     machine_info = _machine(jobs)
     running = {}
     try:
-        with locks.hold(os.path.join(root, '.runner.lock'), busy):
+        with locks.hold(os.path.join(root, RUNNER_LOCK), busy):
             try:
                 killed = timing.recover(root)
             except ValueError as e:
@@ -396,6 +398,25 @@ def check(root: str, records: str) -> int:
     return 0
 
 
+def restore(root: str, records: str) -> None:
+    """Rebuilds under ROOT the cells finished elsewhere, from RECORDS, and says so: on a
+    new machine the runner would otherwise train them again. Left to a runner going on
+    ROOT, which did it when it started."""
+    os.makedirs(root, exist_ok=True)
+    try:
+        with locks.hold(os.path.join(root, RUNNER_LOCK), ''):
+            folders, lines = store.restore(records, root)
+    except locks.Busy:
+        return
+    if folders or lines:
+        print(
+            f'evidence: {len(folders)} finished cell(s) and {lines} ledger line(s) restored '
+            f'from {records} to {root} (records only: a CReST cell trains its generation 0 '
+            'itself rather than copy it from one of them)',
+            flush=True,
+        )
+
+
 def _read(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
@@ -406,6 +427,8 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     if FLAGS.jobs < 1:
         sys.exit(f'error: --jobs must be >= 1, got {FLAGS.jobs}')
+    if FLAGS.action in ('list', 'run') and FLAGS.records:
+        restore(FLAGS.root, FLAGS.records)
     known = [s.name for s in planner.map_settings(FLAGS.root)]
     unknown = [name for name in FLAGS.settings if name not in known]
     if unknown:

@@ -732,7 +732,13 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
     # A file that is not such a list stays, and the runner says so in one line.
     running.write_text('{}')
     proc = subprocess.run(
-        [sys.executable, 'scripts/evidence.py', '--action=run', f'--root={tmp_path / "root"}'],
+        [
+            sys.executable,
+            'scripts/evidence.py',
+            '--action=run',
+            f'--root={tmp_path / "root"}',
+            f'--records={tmp_path / "records"}',
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -904,6 +910,7 @@ def test_an_unknown_setting_is_refused_in_one_line(tmp_path):
             os.path.join(ROOT, 'scripts', 'evidence.py'),
             '--action=list',
             f'--root={tmp_path}',
+            f'--records={tmp_path / "records"}',
             '--settings=g100_b10_o0,g300_b10_o0',
         ],
         capture_output=True,
@@ -1018,6 +1025,93 @@ def test_runner_trains_generation0_itself_when_the_source_was_trained_otherwise(
     assert launched == [(crest, False)]  # Nothing copied into its folder.
     trained = [r['steps'] for r in timing.ledger(root) if not r.get('by_hand')]
     assert trained == [9600]
+
+
+def test_a_new_machine_rebuilds_the_finished_cells_from_the_records(tmp_path, monkeypatch, cli):
+    """runs/ is gone (a new machine): the runner trains none of the cells the records
+    hold again, keeps their ledger lines, and trains CReST's generation 0 itself, since
+    a rebuilt FixMatch S folder holds no model."""
+    fixmatch = design.Cell(design.BASE, 'fixmatch', 4800)
+    fixmatch_2s = design.Cell(design.BASE, 'fixmatch', 9600)
+    crest = design.Cell(design.BASE, 'fixmatch_crest', 9600)
+    cells = [fixmatch, fixmatch_2s, crest]
+    old, root, records = (str(tmp_path / n) for n in ('old', 'runs', 'records'))
+    for cell in cells[:2]:  # Finished on the old machine, records kept.
+        _finish(old, cell, 0.7)
+        _write(os.path.join(cell.workdir(old), 'gen_00', 'ckpt', 'checkpoint'), 'x')
+        _ledger(old, cell, 600)
+        store.save_records(old, records, cell)
+    store.save_ledger(old, records)
+    # This machine's root has one run of its own, unfinished, and a ledger line.
+    other = design.Cell(design.MAP_OTHERS[0], 'fixmatch', 4800)
+    _write(os.path.join(other.workdir(root), 'args.json'), '{}')
+    _ledger(root, other, 60, returncode=None, stopped=True)
+
+    assert cli.restore(root, records) is None
+    assert progress.accuracy(root, fixmatch) == pytest.approx(0.7)
+    assert progress.results(root, other) is None  # Its own folder, left as it was.
+    assert not os.path.exists(os.path.join(fixmatch.workdir(root), 'gen_00', 'ckpt'))
+    assert [r['cell'] for r in timing.ledger(root)] == [c.workdir('') for c in cells[:2]] + [
+        other.workdir('')
+    ]
+    assert store.restore(records, root) == ([], 0)  # Once only.
+    assert progress.steps_to_train(root, crest, cells) == 9600
+    with pytest.raises(ValueError, match='rebuilt from its records and holds no model'):
+        generation0.copy(root, fixmatch, crest)
+
+    monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
+    launched = []
+
+    def fake_launch(root, cell, threads):
+        launched.append((cell, os.path.exists(cell.workdir(root))))
+        os.makedirs(cell.workdir(root), exist_ok=True)
+        return subprocess.Popen(
+            [sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method, _results_text()]
+        )
+
+    monkeypatch.setattr(cli, 'launch', fake_launch)
+    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    assert cli.run(root, jobs=2, max_minutes=0, records=records) == 0
+    assert launched == [(crest, False)]  # Nothing copied into its folder.
+    lines = timing.ledger(records)
+    assert [(r['cell'], r['steps']) for r in lines] == [
+        (fixmatch.workdir(''), 4800),
+        (fixmatch_2s.workdir(''), 9600),
+        (other.workdir(''), 4800),
+        (crest.workdir(''), 9600),
+    ]
+    assert not any(r.get('by_hand') for r in lines)
+
+
+def test_list_on_a_new_machine_shows_the_committed_cells_done(tmp_path):
+    """The committed records, listed from an empty runs folder: every cell they hold is
+    done, and the settings they decided (the hard tail) are known."""
+    records = os.path.join(ROOT, 'docs', 'evidence', 'runs')
+    finished = {
+        os.path.relpath(d, records) for d, _, files in os.walk(records) if 'results.json' in files
+    }
+    assert finished  # The committed study has finished cells.
+    root = str(tmp_path / 'runs')
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, 'scripts', 'evidence.py'),
+            '--action=list',
+            f'--root={root}',
+            f'--records={records}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f'evidence: {len(finished)} finished cell(s) and ')
+    done = {os.path.relpath(line.split()[-1], root) for line in lines if line.startswith('done ')}
+    assert done == finished
+    assert timing.ledger(root) == timing.ledger(records)
+    assert planner.hard_tail(root) == planner.hard_tail(records) is not None
 
 
 @pytest.mark.parametrize('jobs', [1, 2])

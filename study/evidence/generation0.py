@@ -11,6 +11,9 @@ from crest import presets
 from study.evidence import design
 
 COPIED = 'generation0.json'  # In a run folder: the run its generation 0 was copied from.
+# In a run folder: rebuilt from the cell's records on another machine (store.restore). It
+# holds no model, so it cannot give its generation 0.
+RESTORED = 'restored.json'
 
 # Flags in which a generation 0 and its copy's run differ.
 _RUN_LENGTH_FLAGS = ('method', 'generations', 'total_steps', 'cpu_threads')
@@ -35,6 +38,12 @@ def source(cell: design.Cell, cells: list[design.Cell]) -> design.Cell | None:
         ):
             return planned[design.cells_key(candidate)]
     return None
+
+
+def copyable(root: str, source: design.Cell) -> bool:
+    """Whether `source`'s run folder under ROOT can give its generation 0: not one
+    rebuilt from records, which hold no model."""
+    return not os.path.exists(os.path.join(source.workdir(root), RESTORED))
 
 
 def _differences(args: dict, cell: design.Cell) -> list[str]:
@@ -65,8 +74,11 @@ def copy(root: str, source: design.Cell, cell: design.Cell) -> None:
     evaluations, picks, export, metrics), written under a temporary name and renamed, so
     that an interruption leaves the run folder absent or complete. The loop then skips
     generation 0 as finished and checks its export against its picks. ValueError if the
-    source's args.json differs from the cell's flags or the cell has started."""
+    source's args.json differs from the cell's flags, the source holds no model or the
+    cell has started."""
     source_dir = source.workdir(root)
+    if not copyable(root, source):
+        raise ValueError(f'{source_dir} was rebuilt from its records and holds no model')
     with open(os.path.join(source_dir, 'args.json')) as f:
         wrong = _differences(json.load(f), cell)
     if wrong:

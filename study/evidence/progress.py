@@ -23,11 +23,13 @@ def accuracy(root: str, cell: design.Cell) -> float | None:
 
 def steps_to_train(root: str, cell: design.Cell, cells: list[design.Cell]) -> int:
     """The steps `cell` trains itself: all but a copied generation 0 (copied already, or
-    to be copied from a planned run when the cell has not started)."""
+    to be copied from a planned run when the cell has not started, unless that run was
+    rebuilt from its records)."""
     if os.path.exists(cell.workdir(root)):
         copied = os.path.exists(os.path.join(cell.workdir(root), generation0.COPIED))
     else:
-        copied = generation0.source(cell, cells) is not None
+        source = generation0.source(cell, cells)
+        copied = source is not None and generation0.copyable(root, source)
     return cell.total_steps - (cell.steps_per_generation if copied else 0)
 
 

@@ -1,7 +1,8 @@
 """The records of finished cells, kept in the repository (docs/evidence/runs): what the
-report reads of a run, copied from its run folder with the ledger; and a re-run compared
-with them."""
+report reads of a run, copied from its run folder with the ledger; copied back to rebuild
+the finished run folders on a new machine; and a re-run compared with them."""
 
+import json
 import os
 import shutil
 
@@ -51,6 +52,38 @@ def save_ledger(root: str, records: str) -> str | None:
     shutil.copyfile(source, path + '.partial')
     os.replace(path + '.partial', path)
     return path
+
+
+def restore(records: str, root: str) -> tuple[list[str], int]:
+    """Copies to ROOT what RECORDS hold and ROOT lacks, so that a runner on a new machine
+    (or after ROOT was lost) knows the cells finished elsewhere and the hours they took:
+    each finished cell's records become its run folder (written under a temporary name,
+    then renamed), marked generation0.RESTORED; the ledger's lines missing from ROOT's go
+    before ROOT's own. A run folder ROOT has, finished or not, is left as it is. Returns
+    the run folders written and the number of ledger lines added."""
+    written = []
+    for folder, _, files in sorted(os.walk(records)):
+        if 'results.json' not in files:
+            continue
+        target = os.path.join(root, os.path.relpath(folder, records))
+        if os.path.exists(target):
+            continue
+        partial = target + '.restoring'
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(folder, partial)
+        with open(os.path.join(partial, generation0.RESTORED), 'w') as f:
+            json.dump({'restored_from': folder}, f)
+        os.rename(partial, target)
+        written.append(target)
+    own = timing.ledger(root)
+    missing = [line for line in timing.ledger(records) if line not in own]
+    if missing:
+        os.makedirs(root, exist_ok=True)
+        path = os.path.join(root, timing.LEDGER)
+        with open(path + '.partial', 'w') as f:
+            f.writelines(json.dumps(line) + '\n' for line in missing + own)
+        os.replace(path + '.partial', path)
+    return written, len(missing)
 
 
 # Fields of results.json that differ between two runs of the same cell by their nature.
