@@ -102,6 +102,17 @@ def _ledger(root, cell, seconds, **extra):
         f.write(json.dumps(record) + '\n')
 
 
+def _evidence(*flags: str) -> subprocess.CompletedProcess:
+    """scripts/evidence.py run with these flags from the repository's folder."""
+    return subprocess.run(
+        [sys.executable, 'scripts/evidence.py', *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 S = design.STEPS
 BASE_S = design.Cell(design.BASE, 'fixmatch', S)  # Base fold 1's FixMatch S.
 # Base fold 1's FixMatch S recalls class 1 worst, then 2, 3, 0 (its minority half, 2 and
@@ -731,18 +742,8 @@ def test_a_runner_killed_outright_leaves_its_runs_time_to_the_next(tmp_path, cli
     assert not running.exists() and timing.recover(str(tmp_path / 'root')) == 0
     # A file that is not such a list stays, and the runner says so in one line.
     running.write_text('{}')
-    proc = subprocess.run(
-        [
-            sys.executable,
-            'scripts/evidence.py',
-            '--action=run',
-            f'--root={tmp_path / "root"}',
-            f'--records={tmp_path / "records"}',
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = _evidence(
+        '--action=run', f'--root={tmp_path / "root"}', f'--records={tmp_path / "records"}'
     )
     assert proc.returncode == 1 and running.exists()
     assert (
@@ -904,18 +905,11 @@ def test_list_shows_how_far_a_started_cell_has_come(tmp_path, monkeypatch, cli, 
 
 
 def test_an_unknown_setting_is_refused_in_one_line(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, 'scripts', 'evidence.py'),
-            '--action=list',
-            f'--root={tmp_path}',
-            f'--records={tmp_path / "records"}',
-            '--settings=g100_b10_o0,g300_b10_o0',
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = _evidence(
+        '--action=list',
+        f'--root={tmp_path}',
+        f'--records={tmp_path / "records"}',
+        '--settings=g100_b10_o0,g300_b10_o0',
     )
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
@@ -1000,16 +994,10 @@ def test_runner_waits_for_generation0_then_copies_it(tmp_path, monkeypatch, cli)
         generation0.copy(root, fixmatch, other)
 
 
-def test_runner_trains_generation0_itself_when_the_source_was_trained_otherwise(
-    tmp_path, monkeypatch, cli
-):
-    fixmatch = design.Cell(design.BASE, 'fixmatch', 4800)
-    crest = design.Cell(design.BASE, 'fixmatch_crest', 9600)
-    root = str(tmp_path)
-    _finish(tmp_path, fixmatch, 0.78)
-    with open(os.path.join(fixmatch.workdir(root), 'args.json'), 'w') as f:
-        json.dump({**_fake_args(fixmatch), 'seed': 2}, f)
-    monkeypatch.setattr(planner, 'plan', lambda root: ([fixmatch, crest], None))
+def _plan_fake_runs(monkeypatch, cli, cells):
+    """Makes the runner plan `cells` and start each as a fake run (`_FAKE_RUN`); returns
+    the list it fills with (cell, whether its folder existed when started)."""
+    monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
     launched = []
 
     def fake_launch(root, cell, threads):
@@ -1021,6 +1009,19 @@ def test_runner_trains_generation0_itself_when_the_source_was_trained_otherwise(
 
     monkeypatch.setattr(cli, 'launch', fake_launch)
     monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    return launched
+
+
+def test_runner_trains_generation0_itself_when_the_source_was_trained_otherwise(
+    tmp_path, monkeypatch, cli
+):
+    fixmatch = design.Cell(design.BASE, 'fixmatch', 4800)
+    crest = design.Cell(design.BASE, 'fixmatch_crest', 9600)
+    root = str(tmp_path)
+    _finish(tmp_path, fixmatch, 0.78)
+    with open(os.path.join(fixmatch.workdir(root), 'args.json'), 'w') as f:
+        json.dump({**_fake_args(fixmatch), 'seed': 2}, f)
+    launched = _plan_fake_runs(monkeypatch, cli, [fixmatch, crest])
     assert cli.run(root, jobs=1, max_minutes=0) == 0
     assert launched == [(crest, False)]  # Nothing copied into its folder.
     trained = [r['steps'] for r in timing.ledger(root) if not r.get('by_hand')]
@@ -1059,18 +1060,7 @@ def test_a_new_machine_rebuilds_the_finished_cells_from_the_records(tmp_path, mo
     with pytest.raises(ValueError, match='rebuilt from its records and holds no model'):
         generation0.copy(root, fixmatch, crest)
 
-    monkeypatch.setattr(planner, 'plan', lambda root: (cells, None))
-    launched = []
-
-    def fake_launch(root, cell, threads):
-        launched.append((cell, os.path.exists(cell.workdir(root))))
-        os.makedirs(cell.workdir(root), exist_ok=True)
-        return subprocess.Popen(
-            [sys.executable, '-c', _FAKE_RUN, cell.workdir(root), cell.method, _results_text()]
-        )
-
-    monkeypatch.setattr(cli, 'launch', fake_launch)
-    monkeypatch.setattr(cli, 'POLL_SECONDS', 0.05)
+    launched = _plan_fake_runs(monkeypatch, cli, cells)
     assert cli.run(root, jobs=2, max_minutes=0, records=records) == 0
     assert launched == [(crest, False)]  # Nothing copied into its folder.
     lines = timing.ledger(records)
@@ -1092,19 +1082,7 @@ def test_list_on_a_new_machine_shows_the_committed_cells_done(tmp_path):
     }
     assert finished  # The committed study has finished cells.
     root = str(tmp_path / 'runs')
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, 'scripts', 'evidence.py'),
-            '--action=list',
-            f'--root={root}',
-            f'--records={records}',
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    proc = _evidence('--action=list', f'--root={root}', f'--records={records}')
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(f'evidence: {len(finished)} finished cell(s) and ')
